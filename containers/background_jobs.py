@@ -1,0 +1,50 @@
+"""``BackgroundJobContainer``: the composition root of masa-jobs."""
+
+from __future__ import annotations
+
+import copy
+
+from dependency_injector import containers, providers
+
+from masa_jobs.manager import DefaultJobManager
+from masa_jobs.options import BackgroundJobOptions
+from masa_jobs.registry import JobRegistry
+from masa_jobs.stores import MemoryJobStore, check_store_backend
+from masa_jobs.worker import Worker
+
+from ._config import DEFAULT_CONFIG
+
+__all__ = ["BackgroundJobContainer"]
+
+
+class BackgroundJobContainer(containers.DeclarativeContainer):
+    """Options, store, registry, job manager and worker, as singletons.
+
+    Configuration keys (``config.from_dict``, ``from_yaml`` or
+    ``containers.load_env``)::
+
+        store:   {backend: memory}
+        options: {poll_interval: 5, batch_size: 30, max_retry_times: 10, ...}
+    """
+
+    # MasaApp.build() wires once; a container must not wire itself on creation.
+    wiring_config = containers.WiringConfiguration(auto_wire=False)
+
+    config = providers.Configuration(default=copy.deepcopy(dict(DEFAULT_CONFIG)))
+
+    options = providers.Singleton(BackgroundJobOptions.from_config, config.options)
+
+    store_backend = providers.Callable(check_store_backend, config.store.backend)
+
+    job_store = providers.Selector(
+        store_backend,
+        memory=providers.Singleton(MemoryJobStore),
+    )
+
+    job_registry = providers.Singleton(JobRegistry.discover, options.provided.job_packages)
+
+    job_manager = providers.Singleton(
+        DefaultJobManager, store=job_store, registry=job_registry, options=options
+    )
+
+    worker = providers.Singleton(Worker, store=job_store, registry=job_registry, options=options)

@@ -1,0 +1,176 @@
+"""``MasaApp``: the one root container every static caller resolves.
+
+MASA's FAQ exists because static callers resolved a different service
+provider than the running worker, so jobs were enqueued into a store no worker
+read. Here ``MasaApp.build(container)`` publishes one root container; the
+static ``BackgroundJobManager`` and ``MasaApp.lifespan()`` resolve the very
+singletons the worker uses, or raise ``MasaNotBuiltError``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import anyio
+
+from .exceptions import MasaAlreadyBuiltError, MasaNotBuiltError
+
+if TYPE_CHECKING:
+    from .manager import JobManager
+    from .options import BackgroundJobOptions
+    from .registry import JobRegistry
+    from .stores.base import JobStore
+    from .worker import Worker
+
+__all__ = ["MasaApp"]
+
+logger = logging.getLogger("masa_jobs")
+
+# The providers a background-jobs container offers; how MasaApp finds it.
+_JOBS_PROVIDERS = ("options", "job_store", "job_registry", "job_manager", "worker")
+
+_NOT_BUILT = (
+    "masa-jobs has no root container yet: call MasaApp.build(container) once at start-up, "
+    "with the same container instance that runs the worker, before any "
+    "BackgroundJobManager call or MasaApp.lifespan()"
+)
+
+
+class MasaApp:
+    """Publishes the root container (MASA's ``MasaApp.Build``)."""
+
+    _root: ClassVar[Any | None] = None
+    _jobs: ClassVar[Any | None] = None
+
+    def __init__(self) -> None:
+        raise TypeError("MasaApp is used through its class methods; do not instantiate it")
+
+    @classmethod
+    def build(cls, container: Any) -> None:
+        """Publish ``container`` (an instance) as the root container.
+
+        Checks its dependencies, wires it once (its ``wiring_config`` plus the
+        modules defining the registered handlers) and resolves the singletons
+        eagerly, so that a bad configuration fails here. Building the same
+        container again does nothing; a different one is refused.
+        """
+        if isinstance(container, type):
+            raise TypeError(
+                f"MasaApp.build() takes a container instance, got the class "
+                f"{container.__qualname__}: call MasaApp.build({container.__qualname__}()) -- "
+                "class-level providers hold singletons apart from any instance's"
+            )
+        if cls._root is not None:
+            if cls._root is container:
+                return
+            raise MasaAlreadyBuiltError(
+                "MasaApp was already built with another container; build it once at "
+                "start-up (tests: call MasaApp.reset() between apps)"
+            )
+        jobs = _find_jobs_container(container)
+        container.check_dependencies()
+        registry: JobRegistry = jobs.job_registry()
+        _wire_once(container, registry.handler_modules())
+        try:
+            for name in _JOBS_PROVIDERS:
+                getattr(jobs, name)()
+        except BaseException:
+            container.unwire()
+            raise
+        cls._root, cls._jobs = container, jobs
+
+    @classmethod
+    def root(cls) -> Any:
+        """The container given to ``build``."""
+        if cls._root is None:
+            raise MasaNotBuiltError(_NOT_BUILT)
+        return cls._root
+
+    @classmethod
+    def is_built(cls) -> bool:
+        return cls._root is not None
+
+    @classmethod
+    def reset(cls) -> None:
+        """Forget the root container and unwire it (for tests)."""
+        root = cls._root
+        cls._root = cls._jobs = None
+        if root is not None:
+            root.unwire()
+
+    @classmethod
+    def job_manager(cls) -> JobManager:
+        """The root container's ``job_manager``, resolved through its provider."""
+        jobs = cls._jobs
+        if jobs is None:
+            raise MasaNotBuiltError(_NOT_BUILT)
+        manager: JobManager = jobs.job_manager()
+        return manager
+
+    @classmethod
+    @asynccontextmanager
+    async def lifespan(cls) -> AsyncIterator[None]:
+        """Open the store and, unless ``disable_background_job``, run the worker.
+
+        On exit the worker stops gracefully (running jobs get
+        ``shutdown_timeout``) and the store is closed.
+        """
+        jobs = cls._jobs
+        if jobs is None:
+            raise MasaNotBuiltError(_NOT_BUILT)
+        options: BackgroundJobOptions = jobs.options()
+        store: JobStore = jobs.job_store()
+        async with AsyncExitStack() as stack:
+            await store.open()
+            stack.push_async_callback(store.aclose)
+            if options.disable_background_job:
+                yield
+                return
+            worker: Worker = jobs.worker()
+            async with anyio.create_task_group() as tg:
+                await tg.start(_run_worker, worker)
+                try:
+                    yield
+                finally:
+                    worker.stop()
+
+
+async def _run_worker(worker: Worker, *, task_status: Any) -> None:
+    await worker.run(task_status=task_status)
+
+
+def _find_jobs_container(container: Any) -> Any:
+    """The container itself, or the one sub-container that provides the job parts."""
+    if all(hasattr(container, name) for name in _JOBS_PROVIDERS):
+        return container
+    from dependency_injector import providers
+
+    found = [
+        provider.container
+        for provider in getattr(container, "providers", {}).values()
+        if isinstance(provider, providers.Container)
+        and all(hasattr(provider.container, name) for name in _JOBS_PROVIDERS)
+    ]
+    if len(found) == 1:
+        return found[0]
+    what = "none" if not found else f"{len(found)}"
+    raise TypeError(
+        f"MasaApp.build() needs a BackgroundJobContainer, a container extending it, or one "
+        f"embedding it as providers.Container(BackgroundJobContainer); "
+        f"{type(container).__qualname__} has {what} such sub-containers"
+    )
+
+
+def _wire_once(container: Any, handler_modules: tuple[str, ...]) -> None:
+    """One ``wire()``: the container's wiring_config plus the handler modules."""
+    config = container.wiring_config
+    from_package = config.from_package
+    if from_package is None:
+        parent = getattr(container, "declarative_parent", None) or type(container)
+        from_package = importlib.import_module(parent.__module__).__package__
+    modules = [*config.modules, *(m for m in handler_modules if m not in config.modules)]
+    container.wire(modules=modules, packages=config.packages, from_package=from_package)

@@ -1,0 +1,98 @@
+"""Exceptions raised by masa-jobs.
+
+Every error the library raises on purpose derives from one root, and every
+message says what went wrong and how to fix it::
+
+    MasaJobsError
+    ├── MasaNotBuiltError          a static caller ran before MasaApp.build(...)
+    ├── MasaAlreadyBuiltError      MasaApp.build(...) got a second, different container
+    ├── ConfigurationError         a setting cannot work (unknown store backend, ...)
+    ├── RegistryError              the job classes cannot be mapped to names
+    │   └── DuplicateJobNameError  two args types share one job name
+    ├── EnqueueError               a job was refused; nothing was stored
+    │   ├── InvalidJobArgsError    the args are not a pydantic model instance (also TypeError)
+    │   ├── UnknownJobError        no handler is registered for the args type
+    │   ├── PayloadTooLargeError   the serialised args exceed max_payload_bytes (also ValueError)
+    │   └── InvalidDelayError      the delay is negative or not a duration (also ValueError)
+    ├── JobNotFoundError           no job has that id (also LookupError)
+    ├── InvalidJobStateError       the operation does not apply to the job's state
+    └── NotSupportedError          the operation is not available in this version or store
+
+Validation of ``BackgroundJobOptions`` raises pydantic's ``ValidationError``,
+which names the field; it is deliberately not wrapped.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "DuplicateJobNameError",
+    "EnqueueError",
+    "InvalidDelayError",
+    "InvalidJobArgsError",
+    "InvalidJobStateError",
+    "JobNotFoundError",
+    "MasaAlreadyBuiltError",
+    "MasaJobsError",
+    "MasaNotBuiltError",
+    "NotSupportedError",
+    "PayloadTooLargeError",
+    "RegistryError",
+    "UnknownJobError",
+]
+
+
+class MasaJobsError(Exception):
+    """Root of every error raised by masa-jobs."""
+
+
+class MasaNotBuiltError(MasaJobsError):
+    """A static caller needed the root container before ``MasaApp.build``."""
+
+
+class MasaAlreadyBuiltError(MasaJobsError):
+    """``MasaApp.build`` was called with a second, different container."""
+
+
+class ConfigurationError(MasaJobsError):
+    """The configuration names something that cannot work."""
+
+
+class RegistryError(MasaJobsError):
+    """The job classes cannot be mapped to job names."""
+
+
+class DuplicateJobNameError(RegistryError):
+    """Two different args types were given the same job name."""
+
+
+class EnqueueError(MasaJobsError):
+    """A job was refused at enqueue time; nothing was stored."""
+
+
+class InvalidJobArgsError(EnqueueError, TypeError):
+    """The job arguments are not an instance of a pydantic model."""
+
+
+class UnknownJobError(EnqueueError):
+    """No handler is registered for the job's args type."""
+
+
+class PayloadTooLargeError(EnqueueError, ValueError):
+    """The serialised arguments exceed ``max_payload_bytes``."""
+
+
+class InvalidDelayError(EnqueueError, ValueError):
+    """The delay is negative or not a duration."""
+
+
+class JobNotFoundError(MasaJobsError, LookupError):
+    """No job with the given id exists in the store."""
+
+
+class InvalidJobStateError(MasaJobsError):
+    """The operation does not apply to the job in its current state."""
+
+
+class NotSupportedError(MasaJobsError):
+    """The operation is not available in this version or with this store."""

@@ -1,0 +1,129 @@
+"""Running one claimed job: every handler that has not yet succeeded, once.
+
+The executor turns a ``JobRecord`` into a ``JobOutcome``; it never raises for
+a job's own failure, so one broken job cannot take the worker down.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .jobs import BackgroundJob, handler_name
+from .records import JobOutcome, JobRecord, JobState, utcnow
+from .registry import JobRegistry
+from .retry import RetryPolicy
+
+__all__ = ["JobExecutor"]
+
+logger = logging.getLogger("masa_jobs.worker")
+
+
+class JobExecutor:
+    """Runs the handlers of a job and decides its outcome."""
+
+    def __init__(self, registry: JobRegistry, retry_policy: RetryPolicy) -> None:
+        self._registry = registry
+        self._retry_policy = retry_policy
+        # Handler names are computed once per class, not once per job.
+        self._names: dict[type[Any], str] = {}
+
+    async def run(self, record: JobRecord) -> JobOutcome:
+        args_type = self._registry.args_type(record.name)
+        if args_type is None:
+            return _dead(
+                record,
+                f"no args type is registered for job name {record.name!r}: deploy the code "
+                "that defines it (or list its package in options.job_packages), then retry "
+                "the job",
+            )
+        try:
+            args = args_type.model_validate_json(record.payload)
+        except ValidationError as exc:
+            return _dead(
+                record,
+                f"the stored args of job {record.name!r} no longer validate as "
+                f"{args_type.__qualname__}: {exc}",
+            )
+        done = list(record.done_handlers)
+        failures: list[str] = []
+        for handler_type in self._registry.handlers(record.name):
+            name = self._name_of(handler_type)
+            if name in record.done_handlers:
+                continue
+            error = await self._run_handler(handler_type, name, args, record)
+            if error is None:
+                done.append(name)
+            else:
+                failures.append(error)
+        if not failures:
+            return JobOutcome(
+                job_id=record.id,
+                state=JobState.SUCCEEDED,
+                attempts=record.attempts,
+                next_try_at=record.next_try_at,
+                done_handlers=tuple(done),
+                finished_at=utcnow(),
+            )
+        return self._failed(record, "\n".join(failures), tuple(done))
+
+    async def _run_handler(
+        self,
+        handler_type: type[BackgroundJob[Any]],
+        name: str,
+        args: BaseModel,
+        record: JobRecord,
+    ) -> str | None:
+        """Build and run one handler; the error text when it fails, else None."""
+        try:
+            handler = handler_type()
+            await handler.execute(args)
+        except Exception as exc:
+            logger.warning(
+                "job %s (%s) failed in %s on attempt %d: %r",
+                record.id,
+                record.name,
+                name,
+                record.attempts,
+                exc,
+            )
+            return f"{name} failed:\n{''.join(traceback.format_exception(exc))}"
+        return None
+
+    def _failed(self, record: JobRecord, error: str, done: tuple[str, ...]) -> JobOutcome:
+        last_try = record.last_try_at or utcnow()
+        next_try_at = self._retry_policy.next_try_at(max(record.attempts, 1), last_try)
+        if next_try_at is None:
+            logger.error(
+                "job %s (%s) is dead after %d attempts", record.id, record.name, record.attempts
+            )
+            return _dead(record, error, done)
+        return JobOutcome(
+            job_id=record.id,
+            state=JobState.SCHEDULED,
+            attempts=record.attempts,
+            next_try_at=next_try_at,
+            last_error=error,
+            done_handlers=done,
+        )
+
+    def _name_of(self, handler_type: type[Any]) -> str:
+        name = self._names.get(handler_type)
+        if name is None:
+            name = self._names[handler_type] = handler_name(handler_type)
+        return name
+
+
+def _dead(record: JobRecord, reason: str, done: tuple[str, ...] | None = None) -> JobOutcome:
+    return JobOutcome(
+        job_id=record.id,
+        state=JobState.DEAD,
+        attempts=record.attempts,
+        next_try_at=record.next_try_at,
+        last_error=reason,
+        done_handlers=record.done_handlers if done is None else done,
+        finished_at=utcnow(),
+    )

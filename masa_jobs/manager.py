@@ -1,0 +1,261 @@
+"""The job manager: enqueue jobs and look after them.
+
+``JobManager`` is the protocol (MASA's ``IBackgroundJobManager``) that the
+container's ``job_manager`` provides; ``DefaultJobManager`` implements it over
+any ``JobStore``; ``BackgroundJobManager`` is the static facade that resolves
+the root container's ``job_manager`` on every call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
+from uuid import uuid4
+
+from pydantic import BaseModel
+
+from .exceptions import (
+    InvalidDelayError,
+    InvalidJobArgsError,
+    InvalidJobStateError,
+    JobNotFoundError,
+    NotSupportedError,
+    PayloadTooLargeError,
+    UnknownJobError,
+)
+from .jobs import BackgroundScheduleJob, get_job_name
+from .options import BackgroundJobOptions
+from .records import FINISHED_STATES, JobInfo, JobRecord, JobState, utcnow
+from .registry import JobRegistry
+from .stores.base import JobStore
+
+__all__ = ["BackgroundJobManager", "DefaultJobManager", "Delay", "JobManager"]
+
+Delay = timedelta | float | int | None
+_PENDING = (JobState.SCHEDULED, JobState.ENQUEUED)
+# UTF-8 spends at most four bytes on a character: shorter strings need no encoding to check.
+_MAX_UTF8_BYTES_PER_CHAR = 4
+_SCHEDULES_NOT_YET = (
+    "recurring jobs are not supported by this version of masa-jobs yet; "
+    "enqueue a job with a delay instead"
+)
+
+
+@runtime_checkable
+class JobManager(Protocol):
+    """Enqueue jobs and manage them (MASA's ``IBackgroundJobManager``)."""
+
+    async def enqueue(self, args: BaseModel, delay: Delay = None) -> str:
+        """Store a job to run after ``delay`` (now when None); returns its id."""
+
+    async def enqueue_many(self, jobs: Iterable[tuple[BaseModel, Delay]]) -> list[str]:
+        """Store several jobs at once, all or none; returns their ids."""
+
+    async def add_or_update_schedule(self, job: BackgroundScheduleJob) -> None:
+        """Add a recurring job, or update the one with the same id."""
+
+    async def remove_schedule(self, schedule_id: str) -> None:
+        """Remove a recurring job."""
+
+    async def get(self, job_id: str) -> JobInfo | None:
+        """One job, or None."""
+
+    async def list(
+        self, state: JobState | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[JobInfo]:
+        """Jobs, newest first, optionally in one state."""
+
+    async def count(self) -> dict[JobState, int]:
+        """How many jobs are in each state."""
+
+    async def retry(self, job_id: str) -> JobInfo:
+        """Run a dead job again, now."""
+
+    async def cancel(self, job_id: str) -> JobInfo:
+        """Cancel a job that has not started."""
+
+    async def delete(self, job_id: str) -> None:
+        """Remove a job, whatever its state."""
+
+    async def purge(self, older_than: timedelta | None = None) -> int:
+        """Remove finished jobs older than ``older_than`` (the retention by default)."""
+
+
+class DefaultJobManager:
+    """The ``JobManager`` over one store, registry and set of options."""
+
+    def __init__(
+        self, store: JobStore, registry: JobRegistry, options: BackgroundJobOptions
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._options = options
+
+    @property
+    def store(self) -> JobStore:
+        return self._store
+
+    async def enqueue(self, args: BaseModel, delay: Delay = None) -> str:
+        record = self._new_record(args, delay, utcnow())
+        await self._store.add((record,))
+        return record.id
+
+    async def enqueue_many(self, jobs: Iterable[tuple[BaseModel, Delay]]) -> list[str]:
+        now = utcnow()
+        # Validate everything before storing anything: one bad job refuses the batch.
+        records = [self._new_record(args, delay, now) for args, delay in jobs]
+        if records:
+            await self._store.add(records)
+        return [record.id for record in records]
+
+    async def add_or_update_schedule(self, job: BackgroundScheduleJob) -> None:
+        raise NotSupportedError(_SCHEDULES_NOT_YET)
+
+    async def remove_schedule(self, schedule_id: str) -> None:
+        raise NotSupportedError(_SCHEDULES_NOT_YET)
+
+    async def get(self, job_id: str) -> JobInfo | None:
+        record = await self._store.get(job_id)
+        return None if record is None else JobInfo.from_record(record)
+
+    async def list(
+        self, state: JobState | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[JobInfo]:
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must not be negative")
+        now = utcnow()
+        if state is None or not state.is_pending:
+            states = None if state is None else (state,)
+            records = await self._store.list(states, limit=limit, offset=offset)
+            return [JobInfo.from_record(r, now) for r in records]
+        # Stores do not split pending jobs by the clock; filter here.
+        window = offset + limit
+        pending = await self._store.list(_PENDING, limit=max(window * 4, 1000))
+        infos = [JobInfo.from_record(r, now) for r in pending]
+        return [info for info in infos if info.state is state][offset:window]
+
+    async def count(self) -> dict[JobState, int]:
+        return await self._store.count_by_state(utcnow())
+
+    async def retry(self, job_id: str) -> JobInfo:
+        return await self._transition(job_id, (JobState.DEAD,), JobState.ENQUEUED, "retried")
+
+    async def cancel(self, job_id: str) -> JobInfo:
+        return await self._transition(job_id, _PENDING, JobState.CANCELLED, "cancelled")
+
+    async def delete(self, job_id: str) -> None:
+        if not await self._store.delete(job_id):
+            raise JobNotFoundError(f"no job with id {job_id!r}; list jobs to find its id")
+
+    async def purge(self, older_than: timedelta | None = None) -> int:
+        age = older_than if older_than is not None else timedelta(seconds=self._options.retention)
+        return await self._store.purge(FINISHED_STATES, utcnow() - age)
+
+    async def _transition(
+        self, job_id: str, expected: Sequence[JobState], state: JobState, verb: str
+    ) -> JobInfo:
+        record = await self._store.transition(job_id, expected, state, utcnow())
+        if record is not None:
+            return JobInfo.from_record(record)
+        current = await self._store.get(job_id)
+        if current is None:
+            raise JobNotFoundError(f"no job with id {job_id!r}; list jobs to find its id")
+        allowed = " or ".join(sorted({s.value for s in expected}))
+        raise InvalidJobStateError(
+            f"job {job_id!r} is {JobInfo.from_record(current).state.value}; "
+            f"only a job that is {allowed} can be {verb}"
+        )
+
+    def _new_record(self, args: BaseModel, delay: Delay, now: datetime) -> JobRecord:
+        name = self._job_name_of(args)
+        payload = args.model_dump_json()
+        self._check_payload_size(name, payload)
+        seconds = _delay_seconds(delay)
+        return JobRecord(
+            id=uuid4().hex,
+            name=name,
+            payload=payload,
+            state=JobState.SCHEDULED if seconds > 0 else JobState.ENQUEUED,
+            created_at=now,
+            next_try_at=now + timedelta(seconds=seconds) if seconds else now,
+        )
+
+    def _job_name_of(self, args: object) -> str:
+        if not isinstance(args, BaseModel):
+            if isinstance(args, type) and issubclass(args, BaseModel):
+                raise InvalidJobArgsError(
+                    f"enqueue got the class {args.__qualname__}, not an instance: "
+                    f"pass {args.__qualname__}(...)"
+                )
+            raise InvalidJobArgsError(
+                f"job args must be an instance of a pydantic model, got "
+                f"{type(args).__qualname__}: define `class MyArgs(BaseModel)` and "
+                "enqueue MyArgs(...)"
+            )
+        name = self._registry.name_of(type(args))
+        if name is None:
+            args_type = type(args)
+            raise UnknownJobError(
+                f"no handler is registered for {args_type.__module__}.{args_type.__qualname__} "
+                f"(job name {get_job_name(args_type)!r}): define a "
+                f"BackgroundJob[{args_type.__qualname__}] subclass at module level and import "
+                "its module before MasaApp.build(...), or add its package to "
+                "options.job_packages"
+            )
+        return name
+
+    def _check_payload_size(self, name: str, payload: str) -> None:
+        limit = self._options.max_payload_bytes
+        if len(payload) * _MAX_UTF8_BYTES_PER_CHAR <= limit:
+            return
+        size = len(payload.encode())
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"the args of job {name!r} are {size} bytes as JSON, over the "
+                f"{limit}-byte limit: store large data elsewhere and pass a reference, "
+                "or raise options.max_payload_bytes"
+            )
+
+
+def _delay_seconds(delay: Delay) -> float:
+    if delay is None:
+        return 0.0
+    if isinstance(delay, timedelta):
+        seconds = delay.total_seconds()
+    elif isinstance(delay, int | float) and not isinstance(delay, bool):
+        seconds = float(delay)
+    else:
+        raise InvalidDelayError(
+            f"delay must be a timedelta or a number of seconds, got {type(delay).__qualname__}"
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidDelayError(
+            f"delay must be zero or more seconds, got {delay!r}: pass None to run now"
+        )
+    return seconds
+
+
+class BackgroundJobManager:
+    """The static facade (MASA's static ``BackgroundJobManager``).
+
+    Each call resolves the ``job_manager`` provider of the container published
+    by ``MasaApp.build(...)`` -- the same singleton the worker uses -- and
+    raises ``MasaNotBuiltError`` before that.
+    """
+
+    def __init__(self) -> None:
+        raise TypeError("BackgroundJobManager is a static facade; call its methods on the class")
+
+    @staticmethod
+    async def enqueue(args: BaseModel, delay: Delay = None) -> str:
+        from .app import MasaApp
+
+        return await MasaApp.job_manager().enqueue(args, delay)
+
+    @staticmethod
+    async def add_or_update_schedule(job: BackgroundScheduleJob) -> None:
+        from .app import MasaApp
+
+        await MasaApp.job_manager().add_or_update_schedule(job)

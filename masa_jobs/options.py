@@ -1,0 +1,73 @@
+"""``BackgroundJobOptions``: MASA's options, same defaults and rules, Python names.
+
+Durations are seconds and accept fractions. Unknown keys are refused so that
+a misspelt setting is an error instead of a silently ignored default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["BackgroundJobOptions"]
+
+# One MiB: large enough for any sane args object, small enough that a
+# mistaken enqueue of a whole file is caught before it reaches the store.
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+# A week: long enough to look at last week's failures, short enough that the
+# memory store and tables do not grow without bound.
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
+
+
+class BackgroundJobOptions(BaseModel):
+    """Settings of the job manager, the worker and the retry policy."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    poll_interval: float = Field(
+        5.0, gt=0, description="Seconds between polls when the store cannot signal new jobs."
+    )
+    batch_size: int = Field(30, gt=0, description="Jobs claimed from the store at once.")
+    max_retry_times: int = Field(
+        10, ge=0, description="Retries after the first attempt before a job is dead."
+    )
+    first_wait_duration: float = Field(60.0, gt=0, description="Seconds before the first retry.")
+    wait_duration: float = Field(
+        2.0, gt=0, description="Factor applied to the wait before each further retry."
+    )
+    disable_background_job: bool = Field(
+        False, description="Enqueue only: run no worker in this process."
+    )
+    concurrency: int = Field(10, gt=0, description="Jobs one worker runs at once.")
+    lease_timeout: float = Field(
+        30.0, gt=0, description="Seconds a claimed job stays reserved without renewal."
+    )
+    shutdown_timeout: float = Field(
+        10.0, ge=0, description="Seconds a stopping worker waits for running jobs."
+    )
+    max_payload_bytes: int = Field(
+        DEFAULT_MAX_PAYLOAD_BYTES, gt=0, description="Largest serialised args accepted."
+    )
+    retention: float = Field(
+        DEFAULT_RETENTION_SECONDS,
+        gt=0,
+        description="Seconds succeeded, dead and cancelled jobs are kept.",
+    )
+    job_packages: tuple[str, ...] = Field(
+        (), description="Packages imported at start-up to find job handlers."
+    )
+
+    @field_validator("job_packages", mode="before")
+    @classmethod
+    def _split_package_list(cls, value: Any) -> Any:
+        # Environment variables carry lists as "pkg.a,pkg.b".
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any] | None) -> BackgroundJobOptions:
+        """Build from the ``options`` section of the container's configuration."""
+        return cls.model_validate(dict(values or {}))

@@ -1,0 +1,130 @@
+"""Value objects that cross the store boundary, and what callers see of a job."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["JobInfo", "JobOutcome", "JobRecord", "JobState", "utcnow"]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC: every timestamp in masa-jobs is."""
+    return datetime.now(UTC)
+
+
+class JobState(StrEnum):
+    """Where a job is in its life.
+
+    ``scheduled`` (due later) → ``enqueued`` (due now) → ``processing``
+    (claimed under a lease) → ``succeeded`` | ``scheduled`` (retry) | ``dead``;
+    a pending job can be ``cancelled``.
+    """
+
+    SCHEDULED = "scheduled"
+    ENQUEUED = "enqueued"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_pending(self) -> bool:
+        return self in _PENDING
+
+    @property
+    def is_finished(self) -> bool:
+        return self in FINISHED_STATES
+
+
+_PENDING = frozenset({JobState.SCHEDULED, JobState.ENQUEUED})
+FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job as a store keeps it.
+
+    ``attempts`` counts executions started: a store increments it when it
+    claims the job. ``done_handlers`` names the handlers that already
+    succeeded, so that a retry runs only the ones that failed.
+    ``lease_owner``/``lease_expires_at`` are set while the job is processing.
+    """
+
+    id: str
+    name: str
+    payload: str
+    state: JobState
+    created_at: datetime
+    next_try_at: datetime
+    attempts: int = 0
+    last_try_at: datetime | None = None
+    last_error: str | None = None
+    done_handlers: tuple[str, ...] = ()
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """What a worker decided for a job it holds, handed to ``JobStore.finish``.
+
+    ``state`` is ``succeeded`` or ``dead`` (final), or ``scheduled`` with
+    ``next_try_at`` (a retry, or a job put back by a stopping worker).
+    """
+
+    job_id: str
+    state: JobState
+    attempts: int
+    next_try_at: datetime
+    last_error: str | None = None
+    done_handlers: tuple[str, ...] = ()
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """What the manager, the CLI and dashboards show of a job."""
+
+    id: str
+    name: str
+    state: JobState
+    attempts: int
+    created_at: datetime
+    next_try_at: datetime | None
+    last_try_at: datetime | None
+    last_error: str | None
+    args: dict[str, Any] | None = field(default=None)
+
+    @classmethod
+    def from_record(cls, record: JobRecord, now: datetime | None = None) -> JobInfo:
+        state = record.state
+        # Stores keep one "pending" state in effect; whether it shows as
+        # scheduled or enqueued depends on the clock, not on a write.
+        if state.is_pending:
+            due = record.next_try_at <= (now or utcnow())
+            state = JobState.ENQUEUED if due else JobState.SCHEDULED
+        return cls(
+            id=record.id,
+            name=record.name,
+            state=state,
+            attempts=record.attempts,
+            created_at=record.created_at,
+            next_try_at=record.next_try_at if not state.is_finished else None,
+            last_try_at=record.last_try_at,
+            last_error=record.last_error,
+            args=_decode_args(record.payload),
+        )
+
+
+def _decode_args(payload: str) -> dict[str, Any] | None:
+    """The stored args as a dict; None when the payload is not a JSON object."""
+    try:
+        decoded = json.loads(payload)
+    except ValueError:
+        return None
+    return decoded if isinstance(decoded, dict) else None

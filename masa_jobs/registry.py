@@ -1,0 +1,144 @@
+"""Which args type and which handlers belong to each job name.
+
+The registry is MASA's ``BackgroundJobRelationNetwork``: it is built once at
+start-up, from every imported concrete ``BackgroundJob`` subclass after the
+packages named in ``options.job_packages`` have been imported, and then only
+read, on the enqueue path and for every job a worker runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Iterable, Iterator
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import BaseModel
+
+from .exceptions import DuplicateJobNameError, RegistryError
+from .jobs import BackgroundJob, get_handler_args_type, get_job_name, handler_name
+
+__all__ = ["JobRegistry", "import_job_packages"]
+
+HandlerType = type[BackgroundJob[Any]]
+
+
+class JobRegistry:
+    """Maps job names to their args type and handler classes."""
+
+    __slots__ = ("_args_by_name", "_handlers_by_name", "_name_by_args")
+
+    def __init__(self, handlers: Iterable[HandlerType] = ()) -> None:
+        args_by_name: dict[str, type[BaseModel]] = {}
+        handlers_by_name: dict[str, list[HandlerType]] = {}
+        for handler in handlers:
+            args_type = _args_type_of(handler)
+            name = get_job_name(args_type)
+            known = args_by_name.setdefault(name, args_type)
+            if known is not args_type:
+                raise DuplicateJobNameError(
+                    f"job name {name!r} is used by two args types: "
+                    f"{_qualified(known)} and {_qualified(args_type)}; give one of them "
+                    "another name with @job_name(...)"
+                )
+            bucket = handlers_by_name.setdefault(name, [])
+            if handler not in bucket:
+                bucket.append(handler)
+        self._args_by_name = MappingProxyType(args_by_name)
+        self._handlers_by_name = MappingProxyType(
+            {name: tuple(found) for name, found in handlers_by_name.items()}
+        )
+        self._name_by_args = MappingProxyType({t: n for n, t in args_by_name.items()})
+
+    @classmethod
+    def discover(cls, job_packages: Iterable[str] = ()) -> JobRegistry:
+        """Import ``job_packages``, then register every concrete handler class imported."""
+        import_job_packages(job_packages)
+        return cls(_concrete_handlers(BackgroundJob))
+
+    def name_of(self, args_type: type[Any]) -> str | None:
+        """The job name of a registered args type, or None."""
+        return self._name_by_args.get(args_type)
+
+    def args_type(self, name: str) -> type[BaseModel] | None:
+        """The args type registered under ``name``, or None."""
+        return self._args_by_name.get(name)
+
+    def handlers(self, name: str) -> tuple[HandlerType, ...]:
+        """The handler classes registered for ``name``, in registration order."""
+        return self._handlers_by_name.get(name, ())
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._args_by_name)
+
+    def handler_modules(self) -> tuple[str, ...]:
+        """The modules defining the registered handlers (MasaApp wires them)."""
+        modules = {h.__module__ for hs in self._handlers_by_name.values() for h in hs}
+        return tuple(sorted(modules))
+
+    def __repr__(self) -> str:
+        return f"JobRegistry(names={list(self._args_by_name)!r})"
+
+
+def import_job_packages(job_packages: Iterable[str]) -> None:
+    """Import each named package and, recursively, every module inside it."""
+    for package_name in job_packages:
+        try:
+            package = importlib.import_module(package_name)
+        except ImportError as exc:
+            raise RegistryError(
+                f"cannot import job package {package_name!r} named in options.job_packages: "
+                f"{exc}; check the name and that it is importable (on sys.path)"
+            ) from exc
+        search_path = getattr(package, "__path__", None)
+        if search_path is None:
+            continue
+        for module in pkgutil.walk_packages(search_path, prefix=f"{package.__name__}."):
+            importlib.import_module(module.name)
+
+
+def _concrete_handlers(root: type[Any]) -> Iterator[HandlerType]:
+    seen: set[type[Any]] = set()
+    stack = list(reversed(root.__subclasses__()))
+    while stack:
+        klass = stack.pop()
+        if klass in seen:
+            continue
+        seen.add(klass)
+        stack.extend(reversed(klass.__subclasses__()))
+        if inspect.isabstract(klass) or _is_generic_base(klass):
+            continue
+        # A class defined inside a function cannot be found by name from
+        # another process, and tests define throw-away ones: register those
+        # explicitly with JobRegistry([...]) instead.
+        if "<locals>" in klass.__qualname__:
+            continue
+        yield klass
+
+
+def _is_generic_base(klass: type[Any]) -> bool:
+    """True for ``class Base(BackgroundJob[T])``: parametrised by a type variable only."""
+    return bool(getattr(klass, "__parameters__", ())) and get_handler_args_type(klass) is None
+
+
+def _args_type_of(handler: HandlerType) -> type[BaseModel]:
+    if not (isinstance(handler, type) and issubclass(handler, BackgroundJob)):
+        raise RegistryError(f"{handler!r} is not a BackgroundJob subclass")
+    args_type = get_handler_args_type(handler)
+    if args_type is None:
+        raise RegistryError(
+            f"handler {handler_name(handler)} does not say which args it takes: subclass "
+            "BackgroundJob[YourArgs] or BackgroundJobBase[YourArgs] with a pydantic model"
+        )
+    if inspect.isabstract(handler):
+        raise RegistryError(
+            f"handler {handler_name(handler)} is abstract: implement "
+            f"{', '.join(sorted(handler.__abstractmethods__))}"
+        )
+    return args_type
+
+
+def _qualified(klass: type[Any]) -> str:
+    return f"{klass.__module__}.{klass.__qualname__}"

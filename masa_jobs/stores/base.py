@@ -1,0 +1,93 @@
+"""The ``JobStore`` protocol: persistence plus one atomic claim.
+
+Policy (names, validation, retry maths) lives above this line, in Python, so
+that a store only keeps records and hands each due job to one claimer at a
+time. Every store passes the same contract suite (``tests/contract``).
+
+Semantics every implementation keeps:
+
+* A job is *due* when it is pending (``scheduled`` or ``enqueued``) and its
+  ``next_try_at`` has passed, or when it is ``processing`` and its lease
+  expired (its worker died).
+* ``claim`` atomically moves up to ``limit`` due jobs to ``processing`` under
+  a lease owned by ``worker_id``, increments ``attempts`` and sets
+  ``last_try_at``; due jobs come in order of ``next_try_at``, then
+  ``attempts``, then creation. Two claimers never get the same job while its
+  lease holds.
+* ``finish``, ``extend_leases`` apply only to jobs whose lease ``worker_id``
+  still owns: a worker that lost its lease cannot overwrite the new owner.
+* Timestamps are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+from ..records import JobOutcome, JobRecord, JobState
+
+__all__ = ["JobStore"]
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Where jobs are kept. Open with ``open()`` before use, close with ``aclose()``."""
+
+    async def open(self) -> None:
+        """Connect and prepare (create tables, load scripts). Idempotent."""
+
+    async def aclose(self) -> None:
+        """Release connections. Idempotent."""
+
+    async def add(self, records: Sequence[JobRecord]) -> None:
+        """Store new pending jobs, all or none, and wake waiting workers."""
+
+    async def claim(
+        self, worker_id: str, limit: int, now: datetime, lease: timedelta
+    ) -> list[JobRecord]:
+        """Take up to ``limit`` due jobs under a lease; see the module docstring."""
+
+    async def extend_leases(
+        self, worker_id: str, job_ids: Collection[str], expires_at: datetime
+    ) -> None:
+        """Push back the lease of the given jobs that ``worker_id`` still owns."""
+
+    async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> int:
+        """Record outcomes for jobs ``worker_id`` holds; returns how many applied."""
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        """One job, or None."""
+
+    async def list(
+        self, states: Collection[JobState] | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[JobRecord]:
+        """Jobs in the given stored states (all when None), newest first."""
+
+    async def count_by_state(self, now: datetime) -> dict[JobState, int]:
+        """How many jobs are in each state, pending ones split by ``now`` into
+        scheduled and enqueued."""
+
+    async def transition(
+        self,
+        job_id: str,
+        expected: Collection[JobState],
+        state: JobState,
+        now: datetime,
+    ) -> JobRecord | None:
+        """Compare-and-set the state of one job, for manual operations.
+
+        Applies only when the stored state is in ``expected``; a move to a
+        pending state makes the job due at ``now``, a move to a finished state
+        stamps ``finished_at``. Returns the updated record, or None.
+        """
+
+    async def delete(self, job_id: str) -> bool:
+        """Remove one job; False when it did not exist."""
+
+    async def purge(self, states: Collection[JobState], finished_before: datetime) -> int:
+        """Remove finished jobs in ``states`` finished before the given time."""
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when a job may be due: at once if one is, when one is added,
+        when the earliest scheduled job falls due, or after ``timeout`` seconds."""
