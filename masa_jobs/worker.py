@@ -80,6 +80,7 @@ class Worker:
         self._consumers_done = False
         self._outcome_added: anyio.Event | None = None
         self._slot_freed: anyio.Event | None = None
+        self._error_backoff = FIRST_ERROR_BACKOFF_SECONDS
 
     @property
     def running(self) -> bool:
@@ -138,8 +139,6 @@ class Worker:
             services.cancel_scope.cancel()
 
     async def _claim_loop(self, send: MemoryObjectSendStream[JobRecord]) -> None:
-        options = self._options
-        backoff = FIRST_ERROR_BACKOFF_SECONDS
         with anyio.CancelScope() as self._claim_scope:
             while not self._stop_requested:
                 free = self._max_held - self._in_flight
@@ -147,27 +146,40 @@ class Worker:
                     self._slot_freed = anyio.Event()
                     await self._slot_freed.wait()
                     continue
-                wanted = min(options.batch_size, free)
-                try:
-                    # Shielded: a job claimed must reach the consumers, or it
-                    # would sit under a lease until it expired.
-                    with anyio.CancelScope(shield=True):
-                        jobs = await self._store.claim(
-                            self.worker_id, wanted, utcnow(), self._lease
-                        )
-                except Exception:
-                    logger.exception("worker %s could not claim jobs; retrying", self.worker_id)
-                    await anyio.sleep(backoff)
-                    backoff = min(backoff * 2, options.poll_interval)
-                    continue
-                backoff = FIRST_ERROR_BACKOFF_SECONDS
+                wanted = min(self._options.batch_size, free)
+                jobs = await self._claim(wanted)
                 for job in jobs:
                     self._held[job.id] = job
                     send.send_nowait(job)
                 self._in_flight += len(jobs)
                 if len(jobs) < wanted:
-                    await self._store.wait_for_work(options.poll_interval)
+                    await self._wait_for_work()
         self._claim_scope = None
+
+    async def _claim(self, wanted: int) -> list[JobRecord]:
+        """Claim up to ``wanted`` jobs; on a store error, back off and return none."""
+        try:
+            # Shielded: a job claimed must reach the consumers, or it would
+            # sit under a lease until the lease expired.
+            with anyio.CancelScope(shield=True):
+                jobs = await self._store.claim(self.worker_id, wanted, utcnow(), self._lease)
+        except Exception:
+            logger.exception("worker %s could not claim jobs; retrying", self.worker_id)
+            await self._back_off()
+            return []
+        self._error_backoff = FIRST_ERROR_BACKOFF_SECONDS
+        return jobs
+
+    async def _wait_for_work(self) -> None:
+        try:
+            await self._store.wait_for_work(self._options.poll_interval)
+        except Exception:
+            logger.exception("worker %s could not wait for new jobs; polling", self.worker_id)
+            await self._back_off()
+
+    async def _back_off(self) -> None:
+        await anyio.sleep(self._error_backoff)
+        self._error_backoff = min(self._error_backoff * 2, self._options.poll_interval)
 
     async def _consume(self, receive: MemoryObjectReceiveStream[JobRecord]) -> None:
         with receive:
