@@ -8,6 +8,7 @@ the root container's ``job_manager`` on every call.
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -27,7 +28,7 @@ from .exceptions import (
 )
 from .jobs import BackgroundScheduleJob, get_job_name
 from .options import BackgroundJobOptions
-from .records import FINISHED_STATES, JobInfo, JobRecord, JobState, utcnow
+from .records import FINISHED_STATES, JobInfo, JobRecord, JobState, WorkerInfo, utcnow
 from .registry import JobRegistry
 from .stores.base import JobStore
 
@@ -82,6 +83,9 @@ class JobManager(Protocol):
     async def purge(self, older_than: timedelta | None = None) -> int:
         """Remove finished jobs older than ``older_than`` (the retention by default)."""
 
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        """The workers whose heartbeat is recent (within one lease timeout)."""
+
 
 class DefaultJobManager:
     """The ``JobManager`` over one store, registry and set of options."""
@@ -102,7 +106,7 @@ class DefaultJobManager:
         await self._store.add((record,))
         return record.id
 
-    async def enqueue_many(self, jobs: Iterable[tuple[BaseModel, Delay]]) -> list[str]:
+    async def enqueue_many(self, jobs: Iterable[tuple[BaseModel, Delay]]) -> builtins.list[str]:
         now = utcnow()
         # Validate everything before storing anything: one bad job refuses the batch.
         records = [self._new_record(args, delay, now) for args, delay in jobs]
@@ -152,6 +156,10 @@ class DefaultJobManager:
     async def purge(self, older_than: timedelta | None = None) -> int:
         age = older_than if older_than is not None else timedelta(seconds=self._options.retention)
         return await self._store.purge(FINISHED_STATES, utcnow() - age)
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        since = utcnow() - timedelta(seconds=self._options.lease_timeout)
+        return await self._store.list_workers(since)
 
     async def _transition(
         self, job_id: str, expected: Sequence[JobState], state: JobState, verb: str

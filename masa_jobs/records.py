@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["JobInfo", "JobOutcome", "JobRecord", "JobState", "utcnow"]
+__all__ = ["JobInfo", "JobOutcome", "JobRecord", "JobState", "WorkerInfo", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -84,6 +84,18 @@ class JobOutcome:
     last_error: str | None = None
     done_handlers: tuple[str, ...] = ()
     finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A live worker as its heartbeat describes it, for operators and dashboards."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    last_seen_at: datetime
+    running_jobs: int = 0
 
 
 @dataclass(frozen=True, slots=True)

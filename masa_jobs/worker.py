@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import socket
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import uuid4
 
 import anyio
@@ -23,7 +23,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .executor import JobExecutor
 from .options import BackgroundJobOptions
-from .records import FINISHED_STATES, JobOutcome, JobRecord, JobState, utcnow
+from .records import FINISHED_STATES, JobOutcome, JobRecord, JobState, WorkerInfo, utcnow
 from .registry import JobRegistry
 from .retry import RetryPolicy
 from .stores.base import JobStore
@@ -36,7 +36,8 @@ logger = logging.getLogger("masa_jobs.worker")
 # consumer busy while the next claim is in flight, few enough that one worker
 # does not hoard the queue from the others.
 PREFETCH_PER_SLOT = 1
-# Lease renewals per lease period: two may fail before a live job's lease lapses.
+# Heartbeats (and lease renewals) per lease period: two may fail before a
+# live job's lease lapses.
 LEASE_RENEWALS_PER_PERIOD = 3
 # How often finished jobs past their retention are purged.
 MAINTENANCE_INTERVAL_SECONDS = 60.0
@@ -126,7 +127,7 @@ class Worker:
     async def _serve(self, task_status: TaskStatus[None]) -> None:
         send, receive = anyio.create_memory_object_stream[JobRecord](max_buffer_size=math.inf)
         async with anyio.create_task_group() as services:
-            services.start_soon(self._renew_leases_loop)
+            services.start_soon(self._heartbeat_loop)
             services.start_soon(self._maintenance_loop)
             async with anyio.create_task_group() as consumers:
                 with receive:
@@ -254,18 +255,40 @@ class Worker:
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, self._options.poll_interval)
 
-    async def _renew_leases_loop(self) -> None:
+    async def _heartbeat_loop(self) -> None:
+        """Say this worker is alive and renew the leases of the jobs it holds."""
         interval = self._options.lease_timeout / LEASE_RENEWALS_PER_PERIOD
-        while True:
-            await anyio.sleep(interval)
-            if not self._held:
-                continue
-            try:
-                await self._store.extend_leases(
-                    self.worker_id, list(self._held), utcnow() + self._lease
-                )
-            except Exception:
-                logger.exception("worker %s could not renew leases", self.worker_id)
+        started_at = utcnow()
+        try:
+            while True:
+                await self._beat(started_at)
+                await anyio.sleep(interval)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(interval):
+                await self._forget_worker()
+
+    async def _beat(self, started_at: datetime) -> None:
+        now = utcnow()
+        info = WorkerInfo(
+            id=self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=started_at,
+            last_seen_at=now,
+            running_jobs=len(self._job_scopes),
+        )
+        try:
+            await self._store.heartbeat(info)
+            if self._held:
+                await self._store.extend_leases(self.worker_id, list(self._held), now + self._lease)
+        except Exception:
+            logger.exception("worker %s could not renew its heartbeat or leases", self.worker_id)
+
+    async def _forget_worker(self) -> None:
+        try:
+            await self._store.remove_worker(self.worker_id)
+        except Exception:
+            logger.warning("worker %s could not remove its heartbeat", self.worker_id)
 
     async def _maintenance_loop(self) -> None:
         retention = timedelta(seconds=self._options.retention)

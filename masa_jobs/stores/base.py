@@ -21,11 +21,12 @@ Semantics every implementation keeps:
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
-from ..records import JobOutcome, JobRecord, JobState
+from ..records import JobOutcome, JobRecord, JobState, WorkerInfo
 
 __all__ = ["JobStore"]
 
@@ -91,3 +92,12 @@ class JobStore(Protocol):
     async def wait_for_work(self, timeout: float) -> None:
         """Return when a job may be due: at once if one is, when one is added,
         when the earliest scheduled job falls due, or after ``timeout`` seconds."""
+
+    async def heartbeat(self, worker: WorkerInfo) -> None:
+        """Register or refresh a worker (upsert by id)."""
+
+    async def list_workers(self, seen_since: datetime) -> builtins.list[WorkerInfo]:
+        """Workers whose last heartbeat is at or after ``seen_since``, by id."""
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker (it stopped); also drop any that stopped long ago."""

@@ -8,6 +8,7 @@ process, so use a durable store wherever a lost job matters.
 
 from __future__ import annotations
 
+import builtins
 import heapq
 import math
 import time
@@ -18,7 +19,7 @@ from itertools import count
 
 import anyio
 
-from ..records import FINISHED_STATES, JobOutcome, JobRecord, JobState
+from ..records import FINISHED_STATES, JobOutcome, JobRecord, JobState, WorkerInfo
 
 __all__ = ["MemoryJobStore"]
 
@@ -37,6 +38,7 @@ class MemoryJobStore:
         self._tokens: dict[str, int] = {}
         self._sequence = count()
         self._wakeup: anyio.Event | None = None
+        self._workers: dict[str, WorkerInfo] = {}
 
     def __repr__(self) -> str:
         return f"MemoryJobStore(jobs={len(self._jobs)})"
@@ -214,6 +216,16 @@ class MemoryJobStore:
             self._wakeup = anyio.Event()
         with anyio.move_on_after(wait):
             await self._wakeup.wait()
+
+    async def heartbeat(self, worker: WorkerInfo) -> None:
+        self._workers[worker.id] = worker
+
+    async def list_workers(self, seen_since: datetime) -> builtins.list[WorkerInfo]:
+        alive = [w for w in self._workers.values() if w.last_seen_at >= seen_since]
+        return sorted(alive, key=lambda w: w.id)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        self._workers.pop(worker_id, None)
 
     def _push_due(self, record: JobRecord) -> None:
         token = next(self._sequence)
