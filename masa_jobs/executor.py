@@ -31,7 +31,15 @@ class JobExecutor:
         # Handler names are computed once per class, not once per job.
         self._names: dict[type[Any], str] = {}
 
-    async def run(self, record: JobRecord) -> JobOutcome:
+    async def run(self, record: JobRecord, done: list[str] | None = None) -> JobOutcome:
+        """The outcome of one execution of ``record``.
+
+        ``done`` (the handlers finished so far, initially the record's) grows
+        as handlers succeed, so a caller that interrupts the execution still
+        knows which handlers need not run again.
+        """
+        if done is None:
+            done = list(record.done_handlers)
         args_type = self._registry.args_type(record.name)
         if args_type is None:
             return _dead(
@@ -48,11 +56,10 @@ class JobExecutor:
                 f"the stored args of job {record.name!r} no longer validate as "
                 f"{args_type.__qualname__}: {exc}",
             )
-        done = list(record.done_handlers)
         failures: list[str] = []
         for handler_type in self._registry.handlers(record.name):
             name = self._name_of(handler_type)
-            if name in record.done_handlers:
+            if name in done:
                 continue
             error = await self._run_handler(handler_type, name, args, record)
             if error is None:

@@ -27,36 +27,40 @@ class BackgroundJobOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     poll_interval: float = Field(
-        5.0, gt=0, description="Seconds between polls when the store cannot signal new jobs."
+        default=5.0,
+        gt=0,
+        description="Seconds between polls when the store cannot signal new jobs.",
     )
-    batch_size: int = Field(30, gt=0, description="Jobs claimed from the store at once.")
+    batch_size: int = Field(default=30, gt=0, description="Jobs claimed from the store at once.")
     max_retry_times: int = Field(
-        10, ge=0, description="Retries after the first attempt before a job is dead."
+        default=10, ge=0, description="Retries after the first attempt before a job is dead."
     )
-    first_wait_duration: float = Field(60.0, gt=0, description="Seconds before the first retry.")
+    first_wait_duration: float = Field(
+        default=60.0, gt=0, description="Seconds before the first retry."
+    )
     wait_duration: float = Field(
-        2.0, gt=0, description="Factor applied to the wait before each further retry."
+        default=2.0, gt=0, description="Factor applied to the wait before each further retry."
     )
     disable_background_job: bool = Field(
-        False, description="Enqueue only: run no worker in this process."
+        default=False, description="Enqueue only: run no worker in this process."
     )
-    concurrency: int = Field(10, gt=0, description="Jobs one worker runs at once.")
+    concurrency: int = Field(default=10, gt=0, description="Jobs one worker runs at once.")
     lease_timeout: float = Field(
-        30.0, gt=0, description="Seconds a claimed job stays reserved without renewal."
+        default=30.0, gt=0, description="Seconds a claimed job stays reserved without renewal."
     )
     shutdown_timeout: float = Field(
-        10.0, ge=0, description="Seconds a stopping worker waits for running jobs."
+        default=10.0, ge=0, description="Seconds a stopping worker waits for running jobs."
     )
     max_payload_bytes: int = Field(
-        DEFAULT_MAX_PAYLOAD_BYTES, gt=0, description="Largest serialised args accepted."
+        default=DEFAULT_MAX_PAYLOAD_BYTES, gt=0, description="Largest serialised args accepted."
     )
     retention: float = Field(
-        DEFAULT_RETENTION_SECONDS,
+        default=DEFAULT_RETENTION_SECONDS,
         gt=0,
         description="Seconds succeeded, dead and cancelled jobs are kept.",
     )
     job_packages: tuple[str, ...] = Field(
-        (), description="Packages imported at start-up to find job handlers."
+        default=(), description="Packages imported at start-up to find job handlers."
     )
 
     @field_validator("job_packages", mode="before")

@@ -190,10 +190,11 @@ class Worker:
                     self._add_outcome(_released(record, started=False))
                     continue
                 outcome: JobOutcome | None = None
+                done = list(record.done_handlers)
                 with anyio.CancelScope() as scope:
                     self._job_scopes.add(scope)
                     try:
-                        outcome = await self._executor.run(record)
+                        outcome = await self._executor.run(record, done)
                     finally:
                         self._job_scopes.discard(scope)
                 if outcome is None:
@@ -202,7 +203,7 @@ class Worker:
                         record.id,
                         record.name,
                     )
-                    outcome = _released(record, started=True)
+                    outcome = _released(record, started=True, done=tuple(done))
                 self._add_outcome(outcome)
 
     def _add_outcome(self, outcome: JobOutcome) -> None:
@@ -326,13 +327,19 @@ class Worker:
         self._held.clear()
 
 
-def _released(record: JobRecord, *, started: bool) -> JobOutcome:
-    """A held job handed back, due at once; an attempt never started is not counted."""
+def _released(
+    record: JobRecord, *, started: bool, done: tuple[str, ...] | None = None
+) -> JobOutcome:
+    """A held job handed back, due at once; an attempt never started is not counted.
+
+    ``done`` lists the handlers that finished before the interruption, so
+    that they do not run again.
+    """
     return JobOutcome(
         job_id=record.id,
         state=JobState.ENQUEUED,
         attempts=record.attempts if started else record.attempts - 1,
         next_try_at=utcnow(),
         last_error=record.last_error,
-        done_handlers=record.done_handlers,
+        done_handlers=record.done_handlers if done is None else done,
     )

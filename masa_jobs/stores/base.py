@@ -100,4 +100,4 @@ class JobStore(Protocol):
         """Workers whose last heartbeat is at or after ``seen_since``, by id."""
 
     async def remove_worker(self, worker_id: str) -> None:
-        """Forget a worker (it stopped); also drop any that stopped long ago."""
+        """Forget a worker that stopped."""
