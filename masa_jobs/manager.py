@@ -134,11 +134,20 @@ class DefaultJobManager:
             states = None if state is None else (state,)
             records = await self._store.list(states, limit=limit, offset=offset)
             return [JobInfo.from_record(r, now) for r in records]
-        # Stores do not split pending jobs by the clock; filter here.
+        # Stores do not split pending jobs by the clock; filter here, page by
+        # page, so that many pending jobs of the other kind hide none.
         window = offset + limit
-        pending = await self._store.list(_PENDING, limit=max(window * 4, 1000))
-        infos = [JobInfo.from_record(r, now) for r in pending]
-        return [info for info in infos if info.state is state][offset:window]
+        page = max(window * 4, 1000)
+        matched: builtins.list[JobInfo] = []
+        start = 0
+        while len(matched) < window:
+            pending = await self._store.list(_PENDING, limit=page, offset=start)
+            infos = (JobInfo.from_record(r, now) for r in pending)
+            matched.extend(info for info in infos if info.state is state)
+            if len(pending) < page:
+                break
+            start += page
+        return matched[offset:window]
 
     async def count(self) -> dict[JobState, int]:
         return await self._store.count_by_state(utcnow())
@@ -181,13 +190,20 @@ class DefaultJobManager:
         payload = args.model_dump_json()
         self._check_payload_size(name, payload)
         seconds = _delay_seconds(delay)
+        try:
+            next_try_at = now + timedelta(seconds=seconds) if seconds else now
+        except OverflowError:
+            raise InvalidDelayError(
+                f"delay {delay!r} ends past the last date a timestamp can hold: "
+                "pass a shorter delay"
+            ) from None
         return JobRecord(
             id=uuid4().hex,
             name=name,
             payload=payload,
             state=JobState.SCHEDULED if seconds > 0 else JobState.ENQUEUED,
             created_at=now,
-            next_try_at=now + timedelta(seconds=seconds) if seconds else now,
+            next_try_at=next_try_at,
         )
 
     def _job_name_of(self, args: object) -> str:

@@ -37,7 +37,8 @@ class RetryPolicy:
         if attempt > self.max_retry_times:
             return None
         try:
-            seconds = self.first_wait_duration * self.wait_duration ** (attempt - 1)
+            # In floats: an int factor would build a huge exact integer first.
+            seconds = self.first_wait_duration * float(self.wait_duration) ** (attempt - 1)
         except OverflowError:
             seconds = MAX_RETRY_DELAY_SECONDS
         return timedelta(seconds=min(seconds, MAX_RETRY_DELAY_SECONDS))

@@ -1,0 +1,1 @@
+"""A package of job handlers that only ``JobRegistry.discover`` imports."""

@@ -1,0 +1,186 @@
+"""The public API is a contract: pin it."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import subprocess
+import sys
+from enum import StrEnum
+from pathlib import Path
+
+import pytest
+
+import containers
+import masa_jobs
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+EXPECTED_ALL = [
+    "BackgroundJob",
+    "BackgroundJobBase",
+    "BackgroundJobManager",
+    "BackgroundJobOptions",
+    "BackgroundScheduleJob",
+    "ConfigurationError",
+    "DefaultJobManager",
+    "DuplicateJobNameError",
+    "EnqueueError",
+    "InvalidDelayError",
+    "InvalidJobArgsError",
+    "InvalidJobStateError",
+    "JobInfo",
+    "JobManager",
+    "JobNotFoundError",
+    "JobOutcome",
+    "JobRecord",
+    "JobRegistry",
+    "JobState",
+    "JobStore",
+    "MasaAlreadyBuiltError",
+    "MasaApp",
+    "MasaJobsError",
+    "MasaNotBuiltError",
+    "MemoryJobStore",
+    "NotSupportedError",
+    "PayloadTooLargeError",
+    "RegistryError",
+    "RetryPolicy",
+    "UnknownJobError",
+    "Worker",
+    "__version__",
+    "get_job_name",
+    "job_name",
+]
+
+# The names the design document promises users.
+DESIGN_NAMES = [
+    "BackgroundJob",
+    "BackgroundJobBase",
+    "BackgroundScheduleJob",
+    "job_name",
+    "get_job_name",
+    "BackgroundJobManager",
+    "JobManager",
+    "MasaApp",
+    "BackgroundJobOptions",
+    "JobInfo",
+    "JobState",
+    "MasaJobsError",
+    "MasaNotBuiltError",
+    "MasaAlreadyBuiltError",
+]
+
+
+def test_all_is_pinned() -> None:
+    assert sorted(masa_jobs.__all__) == sorted(EXPECTED_ALL)
+    assert len(set(masa_jobs.__all__)) == len(masa_jobs.__all__)
+
+
+@pytest.mark.parametrize("name", EXPECTED_ALL)
+def test_every_exported_name_exists(name: str) -> None:
+    assert getattr(masa_jobs, name) is not None
+
+
+@pytest.mark.parametrize("name", DESIGN_NAMES)
+def test_every_design_name_is_exported(name: str) -> None:
+    assert name in masa_jobs.__all__
+
+
+def test_the_containers_package() -> None:
+    from containers import BackgroundJobContainer
+
+    assert "BackgroundJobContainer" in containers.__all__
+    assert BackgroundJobContainer.__module__.startswith("containers")
+
+
+def test_every_exported_error_derives_from_the_root() -> None:
+    errors = [
+        obj
+        for name in masa_jobs.__all__
+        if inspect.isclass(obj := getattr(masa_jobs, name)) and issubclass(obj, Exception)
+    ]
+
+    assert len(errors) == 14
+    assert all(issubclass(error, masa_jobs.MasaJobsError) for error in errors)
+
+
+def test_job_states() -> None:
+    assert issubclass(masa_jobs.JobState, StrEnum)
+    assert [state.value for state in masa_jobs.JobState] == [
+        "scheduled",
+        "enqueued",
+        "processing",
+        "succeeded",
+        "dead",
+        "cancelled",
+    ]
+
+
+def test_job_info_fields() -> None:
+    fields = [field.name for field in dataclasses.fields(masa_jobs.JobInfo)]
+
+    assert fields == [
+        "id",
+        "name",
+        "state",
+        "attempts",
+        "created_at",
+        "next_try_at",
+        "last_try_at",
+        "last_error",
+        "args",
+    ]
+    assert masa_jobs.JobInfo.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "enqueue",
+        "enqueue_many",
+        "add_or_update_schedule",
+        "remove_schedule",
+        "get",
+        "list",
+        "count",
+        "retry",
+        "cancel",
+        "delete",
+        "purge",
+    ],
+)
+def test_job_manager_protocol(method: str) -> None:
+    assert inspect.iscoroutinefunction(getattr(masa_jobs.JobManager, method))
+    assert inspect.iscoroutinefunction(getattr(masa_jobs.DefaultJobManager, method))
+
+
+@pytest.mark.parametrize("method", ["enqueue", "add_or_update_schedule"])
+def test_static_facade(method: str) -> None:
+    assert inspect.iscoroutinefunction(getattr(masa_jobs.BackgroundJobManager, method))
+
+
+def test_enqueue_signature() -> None:
+    parameters = inspect.signature(masa_jobs.BackgroundJobManager.enqueue).parameters
+
+    assert list(parameters) == ["args", "delay"]
+    assert parameters["delay"].default is None
+
+
+def test_importing_the_library_imports_no_store_driver() -> None:
+    script = (
+        "import sys\n"
+        "import masa_jobs, containers\n"
+        "loaded = [m for m in ('asyncpg', 'redis', 'aiosqlite', 'psycopg') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
