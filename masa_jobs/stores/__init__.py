@@ -17,7 +17,13 @@ STORE_BACKENDS: tuple[str, ...] = ("memory",)
 
 
 def check_store_backend(backend: object) -> str:
-    """Return ``backend`` if a store of that name exists, else a clear error."""
+    """Return ``backend`` if a store of that name exists, else a clear error.
+
+    An unset backend (None: e.g. a container embedded with
+    ``config=parent.config.jobs`` whose section has no ``store``) is the default.
+    """
+    if backend is None:
+        return STORE_BACKENDS[0]
     if backend in STORE_BACKENDS:
         return str(backend)
     known = ", ".join(STORE_BACKENDS)
