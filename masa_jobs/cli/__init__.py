@@ -1,1 +1,58 @@
-def main() -> None: ...
+"""The ``masa-jobs`` command: ``demo``, ``worker`` and ``bench``.
+
+Each command lives in its own module. Modules that define job handlers (the
+demo's, the benchmark's) are imported only when their command runs, because
+the registry registers every imported handler class.
+
+The CLI is an application of the library, so unlike the rest of masa_jobs it
+composes with the ``containers`` package; ``import masa_jobs`` never imports it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from .bench import bench
+from .demo import demo
+from .worker import worker
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="masa-jobs",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.command("demo")(demo)
+app.command("worker")(worker)
+app.command("bench")(bench)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"masa-jobs {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Typed background jobs on a dependency-injector container.
+
+    Try `masa-jobs demo` first: it needs no set-up and no code of yours.
+    """
+
+
+def main() -> None:
+    """Entry point of the ``masa-jobs`` console script."""
+    app()

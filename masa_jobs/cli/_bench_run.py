@@ -1,0 +1,150 @@
+"""The measurements of ``masa-jobs bench``, each on a freshly built app.
+
+Every phase builds its own container, so that one phase's jobs never slow
+another down, and goes through the public path: ``MasaApp.build``,
+``MasaApp.lifespan()``, the static facade and the container's ``job_manager``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+
+from containers import BackgroundJobContainer
+from masa_jobs import BackgroundJobManager, JobManager, JobState, MasaApp
+
+from ._bench_jobs import PROBE, NoOp
+from ._bench_settings import BenchResult, BenchSettings, store_config
+from ._common import CliError
+
+__all__ = ["peak_rss_bytes", "run_bench"]
+
+# Jobs per enqueue_many call: what a caller would send in one round trip.
+BULK_CHUNK = 1000
+# The pickup phase polls this rarely, so a fast pickup proves the wake-up
+# signal works: a missed wake-up would show as a multi-second latency.
+PICKUP_POLL_INTERVAL = 5.0
+# Gives the worker time to record the previous job, so every pickup sample
+# starts on an idle worker.
+PICKUP_GAP_SECONDS = 0.001
+# No phase should take longer than its jobs at this slow rate, plus a margin.
+SLOWEST_CREDIBLE_RATE = 500.0
+TIMEOUT_MARGIN_SECONDS = 10.0
+# How often the untimed check after the end-to-end phase looks at the counts.
+VERIFY_POLL_SECONDS = 0.01
+_NO_OP = NoOp()
+
+
+async def run_bench(settings: BenchSettings, backend: str) -> BenchResult:
+    """Run every phase in turn; ``backend`` is the event loop's name, for the report."""
+    result = BenchResult(settings, backend)
+    result.enqueue_single_per_s, result.enqueue_bulk_per_s = await _measure_enqueue(settings)
+    result.end_to_end_seconds = await _measure_end_to_end(settings)
+    result.end_to_end_per_s = settings.jobs / result.end_to_end_seconds
+    result.pickup_ms = await _measure_pickup(settings)
+    result.peak_rss_bytes = peak_rss_bytes()
+    return result
+
+
+@contextmanager
+def _app(settings: BenchSettings, **options: Any) -> Iterator[BackgroundJobContainer]:
+    """A container built and published with MasaApp for one phase."""
+    container = BackgroundJobContainer()
+    container.config.from_dict(
+        {
+            "store": store_config(settings.store),
+            "options": {
+                "concurrency": settings.concurrency,
+                "batch_size": settings.batch_size,
+                **options,
+            },
+        }
+    )
+    MasaApp.build(container)
+    try:
+        yield container
+    finally:
+        MasaApp.reset()
+
+
+def _timeout(jobs: int) -> float:
+    return jobs / SLOWEST_CREDIBLE_RATE + TIMEOUT_MARGIN_SECONDS
+
+
+async def _measure_enqueue(settings: BenchSettings) -> tuple[float, float]:
+    """Jobs per second through the static facade, one by one, then in bulk."""
+    n = settings.jobs
+    with _app(settings, disable_background_job=True) as container:
+        manager: JobManager = container.job_manager()
+        async with MasaApp.lifespan():
+            started = time.perf_counter()
+            for _ in range(n):
+                await BackgroundJobManager.enqueue(_NO_OP)
+            single = n / (time.perf_counter() - started)
+            chunks = [min(BULK_CHUNK, n - i) for i in range(0, n, BULK_CHUNK)]
+            started = time.perf_counter()
+            for size in chunks:
+                await manager.enqueue_many([(_NO_OP, None)] * size)
+            bulk = n / (time.perf_counter() - started)
+    return single, bulk
+
+
+async def _measure_end_to_end(settings: BenchSettings) -> float:
+    """Seconds from worker start until the handler ran for every queued job."""
+    n = settings.jobs
+    with _app(settings, poll_interval=PICKUP_POLL_INTERVAL) as container:
+        manager: JobManager = container.job_manager()
+        for start in range(0, n, BULK_CHUNK):
+            await manager.enqueue_many([(_NO_OP, None)] * min(BULK_CHUNK, n - start))
+        all_ran = PROBE.expect(n)
+        started = time.perf_counter()
+        async with MasaApp.lifespan():
+            with anyio.fail_after(_timeout(n)):
+                await all_ran.wait()
+            elapsed = time.perf_counter() - started
+            await _verify_succeeded(manager, n)
+    return elapsed
+
+
+async def _verify_succeeded(manager: JobManager, n: int) -> None:
+    """Untimed check that every job is recorded as succeeded, not just run."""
+    succeeded = 0
+    with anyio.move_on_after(TIMEOUT_MARGIN_SECONDS):
+        while succeeded < n:
+            succeeded = (await manager.count())[JobState.SUCCEEDED]
+            if succeeded < n:
+                await anyio.sleep(VERIFY_POLL_SECONDS)
+    if succeeded != n:
+        raise CliError(f"only {succeeded} of {n} jobs were recorded as succeeded")
+
+
+async def _measure_pickup(settings: BenchSettings) -> list[float]:
+    """Milliseconds from enqueue until the handler runs, one job at a time."""
+    samples: list[float] = []
+    with _app(settings, poll_interval=PICKUP_POLL_INTERVAL):
+        async with MasaApp.lifespan():
+            for _ in range(settings.latency_samples):
+                ran = PROBE.expect(1)
+                started = time.perf_counter()
+                await BackgroundJobManager.enqueue(_NO_OP)
+                with anyio.fail_after(PICKUP_POLL_INTERVAL + TIMEOUT_MARGIN_SECONDS):
+                    await ran.wait()
+                samples.append((PROBE.last_run_at - started) * 1000)
+                await anyio.sleep(PICKUP_GAP_SECONDS)
+    return samples
+
+
+def peak_rss_bytes() -> int | None:
+    """The process's peak resident set size, where the platform reports it."""
+    if sys.platform == "win32":
+        return None
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak if sys.platform == "darwin" else peak * 1024

@@ -1,0 +1,66 @@
+"""Every command explains itself, and importing the CLI registers no job handlers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from masa_jobs import __version__
+from masa_jobs.cli import app
+
+from ._cli import REPO_ROOT, RUN_TIMEOUT_SECONDS
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("command", "fragments"),
+    [
+        ((), ("demo", "worker", "bench")),
+        (("demo",), ("sign-up", "--backend")),
+        (("worker",), ("APP", "SIGTERM", "--concurrency", "--log-level")),
+        (("bench",), ("--jobs", "--concurrency", "--latency-samples", "--json", "--store")),
+    ],
+)
+def test_help_describes_the_command(command: tuple[str, ...], fragments: tuple[str, ...]) -> None:
+    result = runner.invoke(app, [*command, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+    for fragment in fragments:
+        assert fragment in result.output
+
+
+def test_no_arguments_shows_help() -> None:
+    result = runner.invoke(app, [], terminal_width=200)
+    assert "Usage" in result.output
+    assert "demo" in result.output
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"masa-jobs {__version__}"
+
+
+def test_importing_the_cli_registers_no_demo_or_bench_handlers() -> None:
+    # In a fresh interpreter: this test process may import other handlers.
+    code = (
+        "import sys, masa_jobs, masa_jobs.cli\n"
+        "from masa_jobs import JobRegistry\n"
+        "names = JobRegistry.discover().names()\n"
+        "assert not [n for n in names if n.startswith(('demo.', 'bench.'))], names\n"
+        "loaded = [m for m in sys.modules if m.startswith('masa_jobs.cli._')]\n"
+        "assert not [m for m in loaded if 'demo_jobs' in m or 'bench_jobs' in m], loaded\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
