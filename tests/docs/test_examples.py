@@ -1,0 +1,115 @@
+"""Every example in docs/examples runs, and does what the documentation says."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import pytest
+
+from masa_jobs import BackgroundJobOptions, JobState, MasaApp
+
+from .support import EXAMPLE_FILES, load_example
+
+pytestmark = pytest.mark.anyio
+
+TIMEOUT = 10.0
+
+
+def test_every_example_file_has_a_test() -> None:
+    tested = {"quickstart", "handlers", "configuration", "embedded_container", "manage_jobs"}
+    tested |= {"fastapi_app"}  # tests/docs/test_fastapi_app.py
+    assert {path.stem for path in EXAMPLE_FILES} == tested
+
+
+async def test_quickstart_runs_the_delayed_job(capsys: pytest.CaptureFixture[str]) -> None:
+    quickstart = load_example("quickstart")
+    with anyio.fail_after(TIMEOUT):
+        info = await quickstart.main()
+
+    assert info is not None
+    assert info.state is JobState.SUCCEEDED
+    assert info.attempts == 1
+    assert info.name == "signup.welcome-email"
+    assert info.args == {"email": "ada@example.com"}
+    out = capsys.readouterr().out
+    assert "welcome email sent to ada@example.com\n" in out
+    assert f"job {info.id}: succeeded\n" in out
+
+
+async def test_handlers_retry_only_the_failed_handler() -> None:
+    handlers = load_example("handlers")
+    with anyio.fail_after(TIMEOUT):
+        info = await handlers.main()
+
+    assert info is not None
+    assert (info.state, info.attempts) == (JobState.SUCCEEDED, 2)
+    container = MasaApp.root()
+    assert container.declarative_parent is handlers.AppContainer
+    assert container.mailer().sent == ["ada@example.com: Welcome!"]
+    assert container.crm().calls == 2
+    assert container.crm().contacts == [7]
+
+
+def test_configuration_from_a_dict() -> None:
+    configuration = load_example("configuration")
+    options = configuration.container_from_dict().options()
+    assert (options.poll_interval, options.batch_size, options.first_wait_duration) == (2, 50, 0.5)
+
+
+def test_configuration_yaml_file_holds_the_defaults() -> None:
+    configuration = load_example("configuration")
+    container = configuration.container_from_files(environ={})
+    assert container.options() == BackgroundJobOptions()
+    assert container.config.store.backend() == "memory"
+
+
+def test_configuration_environment_variables_win_over_the_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configuration = load_example("configuration")
+    monkeypatch.setenv("MASA_JOBS_STORE__BACKEND", "memory")
+    monkeypatch.setenv("MASA_JOBS_OPTIONS__BATCH_SIZE", "50")
+    monkeypatch.setenv("MASA_JOBS_OPTIONS__FIRST_WAIT_DURATION", "0.5")
+    monkeypatch.setenv("MASA_JOBS_OPTIONS__JOB_PACKAGES", "json,email")
+
+    options = configuration.main()
+
+    assert options.batch_size == 50
+    assert math.isclose(options.first_wait_duration, 0.5)
+    assert options.job_packages == ("json", "email")
+    assert options.poll_interval == 5  # from the file
+    assert "batch_size=50" in capsys.readouterr().out
+
+
+def test_configuration_explicit_environment_mapping() -> None:
+    configuration = load_example("configuration")
+    environ: Mapping[str, str] = {"MASA_JOBS_OPTIONS__CONCURRENCY": "3"}
+    assert configuration.container_from_files(environ).options().concurrency == 3
+
+
+async def test_embedded_container_runs_both_enqueue_paths() -> None:
+    embedded = load_example("embedded_container")
+    with anyio.fail_after(TIMEOUT):
+        infos = await embedded.main()
+
+    assert [info.state if info else None for info in infos] == [JobState.SUCCEEDED] * 2
+    platform = MasaApp.root()
+    assert sorted(platform.ledger().refunds) == [1, 2]
+    assert MasaApp.job_manager() is platform.jobs.job_manager()
+
+
+async def test_manage_jobs_cancel_dead_and_retry() -> None:
+    manage_jobs = load_example("manage_jobs")
+    with anyio.fail_after(TIMEOUT):
+        infos: dict[str, Any] = await manage_jobs.main()
+
+    assert infos["cancelled"].state is JobState.CANCELLED
+    dead = infos["dead"]
+    assert (dead.state, dead.attempts) == (JobState.DEAD, 2)
+    assert "ConnectionError: payment gateway down" in dead.last_error
+    assert "CapturePaymentJob" in dead.last_error
+    retried = infos["retried"]
+    assert (retried.state, retried.attempts, retried.last_error) == (JobState.SUCCEEDED, 3, None)
