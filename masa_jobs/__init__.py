@@ -20,6 +20,9 @@ from .exceptions import (
     NotSupportedError,
     PayloadTooLargeError,
     RegistryError,
+    SchemaVersionError,
+    StoreError,
+    StoreUnavailableError,
     UnknownJobError,
 )
 from .jobs import (
@@ -31,7 +34,7 @@ from .jobs import (
 )
 from .manager import BackgroundJobManager, DefaultJobManager, JobManager
 from .options import BackgroundJobOptions
-from .records import JobInfo, JobOutcome, JobRecord, JobState
+from .records import JobInfo, JobOutcome, JobRecord, JobState, WorkerInfo
 from .registry import JobRegistry
 from .retry import RetryPolicy
 from .stores import JobStore, MemoryJobStore
@@ -69,8 +72,12 @@ __all__ = [
     "PayloadTooLargeError",
     "RegistryError",
     "RetryPolicy",
+    "SchemaVersionError",
+    "StoreError",
+    "StoreUnavailableError",
     "UnknownJobError",
     "Worker",
+    "WorkerInfo",
     "__version__",
     "get_job_name",
     "job_name",

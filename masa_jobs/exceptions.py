@@ -7,6 +7,9 @@ message says what went wrong and how to fix it::
     ├── MasaNotBuiltError          a static caller ran before MasaApp.build(...)
     ├── MasaAlreadyBuiltError      MasaApp.build(...) got a second, different container
     ├── ConfigurationError         a setting cannot work (unknown store backend, ...)
+    ├── StoreError                 the store failed in a way the caller should see
+    │   ├── StoreUnavailableError  the store cannot be reached (names store and address)
+    │   └── SchemaVersionError     the database holds a newer schema than this version knows
     ├── RegistryError              the job classes cannot be mapped to names
     │   └── DuplicateJobNameError  two args types share one job name
     ├── EnqueueError               a job was refused; nothing was stored
@@ -38,6 +41,9 @@ __all__ = [
     "NotSupportedError",
     "PayloadTooLargeError",
     "RegistryError",
+    "SchemaVersionError",
+    "StoreError",
+    "StoreUnavailableError",
     "UnknownJobError",
 ]
 
@@ -56,6 +62,18 @@ class MasaAlreadyBuiltError(MasaJobsError):
 
 class ConfigurationError(MasaJobsError):
     """The configuration names something that cannot work."""
+
+
+class StoreError(MasaJobsError):
+    """The store failed in a way the caller should see."""
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """The store cannot be reached; the message names the store and its address."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was set up by a newer masa-jobs; upgrade this one."""
 
 
 class RegistryError(MasaJobsError):

@@ -46,8 +46,12 @@ EXPECTED_ALL = [
     "PayloadTooLargeError",
     "RegistryError",
     "RetryPolicy",
+    "SchemaVersionError",
+    "StoreError",
+    "StoreUnavailableError",
     "UnknownJobError",
     "Worker",
+    "WorkerInfo",
     "__version__",
     "get_job_name",
     "job_name",
@@ -101,7 +105,7 @@ def test_every_exported_error_derives_from_the_root() -> None:
         if inspect.isclass(obj := getattr(masa_jobs, name)) and issubclass(obj, Exception)
     ]
 
-    assert len(errors) == 14
+    assert len(errors) == 17
     assert all(issubclass(error, masa_jobs.MasaJobsError) for error in errors)
 
 
