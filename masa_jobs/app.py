@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .stores.base import JobStore
     from .worker import Worker
 
-__all__ = ["MasaApp"]
+__all__ = ["MasaApp", "find_jobs_container"]
 
 logger = logging.getLogger("masa_jobs")
 
@@ -71,7 +71,7 @@ class MasaApp:
                 "MasaApp was already built with another container; build it once at "
                 "start-up (tests: call MasaApp.reset() between apps)"
             )
-        jobs = _find_jobs_container(container)
+        jobs = find_jobs_container(container)
         container.check_dependencies()
         registry: JobRegistry = jobs.job_registry()
         _wire_once(container, registry.handler_modules())
@@ -143,7 +143,7 @@ async def _run_worker(worker: Worker, *, task_status: Any) -> None:
     await worker.run(task_status=task_status)
 
 
-def _find_jobs_container(container: Any) -> Any:
+def find_jobs_container(container: Any) -> Any:
     """The container itself, or the one sub-container that provides the job parts."""
     if all(hasattr(container, name) for name in _JOBS_PROVIDERS):
         return container

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -19,7 +19,8 @@ from containers import BackgroundJobContainer
 from masa_jobs import BackgroundJobManager, JobManager, JobState, MasaApp
 
 from ._bench_jobs import PROBE, NoOp
-from ._bench_settings import BenchResult, BenchSettings, store_config
+from ._bench_settings import BenchResult, BenchSettings
+from ._bench_stores import bench_store
 from ._common import CliError
 
 __all__ = ["peak_rss_bytes", "run_bench"]
@@ -51,25 +52,26 @@ async def run_bench(settings: BenchSettings, backend: str) -> BenchResult:
     return result
 
 
-@contextmanager
-def _app(settings: BenchSettings, **options: Any) -> Iterator[BackgroundJobContainer]:
-    """A container built and published with MasaApp for one phase."""
-    container = BackgroundJobContainer()
-    container.config.from_dict(
-        {
-            "store": store_config(settings.store),
-            "options": {
-                "concurrency": settings.concurrency,
-                "batch_size": settings.batch_size,
-                **options,
-            },
-        }
-    )
-    MasaApp.build(container)
-    try:
-        yield container
-    finally:
-        MasaApp.reset()
+@asynccontextmanager
+async def _app(settings: BenchSettings, **options: Any) -> AsyncIterator[BackgroundJobContainer]:
+    """A container on a fresh store namespace, built and published with MasaApp."""
+    async with bench_store(settings.store) as store:
+        container = BackgroundJobContainer()
+        container.config.from_dict(
+            {
+                "store": store,
+                "options": {
+                    "concurrency": settings.concurrency,
+                    "batch_size": settings.batch_size,
+                    **options,
+                },
+            }
+        )
+        MasaApp.build(container)
+        try:
+            yield container
+        finally:
+            MasaApp.reset()
 
 
 def _timeout(jobs: int) -> float:
@@ -79,7 +81,7 @@ def _timeout(jobs: int) -> float:
 async def _measure_enqueue(settings: BenchSettings) -> tuple[float, float]:
     """Jobs per second through the static facade, one by one, then in bulk."""
     n = settings.jobs
-    with _app(settings, disable_background_job=True) as container:
+    async with _app(settings, disable_background_job=True) as container:
         manager: JobManager = container.job_manager()
         async with MasaApp.lifespan():
             started = time.perf_counter()
@@ -97,7 +99,7 @@ async def _measure_enqueue(settings: BenchSettings) -> tuple[float, float]:
 async def _measure_end_to_end(settings: BenchSettings) -> float:
     """Seconds from worker start until the handler ran for every queued job."""
     n = settings.jobs
-    with _app(settings, poll_interval=PICKUP_POLL_INTERVAL) as container:
+    async with _app(settings, poll_interval=PICKUP_POLL_INTERVAL) as container:
         manager: JobManager = container.job_manager()
         for start in range(0, n, BULK_CHUNK):
             await manager.enqueue_many([(_NO_OP, None)] * min(BULK_CHUNK, n - start))
@@ -126,16 +128,15 @@ async def _verify_succeeded(manager: JobManager, n: int) -> None:
 async def _measure_pickup(settings: BenchSettings) -> list[float]:
     """Milliseconds from enqueue until the handler runs, one job at a time."""
     samples: list[float] = []
-    with _app(settings, poll_interval=PICKUP_POLL_INTERVAL):
-        async with MasaApp.lifespan():
-            for _ in range(settings.latency_samples):
-                ran = PROBE.expect(1)
-                started = time.perf_counter()
-                await BackgroundJobManager.enqueue(_NO_OP)
-                with anyio.fail_after(PICKUP_POLL_INTERVAL + TIMEOUT_MARGIN_SECONDS):
-                    await ran.wait()
-                samples.append((PROBE.last_run_at - started) * 1000)
-                await anyio.sleep(PICKUP_GAP_SECONDS)
+    async with _app(settings, poll_interval=PICKUP_POLL_INTERVAL), MasaApp.lifespan():
+        for _ in range(settings.latency_samples):
+            ran = PROBE.expect(1)
+            started = time.perf_counter()
+            await BackgroundJobManager.enqueue(_NO_OP)
+            with anyio.fail_after(PICKUP_POLL_INTERVAL + TIMEOUT_MARGIN_SECONDS):
+                await ran.wait()
+            samples.append((PROBE.last_run_at - started) * 1000)
+            await anyio.sleep(PICKUP_GAP_SECONDS)
     return samples
 
 

@@ -5,20 +5,35 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
-__all__ = ["BenchResult", "BenchSettings", "StoreChoice", "store_config"]
+__all__ = ["TARGETS", "BenchResult", "BenchSettings", "StoreChoice", "Targets"]
 
 
 class StoreChoice(StrEnum):
     """Stores the benchmark can run on."""
 
     MEMORY = "memory"
+    SQLITE = "sqlite"
+    POSTGRES = "postgres"
+    REDIS = "redis"
 
 
-def store_config(store: StoreChoice) -> dict[str, Any]:
-    """The ``store`` section of the container's configuration for ``store``."""
-    return {"backend": store.value}
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """What each store is held to, with true no-op jobs on one worker process."""
+
+    end_to_end_per_s: float
+    pickup_p50_ms: float
+    enqueue_single_per_s: float | None = None
+    enqueue_bulk_per_s: float | None = None
+
+
+TARGETS: dict[StoreChoice, Targets] = {
+    StoreChoice.MEMORY: Targets(20_000, 1.0),
+    StoreChoice.SQLITE: Targets(5_000, 1000.0),
+    StoreChoice.POSTGRES: Targets(15_000, 3.0, 2_500, 50_000),
+    StoreChoice.REDIS: Targets(8_000, 1.5, 6_000, 30_000),
+}
 
 
 @dataclass(frozen=True, slots=True)

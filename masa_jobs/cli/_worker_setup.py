@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from containers import ENV_PREFIX, load_env
 from masa_jobs import BackgroundJobOptions, JobRegistry, MasaApp, MasaJobsError
-from masa_jobs.app import _find_jobs_container
+from masa_jobs.app import find_jobs_container
 
 from ._common import CliError, first_line
 
@@ -66,7 +66,7 @@ def prepare_worker(container: Any, concurrency: int | None) -> WorkerSetup:
 
 def _jobs_container(container: Any) -> Any:
     try:
-        return _find_jobs_container(container)
+        return find_jobs_container(container)
     except TypeError as exc:
         raise CliError(str(exc)) from None
 
