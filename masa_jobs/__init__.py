@@ -6,6 +6,7 @@ Everything public is re-exported here; the submodules are implementation.
 from __future__ import annotations
 
 from .app import MasaApp
+from .cron import CronSchedule
 from .exceptions import (
     ConfigurationError,
     DuplicateJobNameError,
@@ -13,6 +14,7 @@ from .exceptions import (
     InvalidDelayError,
     InvalidJobArgsError,
     InvalidJobStateError,
+    InvalidScheduleError,
     JobNotFoundError,
     MasaAlreadyBuiltError,
     MasaJobsError,
@@ -20,6 +22,7 @@ from .exceptions import (
     NotSupportedError,
     PayloadTooLargeError,
     RegistryError,
+    ScheduleNotFoundError,
     SchemaVersionError,
     StoreError,
     StoreUnavailableError,
@@ -34,10 +37,20 @@ from .jobs import (
 )
 from .manager import BackgroundJobManager, DefaultJobManager, JobManager
 from .options import BackgroundJobOptions
-from .records import JobInfo, JobOutcome, JobRecord, JobState, WorkerInfo
+from .records import (
+    JobInfo,
+    JobOutcome,
+    JobRecord,
+    JobState,
+    ScheduleInfo,
+    ScheduleRecord,
+    WorkerInfo,
+)
 from .registry import JobRegistry
 from .retry import RetryPolicy
+from .scheduler import Scheduler
 from .stores import JobStore, MemoryJobStore
+from .stores.base import ScheduleStore, Store
 from .worker import Worker
 
 __version__ = "0.1.0"
@@ -49,12 +62,14 @@ __all__ = [
     "BackgroundJobOptions",
     "BackgroundScheduleJob",
     "ConfigurationError",
+    "CronSchedule",
     "DefaultJobManager",
     "DuplicateJobNameError",
     "EnqueueError",
     "InvalidDelayError",
     "InvalidJobArgsError",
     "InvalidJobStateError",
+    "InvalidScheduleError",
     "JobInfo",
     "JobManager",
     "JobNotFoundError",
@@ -72,7 +87,13 @@ __all__ = [
     "PayloadTooLargeError",
     "RegistryError",
     "RetryPolicy",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
+    "ScheduleRecord",
+    "ScheduleStore",
+    "Scheduler",
     "SchemaVersionError",
+    "Store",
     "StoreError",
     "StoreUnavailableError",
     "UnknownJobError",

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .manager import JobManager
     from .options import BackgroundJobOptions
     from .registry import JobRegistry
+    from .scheduler import Scheduler
     from .stores.base import JobStore
     from .worker import Worker
 
@@ -31,7 +32,7 @@ __all__ = ["MasaApp", "find_jobs_container"]
 logger = logging.getLogger("masa_jobs")
 
 # The providers a background-jobs container offers; how MasaApp finds it.
-_JOBS_PROVIDERS = ("options", "job_store", "job_registry", "job_manager", "worker")
+_JOBS_PROVIDERS = ("options", "job_store", "job_registry", "job_manager", "worker", "scheduler")
 
 _NOT_BUILT = (
     "masa-jobs has no root container yet: call MasaApp.build(container) once at start-up, "
@@ -114,7 +115,8 @@ class MasaApp:
     @classmethod
     @asynccontextmanager
     async def lifespan(cls) -> AsyncIterator[None]:
-        """Open the store and, unless ``disable_background_job``, run the worker.
+        """Open the store and, unless ``disable_background_job``, run the worker
+        and the scheduler of recurring jobs.
 
         On exit the worker stops gracefully (running jobs get
         ``shutdown_timeout``) and the store is closed.
@@ -131,16 +133,23 @@ class MasaApp:
                 yield
                 return
             worker: Worker = jobs.worker()
+            scheduler: Scheduler = jobs.scheduler()
             async with anyio.create_task_group() as tg:
                 await tg.start(_run_worker, worker)
+                await tg.start(_run_scheduler, scheduler)
                 try:
                     yield
                 finally:
+                    scheduler.stop()
                     worker.stop()
 
 
 async def _run_worker(worker: Worker, *, task_status: Any) -> None:
     await worker.run(task_status=task_status)
+
+
+async def _run_scheduler(scheduler: Scheduler, *, task_status: Any) -> None:
+    await scheduler.run(task_status=task_status)
 
 
 def find_jobs_container(container: Any) -> Any:

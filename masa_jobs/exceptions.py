@@ -18,6 +18,8 @@ message says what went wrong and how to fix it::
     │   ├── PayloadTooLargeError   the serialised args exceed max_payload_bytes (also ValueError)
     │   └── InvalidDelayError      the delay is negative or not a duration (also ValueError)
     ├── JobNotFoundError           no job has that id (also LookupError)
+    ├── InvalidScheduleError       a recurring job's id, cron or time zone is wrong (ValueError)
+    ├── ScheduleNotFoundError      no recurring job has that id (also LookupError)
     ├── InvalidJobStateError       the operation does not apply to the job's state
     └── NotSupportedError          the operation is not available in this version or store
 
@@ -34,6 +36,7 @@ __all__ = [
     "InvalidDelayError",
     "InvalidJobArgsError",
     "InvalidJobStateError",
+    "InvalidScheduleError",
     "JobNotFoundError",
     "MasaAlreadyBuiltError",
     "MasaJobsError",
@@ -41,6 +44,7 @@ __all__ = [
     "NotSupportedError",
     "PayloadTooLargeError",
     "RegistryError",
+    "ScheduleNotFoundError",
     "SchemaVersionError",
     "StoreError",
     "StoreUnavailableError",
@@ -106,6 +110,14 @@ class InvalidDelayError(EnqueueError, ValueError):
 
 class JobNotFoundError(MasaJobsError, LookupError):
     """No job with the given id exists in the store."""
+
+
+class InvalidScheduleError(MasaJobsError, ValueError):
+    """A recurring job's id, cron expression or time zone is invalid; nothing was stored."""
+
+
+class ScheduleNotFoundError(MasaJobsError, LookupError):
+    """No recurring job with the given id exists in the store."""
 
 
 class InvalidJobStateError(MasaJobsError):

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .jobs import BackgroundJob, handler_name
+from .jobs import BackgroundJob, BackgroundScheduleJob, handler_name
 from .records import JobOutcome, JobRecord, JobState, utcnow
 from .registry import JobRegistry
 from .retry import RetryPolicy
+from .schedules import SCHEDULE_JOB_PREFIX, ScheduleTick
 
 __all__ = ["JobExecutor"]
 
@@ -40,6 +44,8 @@ class JobExecutor:
         """
         if done is None:
             done = list(record.done_handlers)
+        if record.name.startswith(SCHEDULE_JOB_PREFIX):
+            return await self._run_tick(record, done)
         args_type = self._registry.args_type(record.name)
         if args_type is None:
             return _dead(
@@ -61,11 +67,38 @@ class JobExecutor:
             name = self._name_of(handler_type)
             if name in done:
                 continue
-            error = await self._run_handler(handler_type, name, args, record)
+            error = await self._attempt(name, record, partial(_run_handler, handler_type, args))
             if error is None:
                 done.append(name)
             else:
                 failures.append(error)
+        return self._decide(record, failures, done)
+
+    async def _run_tick(self, record: JobRecord, done: list[str]) -> JobOutcome:
+        """Run one tick of a recurring job: build its class and execute it."""
+        try:
+            tick = ScheduleTick.model_validate_json(record.payload)
+        except ValidationError as exc:
+            return _dead(record, f"the stored tick of {record.name!r} is not valid: {exc}")
+        job_class = self._registry.schedule_class(tick.job_class)
+        if job_class is None:
+            return _dead(
+                record,
+                f"no recurring job class {tick.job_class} is known to this worker: deploy "
+                "the code that defines it, then retry the job",
+            )
+        failures: list[str] = []
+        if tick.job_class not in done:
+            error = await self._attempt(
+                tick.job_class, record, partial(_run_schedule_job, job_class, tick.fire_at)
+            )
+            if error is None:
+                done.append(tick.job_class)
+            else:
+                failures.append(error)
+        return self._decide(record, failures, done)
+
+    def _decide(self, record: JobRecord, failures: list[str], done: list[str]) -> JobOutcome:
         if not failures:
             return JobOutcome(
                 job_id=record.id,
@@ -77,17 +110,12 @@ class JobExecutor:
             )
         return self._failed(record, "\n".join(failures), tuple(done))
 
-    async def _run_handler(
-        self,
-        handler_type: type[BackgroundJob[Any]],
-        name: str,
-        args: BaseModel,
-        record: JobRecord,
+    async def _attempt(
+        self, name: str, record: JobRecord, run: Callable[[], Awaitable[None]]
     ) -> str | None:
-        """Build and run one handler; the error text when it fails, else None."""
+        """Run one handler; the error text when it fails, else None."""
         try:
-            handler = handler_type()
-            await handler.execute(args)
+            await run()
         except Exception as exc:
             logger.warning(
                 "job %s (%s) failed in %s on attempt %d: %r",
@@ -122,6 +150,17 @@ class JobExecutor:
         if name is None:
             name = self._names[handler_type] = handler_name(handler_type)
         return name
+
+
+async def _run_handler(handler_type: type[BackgroundJob[Any]], args: BaseModel) -> None:
+    handler = handler_type()
+    await handler.execute(args)
+
+
+async def _run_schedule_job(job_class: type[BackgroundScheduleJob], fire_at: datetime) -> None:
+    job = job_class()
+    job.fire_at = fire_at
+    await job.execute()
 
 
 def _dead(record: JobRecord, reason: str, done: tuple[str, ...] | None = None) -> JobOutcome:

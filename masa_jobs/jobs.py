@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from abc import ABC, abstractmethod
+from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel
@@ -120,18 +121,24 @@ class BackgroundScheduleJob(ABC):
     """A recurring job on a cron schedule (MASA's ``IBackgroundScheduleJob``).
 
     Declare ``id``, ``cron_expression`` and optionally ``timezone`` (an IANA
-    name, UTC by default) as class attributes. Running schedules needs the
-    scheduler, which this version does not ship yet:
-    ``add_or_update_schedule`` raises ``NotSupportedError``.
+    name, UTC by default) as class attributes; a class that declares them is
+    scheduled when a worker starts, and ``add_or_update_schedule`` adds or
+    changes one at run time. Each tick becomes a job, retried like any other;
+    a new instance is built for each (``@inject`` works as for handlers), and
+    ``fire_at`` holds the tick it runs for.
     """
 
-    id: ClassVar[str]
-    cron_expression: ClassVar[str]
-    timezone: ClassVar[str] = "UTC"
+    # Plain attributes, not ClassVar: a class declares them, and an instance
+    # passed to add_or_update_schedule may set its own.
+    id: str
+    cron_expression: str
+    timezone: str = "UTC"
+    #: The tick this execution runs for (UTC); set before ``execute``.
+    fire_at: datetime | None = None
 
     @abstractmethod
     async def execute(self) -> None:
-        """Do the work of one tick."""
+        """Do the work of one tick. Raise to have the tick retried."""
 
 
 def get_handler_args_type(handler_type: type[Any]) -> type[BaseModel] | None:

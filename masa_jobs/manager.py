@@ -21,16 +21,26 @@ from .exceptions import (
     InvalidDelayError,
     InvalidJobArgsError,
     InvalidJobStateError,
+    InvalidScheduleError,
     JobNotFoundError,
-    NotSupportedError,
     PayloadTooLargeError,
+    ScheduleNotFoundError,
     UnknownJobError,
 )
 from .jobs import BackgroundScheduleJob, get_job_name
 from .options import BackgroundJobOptions
-from .records import FINISHED_STATES, JobInfo, JobRecord, JobState, WorkerInfo, utcnow
+from .records import (
+    FINISHED_STATES,
+    JobInfo,
+    JobRecord,
+    JobState,
+    ScheduleInfo,
+    WorkerInfo,
+    utcnow,
+)
 from .registry import JobRegistry
-from .stores.base import JobStore
+from .schedules import schedule_from_job, tick_job
+from .stores.base import Store
 
 __all__ = ["BackgroundJobManager", "DefaultJobManager", "Delay", "JobManager"]
 
@@ -38,10 +48,6 @@ Delay = timedelta | float | int | None
 _PENDING = (JobState.SCHEDULED, JobState.ENQUEUED)
 # UTF-8 spends at most four bytes on a character: shorter strings need no encoding to check.
 _MAX_UTF8_BYTES_PER_CHAR = 4
-_SCHEDULES_NOT_YET = (
-    "recurring jobs are not supported by this version of masa-jobs yet; "
-    "enqueue a job with a delay instead"
-)
 
 
 @runtime_checkable
@@ -54,11 +60,19 @@ class JobManager(Protocol):
     async def enqueue_many(self, jobs: Iterable[tuple[BaseModel, Delay]]) -> list[str]:
         """Store several jobs at once, all or none; returns their ids."""
 
-    async def add_or_update_schedule(self, job: BackgroundScheduleJob) -> None:
-        """Add a recurring job, or update the one with the same id."""
+    async def add_or_update_schedule(
+        self, job: BackgroundScheduleJob | type[BackgroundScheduleJob]
+    ) -> None:
+        """Add a recurring job, or update the one with the same id (class or instance)."""
 
     async def remove_schedule(self, schedule_id: str) -> None:
         """Remove a recurring job."""
+
+    async def list_schedules(self) -> builtins.list[ScheduleInfo]:
+        """Every recurring job, by id."""
+
+    async def trigger_schedule(self, schedule_id: str) -> str:
+        """Run a recurring job once now, besides its schedule; returns the job id."""
 
     async def get(self, job_id: str) -> JobInfo | None:
         """One job, or None."""
@@ -90,15 +104,13 @@ class JobManager(Protocol):
 class DefaultJobManager:
     """The ``JobManager`` over one store, registry and set of options."""
 
-    def __init__(
-        self, store: JobStore, registry: JobRegistry, options: BackgroundJobOptions
-    ) -> None:
+    def __init__(self, store: Store, registry: JobRegistry, options: BackgroundJobOptions) -> None:
         self._store = store
         self._registry = registry
         self._options = options
 
     @property
-    def store(self) -> JobStore:
+    def store(self) -> Store:
         return self._store
 
     async def enqueue(self, args: BaseModel, delay: Delay = None) -> str:
@@ -114,11 +126,49 @@ class DefaultJobManager:
             await self._store.add(records)
         return [record.id for record in records]
 
-    async def add_or_update_schedule(self, job: BackgroundScheduleJob) -> None:
-        raise NotSupportedError(_SCHEDULES_NOT_YET)
+    async def add_or_update_schedule(
+        self, job: BackgroundScheduleJob | type[BackgroundScheduleJob]
+    ) -> None:
+        now = utcnow()
+        # Validate first (id, cron, time zone, class), so bad input stores nothing.
+        declared = schedule_from_job(job, now, None)
+        if self._registry.schedule_class(declared.job_class) is None:
+            raise InvalidScheduleError(
+                f"recurring job class {declared.job_class} is not registered: import its "
+                "module before MasaApp.build(...), or list its package in options.job_packages"
+            )
+        schedule_id = declared.id
+        existing = await self._store.get_schedule(schedule_id)
+        schedule = schedule_from_job(job, now, existing)
+        if schedule is not existing:
+            await self._store.upsert_schedule(schedule)
 
     async def remove_schedule(self, schedule_id: str) -> None:
-        raise NotSupportedError(_SCHEDULES_NOT_YET)
+        if not await self._store.delete_schedule(schedule_id):
+            raise ScheduleNotFoundError(_no_schedule(schedule_id))
+
+    async def list_schedules(self) -> builtins.list[ScheduleInfo]:
+        return [
+            ScheduleInfo(
+                id=s.id,
+                job_class=s.job_class,
+                cron_expression=s.cron_expression,
+                timezone=s.timezone,
+                next_fire_at=s.next_fire_at,
+                last_fire_at=s.last_fire_at,
+                known=self._registry.schedule_class(s.job_class) is not None,
+            )
+            for s in await self._store.list_schedules()
+        ]
+
+    async def trigger_schedule(self, schedule_id: str) -> str:
+        schedule = await self._store.get_schedule(schedule_id)
+        if schedule is None:
+            raise ScheduleNotFoundError(_no_schedule(schedule_id))
+        now = utcnow()
+        job = tick_job(schedule, now, now)
+        await self._store.add((job,))
+        return job.id
 
     async def get(self, job_id: str) -> JobInfo | None:
         record = await self._store.get(job_id)
@@ -243,6 +293,10 @@ class DefaultJobManager:
             )
 
 
+def _no_schedule(schedule_id: str) -> str:
+    return f"no recurring job with id {schedule_id!r}; list_schedules() shows the ids"
+
+
 def _delay_seconds(delay: Delay) -> float:
     if delay is None:
         return 0.0
@@ -279,7 +333,9 @@ class BackgroundJobManager:
         return await MasaApp.job_manager().enqueue(args, delay)
 
     @staticmethod
-    async def add_or_update_schedule(job: BackgroundScheduleJob) -> None:
+    async def add_or_update_schedule(
+        job: BackgroundScheduleJob | type[BackgroundScheduleJob],
+    ) -> None:
         from .app import MasaApp
 
         await MasaApp.job_manager().add_or_update_schedule(job)

@@ -7,7 +7,7 @@ a misspelt setting is an error instead of a silently ignored default.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -45,6 +45,14 @@ class BackgroundJobOptions(BaseModel):
         default=False, description="Enqueue only: run no worker in this process."
     )
     concurrency: int = Field(default=10, gt=0, description="Jobs one worker runs at once.")
+    prefetch: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Jobs claimed ahead of free slots (default: as many as concurrency); more "
+            "helps many tiny jobs, fewer spreads long jobs across workers."
+        ),
+    )
     lease_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a claimed job stays reserved without renewal."
     )
@@ -58,6 +66,15 @@ class BackgroundJobOptions(BaseModel):
         default=DEFAULT_RETENTION_SECONDS,
         gt=0,
         description="Seconds succeeded, dead and cancelled jobs are kept.",
+    )
+    missed_ticks: Literal["coalesce", "skip"] = Field(
+        default="coalesce",
+        description="Ticks missed while no worker ran: one catch-up run, or none.",
+    )
+    misfire_grace: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a tick may be late and still fire as itself.",
     )
     job_packages: tuple[str, ...] = Field(
         default=(), description="Packages imported at start-up to find job handlers."

@@ -8,7 +8,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["JobInfo", "JobOutcome", "JobRecord", "JobState", "WorkerInfo", "utcnow"]
+__all__ = [
+    "JobInfo",
+    "JobOutcome",
+    "JobRecord",
+    "JobState",
+    "ScheduleInfo",
+    "ScheduleRecord",
+    "WorkerInfo",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -84,6 +93,44 @@ class JobOutcome:
     last_error: str | None = None
     done_handlers: tuple[str, ...] = ()
     finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """A recurring job as a store keeps it.
+
+    ``job_class`` is the ``module.QualName`` of the ``BackgroundScheduleJob``
+    subclass; ``next_fire_at`` is the next tick (UTC). Firing a tick moves
+    ``next_fire_at`` forward atomically with storing the tick's job, so a
+    tick fires once however many schedulers look at it.
+    """
+
+    id: str
+    job_class: str
+    cron_expression: str
+    timezone: str
+    next_fire_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    last_fire_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """What the manager shows of a recurring job.
+
+    ``known`` is False when this process has no class of that name: the
+    schedule stays stored and its ticks go ``dead`` until a worker that
+    knows the class runs them (and they are retried).
+    """
+
+    id: str
+    job_class: str
+    cron_expression: str
+    timezone: str
+    next_fire_at: datetime
+    last_fire_at: datetime | None
+    known: bool
 
 
 @dataclass(frozen=True, slots=True)

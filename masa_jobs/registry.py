@@ -17,20 +17,33 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .exceptions import DuplicateJobNameError, RegistryError
-from .jobs import BackgroundJob, get_handler_args_type, get_job_name, handler_name
+from .exceptions import DuplicateJobNameError, InvalidScheduleError, RegistryError
+from .jobs import (
+    BackgroundJob,
+    BackgroundScheduleJob,
+    get_handler_args_type,
+    get_job_name,
+    handler_name,
+)
+from .records import utcnow
+from .schedules import declared_schedule, schedule_from_job
 
 __all__ = ["JobRegistry", "import_job_packages"]
 
 HandlerType = type[BackgroundJob[Any]]
+ScheduleType = type[BackgroundScheduleJob]
 
 
 class JobRegistry:
     """Maps job names to their args type and handler classes."""
 
-    __slots__ = ("_args_by_name", "_handlers_by_name", "_name_by_args")
+    __slots__ = ("_args_by_name", "_handlers_by_name", "_name_by_args", "_schedule_classes")
 
-    def __init__(self, handlers: Iterable[HandlerType] = ()) -> None:
+    def __init__(
+        self,
+        handlers: Iterable[HandlerType] = (),
+        schedule_classes: Iterable[ScheduleType] = (),
+    ) -> None:
         args_by_name: dict[str, type[BaseModel]] = {}
         handlers_by_name: dict[str, list[HandlerType]] = {}
         for handler in handlers:
@@ -51,12 +64,19 @@ class JobRegistry:
             {name: tuple(found) for name, found in handlers_by_name.items()}
         )
         self._name_by_args = MappingProxyType({t: n for n, t in args_by_name.items()})
+        self._schedule_classes = MappingProxyType(
+            {handler_name(klass): _checked_schedule_class(klass) for klass in schedule_classes}
+        )
+        _check_declared_schedules(self._schedule_classes.values())
 
     @classmethod
     def discover(cls, job_packages: Iterable[str] = ()) -> JobRegistry:
         """Import ``job_packages``, then register every concrete handler class imported."""
         import_job_packages(job_packages)
-        return cls(_concrete_handlers(BackgroundJob))
+        return cls(
+            _concrete_subclasses(BackgroundJob),
+            _concrete_subclasses(BackgroundScheduleJob),
+        )
 
     def name_of(self, args_type: type[Any]) -> str | None:
         """The job name of a registered args type, or None."""
@@ -73,9 +93,17 @@ class JobRegistry:
     def names(self) -> tuple[str, ...]:
         return tuple(self._args_by_name)
 
+    def schedule_class(self, class_name: str) -> ScheduleType | None:
+        """The recurring-job class of that ``module.QualName``, or None."""
+        return self._schedule_classes.get(class_name)
+
+    def schedule_classes(self) -> tuple[ScheduleType, ...]:
+        return tuple(self._schedule_classes.values())
+
     def handler_modules(self) -> tuple[str, ...]:
-        """The modules defining the registered handlers (MasaApp wires them)."""
+        """The modules defining handlers and recurring jobs (MasaApp wires them)."""
         modules = {h.__module__ for hs in self._handlers_by_name.values() for h in hs}
+        modules.update(klass.__module__ for klass in self._schedule_classes.values())
         return tuple(sorted(modules))
 
     def __repr__(self) -> str:
@@ -99,7 +127,7 @@ def import_job_packages(job_packages: Iterable[str]) -> None:
             importlib.import_module(module.name)
 
 
-def _concrete_handlers(root: type[Any]) -> Iterator[HandlerType]:
+def _concrete_subclasses(root: type[Any]) -> Iterator[type[Any]]:
     seen: set[type[Any]] = set()
     stack = list(reversed(root.__subclasses__()))
     while stack:
@@ -138,6 +166,33 @@ def _args_type_of(handler: HandlerType) -> type[BaseModel]:
             f"{', '.join(sorted(handler.__abstractmethods__))}"
         )
     return args_type
+
+
+def _checked_schedule_class(klass: ScheduleType) -> ScheduleType:
+    if not (isinstance(klass, type) and issubclass(klass, BackgroundScheduleJob)):
+        raise RegistryError(f"{klass!r} is not a BackgroundScheduleJob subclass")
+    if inspect.isabstract(klass):
+        raise RegistryError(
+            f"recurring job {handler_name(klass)} is abstract: implement "
+            f"{', '.join(sorted(klass.__abstractmethods__))}"
+        )
+    return klass
+
+
+def _check_declared_schedules(classes: Iterable[ScheduleType]) -> None:
+    """Validate the schedules classes declare (id, cron, time zone), at build time."""
+    now = utcnow()
+    owners: dict[str, ScheduleType] = {}
+    for klass in classes:
+        if not declared_schedule(klass):
+            continue
+        schedule_id = schedule_from_job(klass, now, None).id
+        other = owners.setdefault(schedule_id, klass)
+        if other is not klass:
+            raise InvalidScheduleError(
+                f"recurring jobs {handler_name(other)} and {handler_name(klass)} both "
+                f"declare id {schedule_id!r}: give each its own id"
+            )
 
 
 def _qualified(klass: type[Any]) -> str:

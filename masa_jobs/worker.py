@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from uuid import uuid4
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -32,10 +33,6 @@ __all__ = ["Worker"]
 
 logger = logging.getLogger("masa_jobs.worker")
 
-# Jobs claimed ahead of free consumers, per consumer: enough to keep every
-# consumer busy while the next claim is in flight, few enough that one worker
-# does not hoard the queue from the others.
-PREFETCH_PER_SLOT = 1
 # Heartbeats (and lease renewals) per lease period: two may fail before a
 # live job's lease lapses.
 LEASE_RENEWALS_PER_PERIOD = 3
@@ -68,7 +65,8 @@ class Worker:
         self._options = options
         self._executor = JobExecutor(registry, RetryPolicy.from_options(options))
         self._lease = timedelta(seconds=options.lease_timeout)
-        self._max_held = options.concurrency * (1 + PREFETCH_PER_SLOT)
+        prefetch = options.concurrency if options.prefetch is None else options.prefetch
+        self._max_held = options.concurrency + prefetch
         self.worker_id = worker_id or default_worker_id()
         self._running = False
         self._stop_requested = False
@@ -149,10 +147,16 @@ class Worker:
                     continue
                 wanted = min(self._options.batch_size, free)
                 jobs = await self._claim(wanted)
-                for job in jobs:
-                    self._held[job.id] = job
-                    send.send_nowait(job)
+                self._held.update((job.id, job) for job in jobs)
                 self._in_flight += len(jobs)
+                try:
+                    for job in jobs:
+                        send.send_nowait(job)
+                except anyio.BrokenResourceError:
+                    # The consumers are gone (the worker is being cancelled):
+                    # the held jobs are put back by _release_abandoned.
+                    await anyio.lowlevel.checkpoint()
+                    raise
                 if len(jobs) < wanted:
                     await self._wait_for_work()
         self._claim_scope = None

@@ -26,9 +26,9 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
-from ..records import JobOutcome, JobRecord, JobState, WorkerInfo
+from ..records import JobOutcome, JobRecord, JobState, ScheduleRecord, WorkerInfo
 
-__all__ = ["JobStore"]
+__all__ = ["JobStore", "ScheduleStore", "Store"]
 
 
 @runtime_checkable
@@ -101,3 +101,43 @@ class JobStore(Protocol):
 
     async def remove_worker(self, worker_id: str) -> None:
         """Forget a worker that stopped."""
+
+
+@runtime_checkable
+class ScheduleStore(Protocol):
+    """Where recurring jobs are kept; every store implements it beside ``JobStore``.
+
+    ``fire_schedule`` is the one atomic primitive: it moves a schedule's
+    ``next_fire_at`` from the value the caller saw to the next tick and, in
+    the same transaction, stores the tick's job. Of several schedulers that
+    saw the same tick, exactly one succeeds.
+    """
+
+    async def upsert_schedule(self, schedule: ScheduleRecord) -> None:
+        """Insert a schedule, or replace the one with the same id."""
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        """One schedule, or None."""
+
+    async def list_schedules(self) -> builtins.list[ScheduleRecord]:
+        """Every schedule, by id."""
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Remove a schedule; False when it did not exist."""
+
+    async def fire_schedule(
+        self,
+        schedule_id: str,
+        expected_next_fire_at: datetime,
+        next_fire_at: datetime,
+        job: JobRecord | None,
+    ) -> bool:
+        """If the schedule's ``next_fire_at`` is still ``expected_next_fire_at``,
+        set it to ``next_fire_at``, set ``last_fire_at`` to the expected value
+        when ``job`` is given, and add ``job`` (None skips the tick): all or
+        nothing. Returns whether it applied."""
+
+
+@runtime_checkable
+class Store(JobStore, ScheduleStore, Protocol):
+    """What every backend implements: jobs and recurring jobs."""

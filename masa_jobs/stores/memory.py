@@ -19,7 +19,14 @@ from itertools import count
 
 import anyio
 
-from ..records import FINISHED_STATES, JobOutcome, JobRecord, JobState, WorkerInfo
+from ..records import (
+    FINISHED_STATES,
+    JobOutcome,
+    JobRecord,
+    JobState,
+    ScheduleRecord,
+    WorkerInfo,
+)
 
 __all__ = ["MemoryJobStore"]
 
@@ -39,6 +46,7 @@ class MemoryJobStore:
         self._sequence = count()
         self._wakeup: anyio.Event | None = None
         self._workers: dict[str, WorkerInfo] = {}
+        self._schedules: dict[str, ScheduleRecord] = {}
 
     def __repr__(self) -> str:
         return f"MemoryJobStore(jobs={len(self._jobs)})"
@@ -226,6 +234,36 @@ class MemoryJobStore:
 
     async def remove_worker(self, worker_id: str) -> None:
         self._workers.pop(worker_id, None)
+
+    async def upsert_schedule(self, schedule: ScheduleRecord) -> None:
+        self._schedules[schedule.id] = schedule
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        return self._schedules.get(schedule_id)
+
+    async def list_schedules(self) -> builtins.list[ScheduleRecord]:
+        return sorted(self._schedules.values(), key=lambda s: s.id)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return self._schedules.pop(schedule_id, None) is not None
+
+    async def fire_schedule(
+        self,
+        schedule_id: str,
+        expected_next_fire_at: datetime,
+        next_fire_at: datetime,
+        job: JobRecord | None,
+    ) -> bool:
+        schedule = self._schedules.get(schedule_id)
+        if schedule is None or schedule.next_fire_at != expected_next_fire_at:
+            return False
+        if job is not None:
+            await self.add((job,))
+        last_fire_at = expected_next_fire_at if job is not None else schedule.last_fire_at
+        self._schedules[schedule_id] = replace(
+            schedule, next_fire_at=next_fire_at, last_fire_at=last_fire_at
+        )
+        return True
 
     def _push_due(self, record: JobRecord) -> None:
         token = next(self._sequence)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import anyio
 import pytest
@@ -20,6 +21,7 @@ TIMEOUT = 10.0
 
 def test_every_example_file_has_a_test() -> None:
     tested = {"quickstart", "handlers", "configuration", "embedded_container", "manage_jobs"}
+    tested |= {"recurring"}
     tested |= {"fastapi_app"}  # tests/docs/test_fastapi_app.py
     assert {path.stem for path in EXAMPLE_FILES} == tested
 
@@ -113,3 +115,37 @@ async def test_manage_jobs_cancel_dead_and_retry() -> None:
     assert "CapturePaymentJob" in dead.last_error
     retried = infos["retried"]
     assert (retried.state, retried.attempts, retried.last_error) == (JobState.SUCCEEDED, 3, None)
+
+
+async def test_recurring_declares_adds_updates_triggers_and_removes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    recurring = load_example("recurring")
+    with anyio.fail_after(TIMEOUT):
+        infos = await recurring.main()
+
+    # Other modules of the test session may declare recurring jobs too.
+    schedules = {info.id: info for info in infos}
+    cleanup = schedules["sessions.clean-up"]
+    assert (cleanup.cron_expression, cleanup.timezone, cleanup.known) == (
+        "0 3 * * *",
+        "Europe/Berlin",
+        True,
+    )
+    assert cleanup.job_class == f"{recurring.__name__}.CleanUpSessions"
+    assert cleanup.next_fire_at.astimezone(ZoneInfo("Europe/Berlin")).hour == 3
+    assert cleanup.last_fire_at is None  # run by hand, not by its schedule
+    heartbeat = schedules["monitor.heartbeat"]
+    assert heartbeat.cron_expression == "0 * * * * *"  # the update
+    assert heartbeat.next_fire_at.second == 0
+    assert heartbeat.last_fire_at is not None  # it fired on its every-second schedule
+
+    container = MasaApp.root()
+    assert container.sessions().expired == 0
+    assert container.monitor().beats
+    assert all(beat.microsecond == 0 for beat in container.monitor().beats)
+    assert "monitor.heartbeat" not in {s.id for s in await container.job_manager().list_schedules()}
+    out = capsys.readouterr().out
+    assert "removed 3 expired sessions\n" in out
+    assert "heartbeat for " in out
+    assert "sessions.clean-up: '0 3 * * *' in Europe/Berlin, next at " in out

@@ -18,7 +18,6 @@ from masa_jobs import (
     MasaAlreadyBuiltError,
     MasaApp,
     MasaNotBuiltError,
-    NotSupportedError,
 )
 
 from .support import Greet, InjectedSaluter, Salute, calls_of, signal, wait_for_record
@@ -206,11 +205,17 @@ async def test_the_facade_honours_a_provider_override() -> None:
 
 
 @pytest.mark.anyio
-async def test_schedules_through_the_facade_are_not_supported_yet() -> None:
-    MasaApp.build(make_container())
+async def test_the_facade_adds_a_schedule_to_the_workers_store() -> None:
+    container = make_container()
+    MasaApp.build(container)
 
-    with pytest.raises(NotSupportedError, match="not supported"):
-        await BackgroundJobManager.add_or_update_schedule(Nightly())
+    await BackgroundJobManager.add_or_update_schedule(Nightly)
+
+    [schedule] = await container.job_store().list_schedules()
+    assert (schedule.id, schedule.cron_expression) == ("nightly", "0 3 * * *")
+    assert schedule.job_class == f"{__name__}.Nightly"
+    [info] = await MasaApp.job_manager().list_schedules()
+    assert (info.id, info.known) == ("nightly", True)
 
 
 # -- application containers ----------------------------------------------------------

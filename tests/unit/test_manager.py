@@ -11,7 +11,6 @@ from pydantic import BaseModel
 
 from masa_jobs import (
     BackgroundJobOptions,
-    BackgroundScheduleJob,
     DefaultJobManager,
     InvalidDelayError,
     InvalidJobStateError,
@@ -22,12 +21,13 @@ from masa_jobs import (
     JobRegistry,
     JobState,
     MemoryJobStore,
-    NotSupportedError,
     UnknownJobError,
     get_job_name,
 )
+from masa_jobs.exceptions import InvalidScheduleError, ScheduleNotFoundError
 from masa_jobs.records import WorkerInfo, utcnow
 
+from .schedule_jobs import LEAP_DAY, DeclaredReport, on
 from .support import ALL_HANDLERS, Flaky, Greet
 
 pytestmark = pytest.mark.anyio
@@ -46,7 +46,9 @@ def store() -> MemoryJobStore:
 
 @pytest.fixture
 def manager(store: MemoryJobStore) -> DefaultJobManager:
-    return DefaultJobManager(store, JobRegistry(ALL_HANDLERS), BackgroundJobOptions())
+    return DefaultJobManager(
+        store, JobRegistry(ALL_HANDLERS, [DeclaredReport]), BackgroundJobOptions()
+    )
 
 
 async def finish_as(store: MemoryJobStore, job_id: str, state: JobState) -> None:
@@ -375,15 +377,43 @@ async def test_purge_removes_finished_jobs_past_their_age(
     assert [info.id for info in await manager.list()] == [pending]
 
 
-async def test_schedules_are_not_supported_yet(manager: DefaultJobManager) -> None:
-    class Nightly(BackgroundScheduleJob):
-        id = "nightly"
-        cron_expression = "0 3 * * *"
+async def test_schedules_are_added_listed_triggered_and_removed(
+    manager: DefaultJobManager, store: MemoryJobStore
+) -> None:
+    await manager.add_or_update_schedule(DeclaredReport)
 
-        async def execute(self) -> None:
-            return None
+    [info] = await manager.list_schedules()
+    assert (info.id, info.cron_expression, info.timezone) == (DeclaredReport.id, LEAP_DAY, "UTC")
+    assert info.next_fire_at > utcnow()
+    assert info.last_fire_at is None
+    assert info.known is True
 
-    with pytest.raises(NotSupportedError, match="not supported"):
-        await manager.add_or_update_schedule(Nightly())
-    with pytest.raises(NotSupportedError, match="not supported"):
-        await manager.remove_schedule("nightly")
+    job_id = await manager.trigger_schedule(DeclaredReport.id)
+    job = await manager.get(job_id)
+    assert job is not None
+    assert (job.name, job.state) == (f"schedule:{DeclaredReport.id}", JobState.ENQUEUED)
+
+    await manager.remove_schedule(DeclaredReport.id)
+    assert await manager.list_schedules() == []
+    with pytest.raises(ScheduleNotFoundError, match="no recurring job with id"):
+        await manager.remove_schedule(DeclaredReport.id)
+
+
+async def test_a_schedule_class_the_registry_does_not_know_is_refused(
+    store: MemoryJobStore,
+) -> None:
+    handlers_only = DefaultJobManager(store, JobRegistry(ALL_HANDLERS), BackgroundJobOptions())
+    with pytest.raises(InvalidScheduleError, match="is not registered: import its module"):
+        await handlers_only.add_or_update_schedule(DeclaredReport)
+    assert await handlers_only.list_schedules() == []
+
+
+async def test_a_bad_schedule_is_refused_and_nothing_is_stored(
+    manager: DefaultJobManager, store: MemoryJobStore
+) -> None:
+    with pytest.raises(InvalidScheduleError, match="unknown time zone 'Nowhere/Land'"):
+        await manager.add_or_update_schedule(
+            on(DeclaredReport(), "nightly", "0 3 * * *", "Nowhere/Land")
+        )
+
+    assert await store.list_schedules() == []

@@ -17,10 +17,13 @@ DEFAULTS: dict[str, Any] = {
     "wait_duration": 2,
     "disable_background_job": False,
     "concurrency": 10,
+    "prefetch": None,
     "lease_timeout": 30,
     "shutdown_timeout": 10,
     "max_payload_bytes": 1024 * 1024,
     "retention": 7 * 24 * 3600,
+    "missed_ticks": "coalesce",
+    "misfire_grace": 60.0,
     "job_packages": (),
 }
 
@@ -42,10 +45,12 @@ RULES = [
     ("first_wait_duration", 0.001, 0),
     ("wait_duration", 0.001, 0),
     ("concurrency", 1, 0),
+    ("prefetch", 0, -1),
     ("lease_timeout", 0.001, 0),
     ("shutdown_timeout", 0, -0.001),
     ("max_payload_bytes", 1, 0),
     ("retention", 0.001, 0),
+    ("misfire_grace", 0.001, 0),
 ]
 
 
@@ -57,6 +62,17 @@ def test_validation_rule(field: str, valid: float, invalid: float) -> None:
         BackgroundJobOptions(**{field: invalid})
 
 
+@pytest.mark.parametrize("value", ["coalesce", "skip"])
+def test_missed_ticks_values(value: str) -> None:
+    assert BackgroundJobOptions(missed_ticks=value).missed_ticks == value
+
+
+@pytest.mark.parametrize("value", ["run-all", "Skip", "", None, 1])
+def test_missed_ticks_is_coalesce_or_skip(value: Any) -> None:
+    with pytest.raises(ValidationError, match=r"missed_ticks[\s\S]*'coalesce' or 'skip'"):
+        BackgroundJobOptions(missed_ticks=value)
+
+
 @pytest.mark.parametrize("field", ["poll_interval", "batch_size", "concurrency"])
 def test_negative_values_are_refused(field: str) -> None:
     with pytest.raises(ValidationError, match=field):
@@ -65,7 +81,14 @@ def test_negative_values_are_refused(field: str) -> None:
 
 @pytest.mark.parametrize(
     "field",
-    ["poll_interval", "first_wait_duration", "wait_duration", "lease_timeout", "retention"],
+    [
+        "poll_interval",
+        "first_wait_duration",
+        "wait_duration",
+        "lease_timeout",
+        "retention",
+        "misfire_grace",
+    ],
 )
 def test_durations_accept_fractions_of_seconds(field: str) -> None:
     assert getattr(BackgroundJobOptions(**{field: 0.25}), field) == 0.25
@@ -135,3 +158,9 @@ def test_strings_that_are_not_numbers_are_refused(raw: str) -> None:
 @pytest.mark.parametrize("values", [None, {}])
 def test_from_config_of_nothing_is_the_defaults(values: dict[str, Any] | None) -> None:
     assert BackgroundJobOptions.from_config(values) == BackgroundJobOptions()
+
+
+def test_schedule_options_from_environment_style_strings() -> None:
+    options = BackgroundJobOptions.from_config({"missed_ticks": "skip", "misfire_grace": "2.5"})
+
+    assert (options.missed_ticks, options.misfire_grace) == ("skip", 2.5)

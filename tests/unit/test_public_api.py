@@ -23,12 +23,14 @@ EXPECTED_ALL = [
     "BackgroundJobOptions",
     "BackgroundScheduleJob",
     "ConfigurationError",
+    "CronSchedule",
     "DefaultJobManager",
     "DuplicateJobNameError",
     "EnqueueError",
     "InvalidDelayError",
     "InvalidJobArgsError",
     "InvalidJobStateError",
+    "InvalidScheduleError",
     "JobInfo",
     "JobManager",
     "JobNotFoundError",
@@ -46,8 +48,14 @@ EXPECTED_ALL = [
     "PayloadTooLargeError",
     "RegistryError",
     "RetryPolicy",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
+    "ScheduleRecord",
+    "ScheduleStore",
+    "Scheduler",
     "SchemaVersionError",
     "StoreError",
+    "Store",
     "StoreUnavailableError",
     "UnknownJobError",
     "Worker",
@@ -105,7 +113,7 @@ def test_every_exported_error_derives_from_the_root() -> None:
         if inspect.isclass(obj := getattr(masa_jobs, name)) and issubclass(obj, Exception)
     ]
 
-    assert len(errors) == 17
+    assert len(errors) == 19
     assert all(issubclass(error, masa_jobs.MasaJobsError) for error in errors)
 
 

@@ -1,0 +1,123 @@
+"""Recurring jobs as records: declaring a schedule, and the job each tick becomes.
+
+A tick is stored as an ordinary job named ``schedule:<id>`` whose payload is a
+``ScheduleTick``; the executor runs it by building the recurring-job class,
+so ticks get retries, leases and dead-letter handling like any job.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+from uuid import uuid4
+
+from pydantic import BaseModel, ConfigDict
+
+from .cron import CronSchedule
+from .exceptions import InvalidScheduleError
+from .jobs import BackgroundScheduleJob, handler_name
+from .records import JobRecord, JobState, ScheduleRecord
+
+__all__ = [
+    "SCHEDULE_JOB_PREFIX",
+    "ScheduleTick",
+    "declared_schedule",
+    "schedule_from_job",
+    "tick_job",
+]
+
+# Tick jobs are told apart from user jobs by this prefix of their name.
+SCHEDULE_JOB_PREFIX = "schedule:"
+# Ids travel through job names, stores, logs and CLI arguments: keep them plain.
+_VALID_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+
+
+class ScheduleTick(BaseModel):
+    """The payload of a tick job."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schedule_id: str
+    job_class: str
+    fire_at: datetime
+
+
+def schedule_from_job(
+    job: BackgroundScheduleJob | type[BackgroundScheduleJob],
+    now: datetime,
+    existing: ScheduleRecord | None,
+) -> ScheduleRecord:
+    """Validate a recurring job and turn it into a record; raises InvalidScheduleError.
+
+    When ``existing`` has the same class, cron and time zone it is returned
+    unchanged, so declaring the same schedule again keeps its next tick.
+    """
+    job_class = job if isinstance(job, type) else type(job)
+    if not (isinstance(job_class, type) and issubclass(job_class, BackgroundScheduleJob)):
+        raise InvalidScheduleError(
+            f"add_or_update_schedule takes a BackgroundScheduleJob, got {job!r}"
+        )
+    class_name = handler_name(job_class)
+    if "<locals>" in class_name:
+        raise InvalidScheduleError(
+            f"recurring job class {class_name} is defined inside a function: define it at "
+            "module level so that every worker can find it by name"
+        )
+    schedule_id = _attribute(job, "id")
+    if not isinstance(schedule_id, str) or not _VALID_ID.match(schedule_id):
+        raise InvalidScheduleError(
+            f"recurring job {class_name} needs an id of 1-200 letters, digits, '_', '.', ':' "
+            f"or '-', got {schedule_id!r}"
+        )
+    cron = CronSchedule(_attribute(job, "cron_expression"), _attribute(job, "timezone") or "UTC")
+    if existing is not None and (
+        existing.job_class,
+        existing.cron_expression,
+        existing.timezone,
+    ) == (class_name, cron.expression, cron.timezone):
+        return existing
+    next_fire_at = cron.next_after(now)
+    if existing is not None:
+        return replace(
+            existing,
+            job_class=class_name,
+            cron_expression=cron.expression,
+            timezone=cron.timezone,
+            next_fire_at=next_fire_at,
+            updated_at=now,
+        )
+    return ScheduleRecord(
+        id=schedule_id,
+        job_class=class_name,
+        cron_expression=cron.expression,
+        timezone=cron.timezone,
+        next_fire_at=next_fire_at,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def declared_schedule(job_class: type[BackgroundScheduleJob]) -> bool:
+    """Whether a class declares its schedule itself (``id`` and ``cron_expression``)."""
+    return isinstance(getattr(job_class, "id", None), str) and isinstance(
+        getattr(job_class, "cron_expression", None), str
+    )
+
+
+def tick_job(schedule: ScheduleRecord, fire_at: datetime, now: datetime) -> JobRecord:
+    """The job that runs one tick of ``schedule``, due now."""
+    tick = ScheduleTick(schedule_id=schedule.id, job_class=schedule.job_class, fire_at=fire_at)
+    return JobRecord(
+        id=uuid4().hex,
+        name=f"{SCHEDULE_JOB_PREFIX}{schedule.id}",
+        payload=tick.model_dump_json(),
+        state=JobState.ENQUEUED,
+        created_at=now,
+        next_try_at=now,
+    )
+
+
+def _attribute(job: Any, name: str) -> Any:
+    return getattr(job, name, None)
