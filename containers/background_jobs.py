@@ -9,7 +9,14 @@ from dependency_injector import containers, providers
 from masa_jobs.manager import DefaultJobManager
 from masa_jobs.options import BackgroundJobOptions
 from masa_jobs.registry import JobRegistry
-from masa_jobs.stores import MemoryJobStore, check_store_backend
+from masa_jobs.scheduler import Scheduler
+from masa_jobs.stores import (
+    MemoryJobStore,
+    check_store_backend,
+    postgres_store,
+    redis_store,
+    sqlite_store,
+)
 from masa_jobs.worker import Worker
 
 from ._config import DEFAULT_CONFIG
@@ -23,7 +30,7 @@ class BackgroundJobContainer(containers.DeclarativeContainer):
     Configuration keys (``config.from_dict``, ``from_yaml`` or
     ``containers.load_env``)::
 
-        store:   {backend: memory}
+        store:   {backend: memory}      # memory | sqlite (path) | postgres (dsn) | redis (url)
         options: {poll_interval: 5, batch_size: 30, max_retry_times: 10, ...}
     """
 
@@ -39,6 +46,9 @@ class BackgroundJobContainer(containers.DeclarativeContainer):
     job_store = providers.Selector(
         store_backend,
         memory=providers.Singleton(MemoryJobStore),
+        sqlite=providers.Singleton(sqlite_store, config.store),
+        postgres=providers.Singleton(postgres_store, config.store),
+        redis=providers.Singleton(redis_store, config.store),
     )
 
     job_registry = providers.Singleton(JobRegistry.discover, options.provided.job_packages)
@@ -48,3 +58,7 @@ class BackgroundJobContainer(containers.DeclarativeContainer):
     )
 
     worker = providers.Singleton(Worker, store=job_store, registry=job_registry, options=options)
+
+    scheduler = providers.Singleton(
+        Scheduler, store=job_store, registry=job_registry, options=options
+    )

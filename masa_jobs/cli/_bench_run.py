@@ -63,6 +63,7 @@ async def _app(settings: BenchSettings, **options: Any) -> AsyncIterator[Backgro
                 "options": {
                     "concurrency": settings.concurrency,
                     "batch_size": settings.batch_size,
+                    "prefetch": settings.prefetch,
                     **options,
                 },
             }
@@ -101,6 +102,9 @@ async def _measure_end_to_end(settings: BenchSettings) -> float:
     n = settings.jobs
     async with _app(settings, poll_interval=PICKUP_POLL_INTERVAL) as container:
         manager: JobManager = container.job_manager()
+        # The jobs go in before the worker starts; a durable store must be
+        # open for that. open() is idempotent and lifespan() closes it.
+        await container.job_store().open()
         for start in range(0, n, BULK_CHUNK):
             await manager.enqueue_many([(_NO_OP, None)] * min(BULK_CHUNK, n - start))
         all_ran = PROBE.expect(n)

@@ -14,7 +14,7 @@ from typing import Annotated
 import anyio
 import typer
 
-from masa_jobs import MasaApp
+from masa_jobs import MasaApp, MasaJobsError
 
 from ._app_loader import load_container
 from ._common import Backend, BackendOption, CliError, fail, run_async
@@ -76,7 +76,26 @@ def worker(
         code = run_async(partial(_serve, setup), backend)
     except CliError as exc:
         fail(str(exc))
+    except Exception as exc:
+        # A store that cannot be reached (or a bad recurring job) is a
+        # problem to state in one line, not a traceback.
+        problem = _masa_error_in(exc)
+        if problem is None:
+            raise
+        fail(str(problem))
     raise typer.Exit(code)
+
+
+def _masa_error_in(exc: BaseException) -> MasaJobsError | None:
+    """The MasaJobsError behind ``exc``, also inside exception groups, if any."""
+    if isinstance(exc, MasaJobsError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _masa_error_in(inner)
+            if found is not None:
+                return found
+    return None
 
 
 async def _serve(setup: WorkerSetup) -> int:

@@ -6,14 +6,26 @@ Each backend lives in its own module and imports its driver only there, so
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Mapping
+from typing import Any
+
 from ..exceptions import ConfigurationError
 from .base import JobStore
 from .memory import MemoryJobStore
 
-__all__ = ["STORE_BACKENDS", "JobStore", "MemoryJobStore", "check_store_backend"]
+__all__ = [
+    "STORE_BACKENDS",
+    "JobStore",
+    "MemoryJobStore",
+    "check_store_backend",
+    "postgres_store",
+    "redis_store",
+    "sqlite_store",
+]
 
 # The values ``store.backend`` accepts, in the order the docs present them.
-STORE_BACKENDS: tuple[str, ...] = ("memory",)
+STORE_BACKENDS: tuple[str, ...] = ("memory", "sqlite", "postgres", "redis")
 
 
 def check_store_backend(backend: object) -> str:
@@ -31,3 +43,34 @@ def check_store_backend(backend: object) -> str:
         f"unknown store backend {backend!r}: set store.backend (MASA_JOBS_STORE__BACKEND) "
         f"to one of: {known}"
     )
+
+
+def sqlite_store(settings: Mapping[str, Any] | None) -> JobStore:
+    """The SQLite store from the ``store`` configuration section."""
+    from .sqlite import SqliteJobStore
+
+    return SqliteJobStore.from_settings(settings or {})
+
+
+def postgres_store(settings: Mapping[str, Any] | None) -> JobStore:
+    """The PostgreSQL store from the ``store`` configuration section."""
+    _require_driver("postgres", "asyncpg")
+    from .postgres import PostgresJobStore
+
+    return PostgresJobStore.from_settings(settings or {})
+
+
+def redis_store(settings: Mapping[str, Any] | None) -> JobStore:
+    """The Redis store from the ``store`` configuration section."""
+    _require_driver("redis", "redis")
+    from .redis import RedisJobStore
+
+    return RedisJobStore.from_settings(settings or {})
+
+
+def _require_driver(backend: str, module: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise ConfigurationError(
+            f"store backend {backend!r} needs the {module} driver, which is not installed: "
+            f"pip install 'masa-jobs[{backend}]'"
+        )

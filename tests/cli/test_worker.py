@@ -104,6 +104,15 @@ def test_a_second_signal_stops_at_once_with_exit_code_1() -> None:
             "disable_background_job",
             id="disabled",
         ),
+        pytest.param(
+            f"{APP_MODULE}:container",
+            {
+                "MASA_JOBS_STORE__BACKEND": "sqlite",
+                "MASA_JOBS_STORE__PATH": "/no/such/folder/jobs.sqlite3",
+            },
+            "/no/such/folder/jobs.sqlite3",
+            id="store-unreachable",
+        ),
     ],
 )
 def test_bad_app_or_config_is_one_clear_line_and_exit_code_2(

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from masa_jobs import JobStore, MemoryJobStore
+from masa_jobs.stores.sqlite import SqliteJobStore
+from tests.services import POSTGRES_DSN, REDIS_URL, require_service, unique_name
 
 StoreFactory = Callable[[Path], AbstractAsyncContextManager[JobStore]]
 
@@ -33,7 +35,56 @@ async def memory_store(tmp_path: Path) -> AsyncIterator[JobStore]:
     yield MemoryJobStore()
 
 
-STORES: tuple[StoreSpec, ...] = (StoreSpec("memory", memory_store),)
+@asynccontextmanager
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[JobStore]:
+    yield SqliteJobStore(tmp_path / "jobs.sqlite3")
+
+
+@asynccontextmanager
+async def postgres_store(tmp_path: Path) -> AsyncIterator[JobStore]:
+    import asyncpg
+
+    from masa_jobs.stores.postgres import PostgresJobStore
+
+    require_service("PostgreSQL", POSTGRES_DSN)
+    schema = unique_name()
+    try:
+        yield PostgresJobStore.from_settings({"dsn": POSTGRES_DSN, "schema": schema})
+    finally:
+        connection = await asyncpg.connect(POSTGRES_DSN)
+        try:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await connection.close()
+
+
+@asynccontextmanager
+async def redis_store(tmp_path: Path) -> AsyncIterator[JobStore]:
+    import redis.asyncio
+
+    from masa_jobs.stores.redis import RedisJobStore
+
+    require_service("Redis", REDIS_URL)
+    prefix = unique_name()
+    try:
+        yield RedisJobStore.from_settings({"url": REDIS_URL, "prefix": prefix})
+    finally:
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        try:
+            # Every key of the store starts with the hash tag {prefix}.
+            keys = [key async for key in client.scan_iter(match=f"{{{prefix}}}:*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
+
+
+STORES: tuple[StoreSpec, ...] = (
+    StoreSpec("memory", memory_store),
+    StoreSpec("sqlite", sqlite_store),
+    StoreSpec("postgres", postgres_store, supports_trio=False),
+    StoreSpec("redis", redis_store, supports_trio=False),
+)
 
 
 @pytest.fixture(params=[pytest.param(spec, id=spec.name) for spec in STORES])

@@ -1,0 +1,173 @@
+"""Wake-ups of the PostgreSQL store: LISTEN on a dedicated connection, poll as fallback.
+
+Writers ``NOTIFY`` the store's channel in the statement that adds or requeues
+jobs; a waiting worker ``LISTEN``s on a connection of its own. Each wait first
+asks that connection when the next job falls due: its answer both sets the
+wait and proves the channel alive. While the channel is down, or does not
+answer, waits are capped at one second, so that a lost wake-up costs at most
+one short poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+import anyio
+import asyncpg
+
+from ..records import utcnow
+
+__all__ = ["LOST_CONNECTION_ERRORS", "WakeUps"]
+
+logger = logging.getLogger("masa_jobs.stores.postgres")
+
+# Without a working LISTEN connection a wake-up can be missed: poll at least
+# this often, so that a lost wake-up costs one short poll.
+UNTRUSTED_POLL_SECONDS = 1.0
+# A LISTEN connection that cannot answer a trivial query in this long is
+# taken for dead (a half-open TCP connection never reports an error).
+LISTENER_CHECK_SECONDS = 5.0
+# After the LISTEN connection failed to open, wait this long before the next
+# attempt, so that an outage does not cost a connect attempt per wait.
+LISTEN_RETRY_SECONDS = 2.0
+# close() waits this long for the server's goodbye, then cuts the connection.
+CLOSE_TIMEOUT_SECONDS = 5.0
+# What a connection that worked and then went away raises.
+LOST_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+# What opening the LISTEN connection raises when it cannot.
+_CONNECT_ERRORS = (*LOST_CONNECTION_ERRORS, ValueError, asyncpg.PostgresError)
+
+
+class WakeUps:
+    """The LISTEN side of one store: ``wait`` until a job may be due."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        channel: str,
+        earliest_due: str,
+        address: str,
+        connect_timeout: float,
+        server_settings: dict[str, str],
+    ) -> None:
+        self._dsn = dsn
+        self._channel = channel
+        self._earliest_due = earliest_due
+        self._address = address
+        self._connect_timeout = connect_timeout
+        self._server_settings = server_settings
+        self._listener: asyncpg.Connection | None = None
+        self._retry_at = 0.0
+        self._waiters: set[anyio.Event] = set()
+        self._lock = anyio.Lock()
+
+    def start(self) -> None:
+        """Prepare for the event loop that is running now (``open()`` calls it)."""
+        self._lock = anyio.Lock()
+        self._retry_at = 0.0
+
+    async def wait(self, pool: asyncpg.Pool, timeout: float) -> None:
+        woken = anyio.Event()
+        self._waiters.add(woken)
+        try:
+            # Registered before the look: a job added after the look is
+            # notified, one added before it is seen.
+            earliest, listening = await self._look(pool)
+            wait = timeout if listening else min(timeout, UNTRUSTED_POLL_SECONDS)
+            if earliest is not None:
+                wait = min(wait, (earliest - utcnow()).total_seconds())
+            if wait > 0:
+                with anyio.move_on_after(wait):
+                    await woken.wait()
+        finally:
+            self._waiters.discard(woken)
+
+    async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.is_closed():
+            listener.remove_termination_listener(self._lost)
+            with anyio.move_on_after(CLOSE_TIMEOUT_SECONDS) as scope:
+                await listener.close()
+            if scope.cancelled_caught:
+                listener.terminate()
+        self._wake_all()  # nothing will notify them any more
+
+    async def _look(self, pool: asyncpg.Pool) -> tuple[datetime | None, bool]:
+        """When the next job falls due, and whether notifications can be trusted.
+
+        The look runs on the LISTEN connection itself: its answer proves the
+        channel alive, where a half-open connection would look fine while
+        every notification went nowhere.
+        """
+        async with self._lock:
+            listener = await self._listening()
+            if listener is not None:
+                try:
+                    earliest = await listener.fetchval(
+                        self._earliest_due, timeout=LISTENER_CHECK_SECONDS
+                    )
+                except LOST_CONNECTION_ERRORS as exc:
+                    self._drop(exc)
+                else:
+                    return earliest, True
+        return await pool.fetchval(self._earliest_due), False
+
+    async def _listening(self) -> asyncpg.Connection | None:
+        """The LISTEN connection, (re)connected when due; None while it is down."""
+        if self._listener is not None and not self._listener.is_closed():
+            return self._listener
+        if time.monotonic() < self._retry_at:
+            return None
+        connection: asyncpg.Connection | None = None
+        try:
+            connection = await asyncpg.connect(
+                self._dsn, timeout=self._connect_timeout, server_settings=self._server_settings
+            )
+            connection.add_termination_listener(self._lost)
+            await connection.add_listener(self._channel, self._notified)
+        except _CONNECT_ERRORS as exc:
+            self._retry_at = time.monotonic() + LISTEN_RETRY_SECONDS
+            logger.warning(
+                "PostgreSQL store at %s: cannot listen for new jobs (%s); polling every %g s",
+                self._address,
+                exc,
+                UNTRUSTED_POLL_SECONDS,
+            )
+            if connection is not None:
+                connection.terminate()
+            return None
+        self._listener = connection
+        return connection
+
+    def _drop(self, exc: BaseException) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.remove_termination_listener(self._lost)
+            listener.terminate()
+        logger.warning(
+            "PostgreSQL store at %s: the LISTEN connection stopped answering (%s); reconnecting",
+            self._address,
+            exc or type(exc).__name__,
+        )
+
+    def _notified(self, connection: object, pid: int, channel: str, payload: str) -> None:
+        self._wake_all()
+
+    def _lost(self, connection: object) -> None:
+        # Notifications sent while it is down are lost: waiters look again.
+        logger.warning("PostgreSQL store at %s: lost the LISTEN connection", self._address)
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        for waiter in self._waiters:
+            waiter.set()

@@ -1,0 +1,372 @@
+"""The SQLite store's tables, their versions, its statements and its row format.
+
+Every name carries the store's table prefix, so that several applications can
+share one database file. The schema version lives in a table of its own (not
+``PRAGMA user_version``, which belongs to the whole file): version 0 is a file
+without our tables, and ``MIGRATIONS[n]`` takes version ``n - 1`` to ``n``.
+
+Timestamps are integer microseconds since the Unix epoch, UTC: exact for every
+``datetime``, compared as integers, and indexable. ``done_handlers`` is a JSON
+array. Rows are kept in a rowid table, so that the rowid is the insertion
+order that breaks ties when due time, attempts and creation time are equal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..records import JobRecord, JobState, ScheduleRecord
+
+__all__ = [
+    "JOB_COLUMNS",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Row",
+    "Statements",
+    "at",
+    "at_or_none",
+    "check_table_prefix",
+    "claim_key",
+    "decode_handlers",
+    "encode_handlers",
+    "record_from_row",
+    "row_from_record",
+    "row_from_schedule",
+    "schedule_from_row",
+    "state_of",
+    "to_us",
+    "to_us_or_none",
+    "with_states",
+]
+
+SCHEMA_VERSION = 1
+
+Row = tuple[Any, ...]
+
+_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+# The pending states, as the SQL text that partial indexes and queries share:
+# SQLite uses a partial index only for a query that repeats its WHERE term.
+_PENDING = "state IN ('scheduled', 'enqueued')"
+_HELD = "state = 'processing'"
+
+# The columns of a job row, in the order that ``records_from_rows`` reads them.
+JOB_COLUMNS = (
+    "rowid, id, name, payload, state, created_at, next_try_at, attempts, last_try_at, "
+    "last_error, done_handlers, lease_owner, lease_expires_at, finished_at"
+)
+_SCHEDULE_COLUMNS = (
+    "id, job_class, cron_expression, timezone, next_fire_at, created_at, updated_at, last_fire_at"
+)
+# Claim order: due time, then fewer attempts, then creation, then insertion.
+_CLAIM_ORDER = "next_try_at, attempts, created_at, rowid"
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE {p}jobs (
+            id TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            state TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            next_try_at INTEGER NOT NULL,
+            attempts INTEGER NOT NULL,
+            last_try_at INTEGER,
+            last_error TEXT,
+            done_handlers TEXT NOT NULL,
+            lease_owner TEXT,
+            lease_expires_at INTEGER,
+            finished_at INTEGER
+        )""",
+        # Claims and the earliest due time: due pending jobs in claim order.
+        f"CREATE INDEX {{p}}jobs_due ON {{p}}jobs (next_try_at, attempts, created_at) "
+        f"WHERE {_PENDING}",
+        # Expired leases, and the earliest lease to expire.
+        f"CREATE INDEX {{p}}jobs_leases ON {{p}}jobs (lease_expires_at) WHERE {_HELD}",
+        # Listing by state, newest first, and counting by state.
+        "CREATE INDEX {p}jobs_state ON {p}jobs (state, created_at)",
+        # Listing every job, newest first.
+        "CREATE INDEX {p}jobs_created ON {p}jobs (created_at)",
+        # Purging finished jobs past their retention.
+        "CREATE INDEX {p}jobs_finished ON {p}jobs (state, finished_at) "
+        "WHERE finished_at IS NOT NULL",
+        """CREATE TABLE {p}schedules (
+            id TEXT PRIMARY KEY,
+            job_class TEXT NOT NULL,
+            cron_expression TEXT NOT NULL,
+            timezone TEXT NOT NULL,
+            next_fire_at INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            last_fire_at INTEGER
+        )""",
+        """CREATE TABLE {p}workers (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at INTEGER NOT NULL,
+            last_seen_at INTEGER NOT NULL,
+            running_jobs INTEGER NOT NULL
+        )""",
+    ),
+}
+
+
+def check_table_prefix(prefix: str) -> str:
+    """``prefix`` if it can start an SQL identifier unquoted, else ValueError."""
+    if not _PREFIX.match(prefix):
+        raise ValueError(
+            f"table prefix {prefix!r} must be letters, digits and underscores, "
+            "not starting with a digit"
+        )
+    return prefix
+
+
+def with_states(template: str, count: int) -> str:
+    """``template`` with its ``{states}`` placeholder filled with ``count`` parameters."""
+    return template.format(states=", ".join("?" * count))
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """The SQL text of every operation, for one table prefix.
+
+    ``list_in`` and ``purge_chunk`` hold a ``{states}`` placeholder for one
+    ``?`` per state (see ``with_states``).
+    """
+
+    prefix: str
+    version_table: str
+    create_version_table: str
+    read_version: str
+    write_version: str
+    insert_job: str
+    due_pending: str
+    due_expired: str
+    take: str
+    finish: str
+    extend_lease: str
+    get: str
+    list_all: str
+    list_in: str
+    count: str
+    make_pending: str
+    make_settled: str
+    delete: str
+    purge_chunk: str
+    earliest_due: str
+    upsert_schedule: str
+    get_schedule: str
+    list_schedules: str
+    delete_schedule: str
+    fire_schedule: str
+    heartbeat: str
+    list_workers: str
+    remove_worker: str
+
+    @classmethod
+    def for_prefix(cls, p: str) -> Statements:
+        check_table_prefix(p)
+        jobs = f"{p}jobs"
+        return cls(
+            prefix=p,
+            version_table=f"{p}schema_version",
+            create_version_table=(
+                f"CREATE TABLE {p}schema_version "
+                "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+            ),
+            read_version=f"SELECT version FROM {p}schema_version WHERE id = 1",
+            write_version=f"INSERT OR REPLACE INTO {p}schema_version (id, version) VALUES (1, ?)",
+            insert_job=(
+                f"INSERT INTO {jobs} (id, name, payload, state, created_at, next_try_at, "
+                "attempts, last_try_at, last_error, done_handlers, lease_owner, "
+                "lease_expires_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            due_pending=(
+                f"SELECT {JOB_COLUMNS} FROM {jobs} INDEXED BY {p}jobs_due "
+                f"WHERE {_PENDING} AND next_try_at <= ? "
+                f"ORDER BY {_CLAIM_ORDER} LIMIT ?"
+            ),
+            due_expired=(
+                f"SELECT {JOB_COLUMNS} FROM {jobs} INDEXED BY {p}jobs_leases "
+                f"WHERE {_HELD} AND lease_expires_at <= ? "
+                f"ORDER BY {_CLAIM_ORDER} LIMIT ?"
+            ),
+            take=(
+                f"UPDATE {jobs} SET state = 'processing', attempts = attempts + 1, "
+                "last_try_at = ?, lease_owner = ?, lease_expires_at = ? WHERE rowid = ?"
+            ),
+            finish=(
+                f"UPDATE {jobs} SET state = ?, attempts = ?, next_try_at = ?, last_error = ?, "
+                "done_handlers = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL "
+                f"WHERE id = ? AND {_HELD} AND lease_owner = ?"
+            ),
+            extend_lease=(
+                f"UPDATE {jobs} SET lease_expires_at = ? "
+                f"WHERE id = ? AND {_HELD} AND lease_owner = ?"
+            ),
+            get=f"SELECT {JOB_COLUMNS} FROM {jobs} WHERE id = ?",
+            # Newest first; jobs created together keep their insertion order,
+            # as in the memory store.
+            list_all=(
+                f"SELECT {JOB_COLUMNS} FROM {jobs} ORDER BY created_at DESC, rowid LIMIT ? OFFSET ?"
+            ),
+            list_in=(
+                f"SELECT {JOB_COLUMNS} FROM {jobs} WHERE state IN ({{states}}) "
+                "ORDER BY created_at DESC, rowid LIMIT ? OFFSET ?"
+            ),
+            count=(f"SELECT state, COUNT(*), TOTAL(next_try_at <= ?) FROM {jobs} GROUP BY state"),
+            make_pending=(
+                f"UPDATE {jobs} SET state = ?, next_try_at = ?, finished_at = NULL, "
+                "lease_owner = NULL, lease_expires_at = NULL WHERE rowid = ?"
+            ),
+            make_settled=(
+                f"UPDATE {jobs} SET state = ?, finished_at = ?, "
+                "lease_owner = NULL, lease_expires_at = NULL WHERE rowid = ?"
+            ),
+            delete=f"DELETE FROM {jobs} WHERE id = ?",
+            purge_chunk=(
+                f"DELETE FROM {jobs} WHERE rowid IN (SELECT rowid FROM {jobs} "
+                "WHERE state IN ({states}) "
+                "AND finished_at IS NOT NULL AND finished_at < ? LIMIT ?)"
+            ),
+            earliest_due=(
+                f"SELECT (SELECT MIN(next_try_at) FROM {jobs} INDEXED BY {p}jobs_due "
+                f"WHERE {_PENDING}), (SELECT MIN(lease_expires_at) FROM {jobs} "
+                f"INDEXED BY {p}jobs_leases WHERE {_HELD})"
+            ),
+            upsert_schedule=(
+                f"INSERT OR REPLACE INTO {p}schedules ({_SCHEDULE_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            get_schedule=f"SELECT {_SCHEDULE_COLUMNS} FROM {p}schedules WHERE id = ?",
+            list_schedules=f"SELECT {_SCHEDULE_COLUMNS} FROM {p}schedules ORDER BY id",
+            delete_schedule=f"DELETE FROM {p}schedules WHERE id = ?",
+            # Compare-and-set on next_fire_at: of several schedulers that saw
+            # one tick, one moves it on. A skipped tick (no job) keeps last_fire_at.
+            fire_schedule=(
+                f"UPDATE {p}schedules SET next_fire_at = ?, "
+                "last_fire_at = COALESCE(?, last_fire_at) WHERE id = ? AND next_fire_at = ?"
+            ),
+            heartbeat=(
+                f"INSERT OR REPLACE INTO {p}workers "
+                "(id, host, pid, started_at, last_seen_at, running_jobs) "
+                "VALUES (?, ?, ?, ?, ?, ?)"
+            ),
+            list_workers=(
+                f"SELECT id, host, pid, started_at, last_seen_at, running_jobs "
+                f"FROM {p}workers WHERE last_seen_at >= ? ORDER BY id"
+            ),
+            remove_worker=f"DELETE FROM {p}workers WHERE id = ?",
+        )
+
+
+# -- the row format ------------------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_STATES = {state.value: state for state in JobState}
+
+
+def to_us(stamp: datetime) -> int:
+    """Microseconds since the epoch, exact (a float timestamp would round)."""
+    return (stamp - _EPOCH) // _MICROSECOND
+
+
+def to_us_or_none(stamp: datetime | None) -> int | None:
+    return None if stamp is None else to_us(stamp)
+
+
+def at(us: int) -> datetime:
+    """The UTC datetime of ``us`` microseconds since the epoch."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def at_or_none(us: int | None) -> datetime | None:
+    return None if us is None else at(us)
+
+
+def encode_handlers(handlers: tuple[str, ...]) -> str:
+    return json.dumps(handlers) if handlers else "[]"
+
+
+def decode_handlers(text: str) -> tuple[str, ...]:
+    return () if text == "[]" else tuple(json.loads(text))
+
+
+def state_of(value: str) -> JobState:
+    return _STATES[value]
+
+
+def record_from_row(row: Row) -> JobRecord:
+    """A ``JobRecord`` from a row of ``JOB_COLUMNS``."""
+    return JobRecord(
+        id=row[1],
+        name=row[2],
+        payload=row[3],
+        state=_STATES[row[4]],
+        created_at=at(row[5]),
+        next_try_at=at(row[6]),
+        attempts=row[7],
+        last_try_at=at_or_none(row[8]),
+        last_error=row[9],
+        done_handlers=decode_handlers(row[10]),
+        lease_owner=row[11],
+        lease_expires_at=at_or_none(row[12]),
+        finished_at=at_or_none(row[13]),
+    )
+
+
+def row_from_record(record: JobRecord) -> Row:
+    """The values of a new job row, in the order of ``Statements.insert_job``."""
+    return (
+        record.id,
+        record.name,
+        record.payload,
+        record.state.value,
+        to_us(record.created_at),
+        to_us(record.next_try_at),
+        record.attempts,
+        to_us_or_none(record.last_try_at),
+        record.last_error,
+        encode_handlers(record.done_handlers),
+        record.lease_owner,
+        to_us_or_none(record.lease_expires_at),
+        to_us_or_none(record.finished_at),
+    )
+
+
+def claim_key(row: Row) -> tuple[int, int, int, int]:
+    """A row's place in claim order: ``next_try_at, attempts, created_at, rowid``."""
+    return row[6], row[7], row[5], row[0]
+
+
+def row_from_schedule(schedule: ScheduleRecord) -> Row:
+    """The values of a schedule row, in the order of ``Statements.upsert_schedule``."""
+    return (
+        schedule.id,
+        schedule.job_class,
+        schedule.cron_expression,
+        schedule.timezone,
+        to_us(schedule.next_fire_at),
+        to_us(schedule.created_at),
+        to_us(schedule.updated_at),
+        to_us_or_none(schedule.last_fire_at),
+    )
+
+
+def schedule_from_row(row: Row) -> ScheduleRecord:
+    return ScheduleRecord(
+        id=row[0],
+        job_class=row[1],
+        cron_expression=row[2],
+        timezone=row[3],
+        next_fire_at=at(row[4]),
+        created_at=at(row[5]),
+        updated_at=at(row[6]),
+        last_fire_at=at_or_none(row[7]),
+    )

@@ -1,0 +1,393 @@
+"""The PostgreSQL store: many workers on many machines share one queue.
+
+asyncpg with a connection pool. A claim locks due rows with ``FOR UPDATE
+SKIP LOCKED``, so concurrent workers pass each other instead of queueing on
+the same rows; each batch operation (add, claim, finish, extend_leases) is
+one statement and one round trip, and so is firing a recurring job's tick (a
+compare-and-set of its next fire time that stores the tick's job). New and
+requeued jobs ``NOTIFY`` a channel per schema that idle workers ``LISTEN`` on
+through a dedicated connection; polling is the fallback whenever that
+connection is down.
+
+The tables live in their own PostgreSQL schema (``store.schema``), created on
+first open under an advisory lock and versioned in ``schema_version``.
+asyncpg runs on asyncio only: this store does not run under trio.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import asyncpg
+
+from ..exceptions import SchemaVersionError, StoreError, StoreUnavailableError
+from ..records import JobOutcome, JobRecord, JobState, ScheduleRecord, WorkerInfo
+from ._postgres_settings import PostgresSettings, describe_dsn
+from ._postgres_sql import SCHEMA_VERSION, Statements, advisory_lock_key, migrations
+from ._postgres_wakeup import LOST_CONNECTION_ERRORS, WakeUps
+
+__all__ = ["PostgresJobStore", "PostgresSettings"]
+
+# What pg_stat_activity shows for the pool's and the LISTEN connections.
+APPLICATION_NAME = "masa-jobs"
+LISTENER_APPLICATION_NAME = "masa-jobs listener"
+# aclose() waits this long for borrowed connections, then cuts them.
+CLOSE_TIMEOUT_SECONDS = 5.0
+# What a failed connect raises: a socket error, a timeout, a server refusal
+# (bad database, role, password) or a DSN asyncpg cannot parse.
+_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    ValueError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+_STATES = {state.value: state for state in JobState}
+_NO_HANDLERS = "[]"
+
+
+class PostgresJobStore:
+    """Jobs and recurring jobs in PostgreSQL tables, shared by every worker that opens them."""
+
+    def __init__(self, settings: PostgresSettings) -> None:
+        self._settings = settings
+        self._sql = Statements.for_schema(
+            settings.db_schema, relaxed_commit=settings.relaxed_commit
+        )
+        self._address = describe_dsn(settings.dsn)
+        self._pool: asyncpg.Pool | None = None
+        self._wake_ups = WakeUps(
+            settings.dsn,
+            channel=self._sql.channel,
+            earliest_due=self._sql.earliest_due,
+            address=self._address,
+            connect_timeout=settings.connect_timeout,
+            server_settings=self._server_settings(LISTENER_APPLICATION_NAME),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> PostgresJobStore:
+        """The store for the container's ``store`` section; connects nothing yet."""
+        return cls(PostgresSettings.from_mapping(settings))
+
+    def __repr__(self) -> str:
+        return f"PostgresJobStore({self._address!r}, schema={self._settings.db_schema!r})"
+
+    # -- life cycle ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        self._wake_ups.start()
+        try:
+            pool = await asyncpg.create_pool(
+                self._settings.dsn,
+                min_size=self._settings.pool_min_size,
+                max_size=self._settings.pool_max_size,
+                timeout=self._settings.connect_timeout,
+                command_timeout=self._settings.command_timeout,
+                reset=_keep_session,
+                server_settings=self._server_settings(APPLICATION_NAME),
+            )
+        except _CONNECTION_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            async with pool.acquire() as connection:
+                await self._prepare_schema(connection)
+        except _CONNECTION_ERRORS as exc:
+            pool.terminate()
+            raise self._unavailable(exc) from exc
+        except BaseException:
+            pool.terminate()
+            raise
+        self._pool = pool
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        await self._wake_ups.close()
+        if pool is None:
+            return
+        with anyio.move_on_after(CLOSE_TIMEOUT_SECONDS) as scope:
+            await pool.close()
+        if scope.cancelled_caught:
+            pool.terminate()
+
+    async def _prepare_schema(self, connection: asyncpg.Connection) -> None:
+        """Create the tables on first use, migrate older ones, refuse newer ones."""
+        try:
+            async with connection.transaction():
+                # Several workers starting at once: one creates, the others wait and see it.
+                key = advisory_lock_key(self._settings.db_schema)
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", key)
+                found = await connection.fetchval("SELECT to_regclass($1)", self._sql.version_table)
+                if found is None:
+                    await connection.execute(self._sql.create_tables)
+                    return
+                version = await connection.fetchval(self._sql.read_version)
+                self._check_version(version)
+                steps = migrations(f'"{self._settings.db_schema}"')
+                for step in range(version, SCHEMA_VERSION):
+                    await connection.execute(steps[step])
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, LOST_CONNECTION_ERRORS):
+                raise
+            raise StoreError(
+                f"PostgreSQL store at {self._address}: could not set up schema "
+                f"{self._settings.db_schema!r}: {exc}. Grant the user CREATE on the database, "
+                "or create the schema and grant it to the user."
+            ) from exc
+
+    def _check_version(self, version: int | None) -> None:
+        if version is None or not 1 <= version <= SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"PostgreSQL store at {self._address}: schema {self._settings.db_schema!r} is at "
+                f"version {version}, but this masa-jobs knows versions 1 to {SCHEMA_VERSION}: "
+                "upgrade masa-jobs here to match the newest worker, or use another store.schema"
+            )
+
+    def _server_settings(self, application_name: str) -> dict[str, str]:
+        # Named for operators reading pg_stat_activity, unless the DSN names them.
+        if "application_name=" in urlsplit(self._settings.dsn).query:
+            return {}
+        return {"application_name": application_name}
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {self._settings.connect_timeout:g} s"
+        return StoreUnavailableError(
+            f"PostgreSQL store: cannot connect to {self._address} ({reason}). Check store.dsn "
+            "(MASA_JOBS_STORE__DSN) and that the server is running and reachable from here."
+        )
+
+    def _require_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError(
+                "the PostgreSQL store is not open: use it inside MasaApp.lifespan(), "
+                "or await store.open() first"
+            )
+        return self._pool
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def add(self, records: Sequence[JobRecord]) -> None:
+        if records:
+            await self._require_pool().execute(
+                self._sql.add, *_job_arrays(records), self._sql.channel
+            )
+
+    async def claim(
+        self, worker_id: str, limit: int, now: datetime, lease: timedelta
+    ) -> list[JobRecord]:
+        if limit <= 0:
+            return []
+        rows = await self._require_pool().fetch(self._sql.claim, worker_id, now, limit, now + lease)
+        return [_record(row) for row in rows]
+
+    async def extend_leases(
+        self, worker_id: str, job_ids: Collection[str], expires_at: datetime
+    ) -> None:
+        if job_ids:
+            await self._require_pool().execute(
+                self._sql.extend_leases, worker_id, list(job_ids), expires_at
+            )
+
+    async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> int:
+        if not outcomes:
+            return 0
+        row = await self._require_pool().fetchrow(
+            self._sql.finish,
+            worker_id,
+            [o.job_id for o in outcomes],
+            [o.state.value for o in outcomes],
+            [o.attempts for o in outcomes],
+            [o.next_try_at for o in outcomes],
+            [o.last_error for o in outcomes],
+            [_encode_handlers(o.done_handlers) for o in outcomes],
+            [o.finished_at for o in outcomes],
+            self._sql.channel,
+        )
+        assert row is not None  # an aggregate always returns its row
+        return int(row[0])
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        row = await self._require_pool().fetchrow(self._sql.get, job_id)
+        return None if row is None else _record(row)
+
+    async def list(
+        self, states: Collection[JobState] | None = None, *, limit: int = 100, offset: int = 0
+    ) -> builtins.list[JobRecord]:
+        pool = self._require_pool()
+        if states is None:
+            rows = await pool.fetch(self._sql.list_all, limit, offset)
+        else:
+            wanted = [state.value for state in states]
+            rows = await pool.fetch(self._sql.list_states, limit, offset, wanted)
+        return [_record(row) for row in rows]
+
+    async def count_by_state(self, now: datetime) -> dict[JobState, int]:
+        counts = dict.fromkeys(JobState, 0)
+        for shown, count in await self._require_pool().fetch(self._sql.count_by_state, now):
+            counts[_STATES[shown]] = count
+        return counts
+
+    async def transition(
+        self,
+        job_id: str,
+        expected: Collection[JobState],
+        state: JobState,
+        now: datetime,
+    ) -> JobRecord | None:
+        pool = self._require_pool()
+        wanted = [s.value for s in expected]
+        if state.is_pending:
+            row = await pool.fetchrow(
+                self._sql.to_pending, job_id, wanted, state.value, now, self._sql.channel
+            )
+        else:
+            finished_at = now if state.is_finished else None
+            row = await pool.fetchrow(self._sql.to_other, job_id, wanted, state.value, finished_at)
+        return None if row is None else _record(row)
+
+    async def delete(self, job_id: str) -> bool:
+        status = await self._require_pool().execute(self._sql.delete, job_id)
+        return _row_count(status) > 0
+
+    async def purge(self, states: Collection[JobState], finished_before: datetime) -> int:
+        wanted = [state.value for state in states]
+        status = await self._require_pool().execute(self._sql.purge, wanted, finished_before)
+        return _row_count(status)
+
+    # -- wake-up -------------------------------------------------------------------------
+
+    async def wait_for_work(self, timeout: float) -> None:
+        await self._wake_ups.wait(self._require_pool(), timeout)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def heartbeat(self, worker: WorkerInfo) -> None:
+        await self._require_pool().execute(
+            self._sql.heartbeat,
+            worker.id,
+            worker.host,
+            worker.pid,
+            worker.started_at,
+            worker.last_seen_at,
+            worker.running_jobs,
+        )
+
+    async def list_workers(self, seen_since: datetime) -> builtins.list[WorkerInfo]:
+        rows = await self._require_pool().fetch(self._sql.list_workers, seen_since)
+        return [WorkerInfo(*row) for row in rows]
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._require_pool().execute(self._sql.remove_worker, worker_id)
+
+    # -- recurring jobs --------------------------------------------------------------------
+
+    async def upsert_schedule(self, schedule: ScheduleRecord) -> None:
+        await self._require_pool().execute(
+            self._sql.upsert_schedule,
+            schedule.id,
+            schedule.job_class,
+            schedule.cron_expression,
+            schedule.timezone,
+            schedule.next_fire_at,
+            schedule.created_at,
+            schedule.updated_at,
+            schedule.last_fire_at,
+        )
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        row = await self._require_pool().fetchrow(self._sql.get_schedule, schedule_id)
+        return None if row is None else ScheduleRecord(*row)
+
+    async def list_schedules(self) -> builtins.list[ScheduleRecord]:
+        rows = await self._require_pool().fetch(self._sql.list_schedules)
+        return [ScheduleRecord(*row) for row in rows]
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        status = await self._require_pool().execute(self._sql.delete_schedule, schedule_id)
+        return _row_count(status) > 0
+
+    async def fire_schedule(
+        self,
+        schedule_id: str,
+        expected_next_fire_at: datetime,
+        next_fire_at: datetime,
+        job: JobRecord | None,
+    ) -> bool:
+        # One statement: concurrent schedulers queue on the schedule's row
+        # lock, and all but the first find next_fire_at moved on.
+        row = await self._require_pool().fetchrow(
+            self._sql.fire_schedule,
+            schedule_id,
+            expected_next_fire_at,
+            next_fire_at,
+            *_job_arrays(() if job is None else (job,)),
+            self._sql.channel,
+        )
+        assert row is not None  # an aggregate always returns its row
+        return bool(row[0])
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset query on release, a second round trip per call.
+
+    Pooled connections keep no session state: no LISTEN (that has its own
+    connection), no SET, no session-level locks; asyncpg still rolls back a
+    transaction left open.
+    """
+
+
+def _job_arrays(records: Sequence[JobRecord]) -> tuple[builtins.list[Any], ...]:
+    """The records column by column, for a batch insert through ``unnest``."""
+    return (
+        [r.id for r in records],
+        [r.name for r in records],
+        [r.payload for r in records],
+        [r.state.value for r in records],
+        [r.created_at for r in records],
+        [r.next_try_at for r in records],
+        [r.attempts for r in records],
+        [r.last_try_at for r in records],
+        [r.last_error for r in records],
+        [_encode_handlers(r.done_handlers) for r in records],
+        [r.lease_owner for r in records],
+        [r.lease_expires_at for r in records],
+        [r.finished_at for r in records],
+    )
+
+
+def _encode_handlers(handlers: tuple[str, ...]) -> str:
+    return json.dumps(handlers) if handlers else _NO_HANDLERS
+
+
+def _record(row: asyncpg.Record) -> JobRecord:
+    handlers: str = row[9]
+    return JobRecord(
+        id=row[0],
+        name=row[1],
+        payload=row[2],
+        state=_STATES[row[3]],
+        created_at=row[4],
+        next_try_at=row[5],
+        attempts=row[6],
+        last_try_at=row[7],
+        last_error=row[8],
+        done_handlers=() if handlers == _NO_HANDLERS else tuple(json.loads(handlers)),
+        lease_owner=row[10],
+        lease_expires_at=row[11],
+        finished_at=row[12],
+    )
+
+
+def _row_count(status: str) -> int:
+    """The row count at the end of a command tag such as ``DELETE 3``."""
+    return int(status.rpartition(" ")[2])

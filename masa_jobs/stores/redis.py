@@ -1,0 +1,335 @@
+"""The Redis store: many workers on many machines sharing one Redis server.
+
+Data layout. Every key starts with the hash tag ``{prefix}`` (setting
+``prefix``, default ``masa_jobs``), so that a Redis Cluster would keep a
+store's keys in one slot, where one script may touch them all::
+
+    {p}:job:<id>           hash: name payload state created next attempts seq
+                           [last_try error done owner lease finished]
+    {p}:pending            zset of pending jobs, scored by next_try_at; the member is
+                           <attempts, 8 hex><seq, 16 hex><id>, so jobs due at the same
+                           time order by attempts, then by insertion
+    {p}:leases             zset of processing jobs, scored by lease expiry
+    {p}:created:<group>    zset by created_at, for listing newest first
+                           (pending, succeeded, dead, cancelled)
+    {p}:done:<state>       zset by finished_at, for purge and counts
+                           (succeeded, dead, cancelled)
+    {p}:seq                counter of insertions
+    {p}:wake               list of wake-up tokens that idle workers pop (BLPOP)
+    {p}:workers            hash worker id -> heartbeat JSON; {p}:workers:seen by last seen
+    {p}:schedule:<id>      hash of a recurring job: job_class cron timezone next created
+                           updated [last]; {p}:schedules is the set of their ids
+
+Timestamps are integer microseconds since the Unix epoch, exact in a sorted
+set score (a double) until the year 2255; a field that is None is absent
+(``_redis_codec``).
+
+Every operation is one round trip: the state changes are Lua scripts (atomic:
+claim moves expired leases back to pending, pops up to N due jobs and leases
+them; finish records a whole batch, checking the lease owner). ``wait_for_work``
+pops a wake-up token with BLPOP on a connection pool of its own. redis-py
+reconnects by itself when the server comes back; until then every method
+raises, and the worker backs off and retries.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import time
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from ..exceptions import StoreError, StoreUnavailableError
+from ..records import (
+    FINISHED_STATES,
+    JobOutcome,
+    JobRecord,
+    JobState,
+    ScheduleRecord,
+    WorkerInfo,
+    utcnow,
+)
+from ._redis_codec import (
+    CLAIM_FIELDS,
+    DECODE_ERRORS,
+    FIELDS,
+    claimed_record,
+    corrupt_outcome,
+    job_args,
+    outcome_args,
+    read_record,
+    read_schedule,
+    read_worker,
+    schedule_args,
+    us,
+    worker_json,
+)
+from ._redis_scripts import SCRIPTS
+from ._redis_settings import ENV_PREFIX, RedisStoreSettings, redacted
+
+__all__ = ["RedisJobStore", "RedisStoreSettings"]
+
+# A wait for work never trusts the wake-up signal longer than this: a lost
+# token costs at most one short poll.
+MAX_SIGNAL_WAIT_SECONDS = 1.0
+# BLPOP counts whole milliseconds, and a zero timeout would block forever.
+MIN_BLOCK_SECONDS = 0.001
+# Expired leases moved back to pending per claim: bounds the script's run time.
+REQUEUE_PER_CLAIM = 1000
+# Finished jobs removed per purge script call, for the same reason.
+PURGE_PER_CALL = 1000
+# A worker silent this long is gone; forgetting it keeps the workers hash small.
+STALE_WORKER_SECONDS = 24 * 3600.0
+_ALL_GROUPS = ("pending", "processing", "succeeded", "dead", "cancelled")
+
+
+class RedisJobStore:
+    """A ``JobStore`` in Redis; see the module docstring for the data layout."""
+
+    def __init__(self, settings: RedisStoreSettings) -> None:
+        self._settings = settings
+        self.address = redacted(settings.url)
+        tag = "{" + settings.prefix + "}:"
+        self._tag = tag
+        self._keys = [tag + "pending"]
+        self._job_prefix = tag + "job:"
+        self._wake_key = tag + "wake"
+        self._client: redis.asyncio.Redis | None = None
+        self._blocking: redis.asyncio.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> RedisJobStore:
+        """Validate the ``store`` section (``backend`` is ignored); connects nothing."""
+        return cls(RedisStoreSettings.from_mapping(settings))
+
+    def __repr__(self) -> str:
+        return f"RedisJobStore({self.address!r}, prefix={self._settings.prefix!r})"
+
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        timeout = self._settings.connect_timeout
+        client, blocking = self._new_client(), self._new_client(blocking=True)
+        try:
+            with anyio.fail_after(timeout):
+                await client.ping()
+                for name, source in SCRIPTS.items():
+                    self._scripts[name] = client.register_script(source)
+                    await client.script_load(source)
+        except BaseException as exc:
+            self._scripts.clear()
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+                await blocking.aclose()
+            if not isinstance(exc, RedisError | OSError | TimeoutError):
+                raise
+            reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else exc
+            raise StoreUnavailableError(
+                f"the redis store cannot use Redis at {self.address} ({reason}): check "
+                f"store.url ({ENV_PREFIX}URL) and that the server is running and reachable"
+            ) from exc
+        self._client, self._blocking = client, blocking
+
+    async def aclose(self) -> None:
+        client, blocking = self._client, self._blocking
+        self._client = self._blocking = None
+        self._scripts.clear()
+        if client is not None:
+            await client.aclose()
+        if blocking is not None:
+            await blocking.aclose()
+
+    async def add(self, records: Sequence[JobRecord]) -> None:
+        if not records:
+            return
+        if len({record.id for record in records}) != len(records):
+            raise ValueError("a batch of jobs names the same id twice")
+        args: list[Any] = []
+        for record in records:
+            args += job_args(record)
+        await self._run("add", args)
+
+    async def claim(
+        self, worker_id: str, limit: int, now: datetime, lease: timedelta
+    ) -> list[JobRecord]:
+        if limit <= 0:
+            return []
+        expires_at = now + lease
+        args = [us(now), limit, us(expires_at), worker_id, REQUEUE_PER_CLAIM]
+        reply = await self._run("claim", args)
+        claimed: list[JobRecord] = []
+        corrupt: list[JobOutcome] = []
+        for i in range(0, len(reply), CLAIM_FIELDS):
+            values = reply[i : i + CLAIM_FIELDS]
+            try:
+                claimed.append(claimed_record(values, worker_id, now, expires_at))
+            except DECODE_ERRORS as exc:
+                corrupt.append(corrupt_outcome(values[0], values[1], now, exc))
+        if corrupt:
+            await self.finish(worker_id, corrupt)
+        return claimed
+
+    async def extend_leases(
+        self, worker_id: str, job_ids: Collection[str], expires_at: datetime
+    ) -> None:
+        if job_ids:
+            await self._run("extend", [worker_id, us(expires_at), *job_ids])
+
+    async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> int:
+        if not outcomes:
+            return 0
+        now = utcnow()
+        args: list[Any] = [worker_id]
+        for outcome in outcomes:
+            args += outcome_args(outcome, now)
+        applied: int = await self._run("finish", args)
+        return applied
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        fields = await self._require().hmget(self._job_prefix + job_id, FIELDS)
+        return read_record(job_id, fields)
+
+    async def list(
+        self, states: Collection[JobState] | None = None, *, limit: int = 100, offset: int = 0
+    ) -> builtins.list[JobRecord]:
+        groups = _ALL_GROUPS if states is None else _groups(states)
+        if limit <= 0 or not groups:
+            return []
+        reply = await self._run("list", [offset, limit, *groups])
+        found = (read_record(reply[i], reply[i + 1]) for i in range(0, len(reply), 2))
+        return [record for record in found if record is not None]
+
+    async def count_by_state(self, now: datetime) -> dict[JobState, int]:
+        # The script answers in the order JobState declares the states.
+        counts = await self._run("count", [us(now)])
+        return dict(zip(JobState, counts, strict=True))
+
+    async def transition(
+        self,
+        job_id: str,
+        expected: Collection[JobState],
+        state: JobState,
+        now: datetime,
+    ) -> JobRecord | None:
+        if state is JobState.PROCESSING:
+            raise ValueError("only claim moves a job to processing")
+        if not expected:
+            return None
+        args = [job_id, state.value, us(now), *(s.value for s in expected)]
+        fields = await self._run("transition", args)
+        return None if fields is None else read_record(job_id, fields)
+
+    async def delete(self, job_id: str) -> bool:
+        return bool(await self._run("delete", [job_id]))
+
+    async def purge(self, states: Collection[JobState], finished_before: datetime) -> int:
+        wanted = [state.value for state in states if state in FINISHED_STATES]
+        total = 0
+        while wanted:
+            removed: int = await self._run("purge", [us(finished_before), PURGE_PER_CALL, *wanted])
+            total += removed
+            if removed < PURGE_PER_CALL:
+                break
+        return total
+
+    async def wait_for_work(self, timeout: float) -> None:
+        first_pending, first_lease = await self._run("probe", [])
+        now_us = time.time() * 1e6
+        due_us = min(float(s) for s in (first_pending, first_lease, math.inf) if s is not None)
+        wait = min(timeout, MAX_SIGNAL_WAIT_SECONDS, (due_us - now_us) / 1e6)
+        if wait <= 0:
+            return
+        blocking = self._blocking
+        assert blocking is not None  # _run checked that the store is open
+        await blocking.blpop([self._wake_key], timeout=max(round(wait, 3), MIN_BLOCK_SECONDS))
+
+    async def heartbeat(self, worker: WorkerInfo) -> None:
+        stale_before = worker.last_seen_at - timedelta(seconds=STALE_WORKER_SECONDS)
+        seen = us(worker.last_seen_at)
+        args = [worker.id, worker_json(worker), seen, us(stale_before)]
+        await self._run("heartbeat", args)
+
+    async def list_workers(self, seen_since: datetime) -> builtins.list[WorkerInfo]:
+        reply = await self._run("workers", [us(seen_since)])
+        workers = [read_worker(entry) for entry in reply if entry is not None]
+        return sorted(workers, key=lambda w: w.id)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._run("forget", [worker_id])
+
+    async def upsert_schedule(self, schedule: ScheduleRecord) -> None:
+        await self._run("upsert_schedule", schedule_args(schedule))
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        found = await self._schedules([schedule_id])
+        return found[0] if found else None
+
+    async def list_schedules(self) -> builtins.list[ScheduleRecord]:
+        return sorted(await self._schedules([]), key=lambda s: s.id)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return bool(await self._run("delete_schedule", [schedule_id]))
+
+    async def fire_schedule(
+        self,
+        schedule_id: str,
+        expected_next_fire_at: datetime,
+        next_fire_at: datetime,
+        job: JobRecord | None,
+    ) -> bool:
+        args = [schedule_id, us(expected_next_fire_at), us(next_fire_at)]
+        if job is not None:
+            args += job_args(job)
+        return bool(await self._run("fire_schedule", args))
+
+    async def _schedules(self, ids: builtins.list[str]) -> builtins.list[ScheduleRecord]:
+        reply = await self._run("schedules", ids)
+        found = (read_schedule(reply[i], reply[i + 1]) for i in range(0, len(reply), 2))
+        return [schedule for schedule in found if schedule is not None]
+
+    def _new_client(self, *, blocking: bool = False) -> redis.asyncio.Redis:
+        settings = self._settings
+        # A blocking pop holds its reply back for up to MAX_SIGNAL_WAIT_SECONDS.
+        extra = MAX_SIGNAL_WAIT_SECONDS if blocking else 0.0
+        return redis.asyncio.Redis.from_url(
+            settings.url,
+            decode_responses=True,
+            socket_connect_timeout=settings.connect_timeout,
+            socket_timeout=settings.command_timeout + extra,
+            # One immediate retry on a broken connection (a pooled one the
+            # server closed); none on a timeout, after which the command may
+            # have run.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        )
+
+    def _require(self) -> redis.asyncio.Redis:
+        if self._client is None:
+            raise StoreError(
+                f"the redis store at {self.address} is not open: use it inside "
+                "MasaApp.lifespan() or call `await store.open()` first"
+            )
+        return self._client
+
+    async def _run(self, script: str, args: builtins.list[Any]) -> Any:
+        self._require()
+        return await self._scripts[script](keys=self._keys, args=[self._tag, *args])
+
+
+def _groups(states: Collection[JobState]) -> tuple[str, ...]:
+    """The list script's groups for ``states``: both pending states are one group."""
+    wanted = set(states)
+    if {JobState.SCHEDULED, JobState.ENQUEUED} <= wanted:
+        wanted -= {JobState.SCHEDULED, JobState.ENQUEUED}
+        return ("pending", *(state.value for state in wanted))
+    return tuple(state.value for state in wanted)

@@ -1,0 +1,469 @@
+"""The SQLite store: durable jobs in one file, for one machine, with no server.
+
+Settings (the ``store`` section, or ``MASA_JOBS_STORE__...``)::
+
+    store: {backend: sqlite, path: /var/lib/myapp/jobs.sqlite3,
+            busy_timeout: 5, synchronous: normal, table_prefix: masa_}
+
+Several worker processes may share the file. The database runs in WAL mode,
+so readers never block the writer. A claim is one ``BEGIN IMMEDIATE``
+transaction: it takes the write lock first, then selects the due jobs and
+marks them held, so two processes never claim one job; a process that finds
+the lock taken waits up to ``busy_timeout`` seconds. Claims and outcomes are
+written in batches, one transaction each.
+
+``synchronous: normal`` (the default) syncs the WAL to disk at checkpoints
+rather than at every commit. A crashed *process* loses nothing; a power cut
+or an operating-system crash may undo the last transactions committed before
+it (the file stays consistent): a job just enqueued may vanish, and a job
+just finished may run again. ``synchronous: full`` syncs every commit and
+closes that window, at the price of one disk flush per transaction.
+
+Wake-up: jobs added by this process set an in-process event at once; jobs
+added by other processes are seen by polling, at least every second and
+earlier when the earliest scheduled job falls due sooner.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import os
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from ..exceptions import StoreError, StoreUnavailableError
+from ..records import (
+    FINISHED_STATES,
+    JobOutcome,
+    JobRecord,
+    JobState,
+    ScheduleRecord,
+    WorkerInfo,
+    utcnow,
+)
+from ._sqlite_connection import (
+    DEFAULT_BUSY_TIMEOUT_SECONDS,
+    DEFAULT_TABLE_PREFIX,
+    SqliteSettings,
+    connect,
+    write_transaction,
+)
+from ._sqlite_schema import (
+    Row,
+    Statements,
+    at,
+    claim_key,
+    encode_handlers,
+    record_from_row,
+    row_from_record,
+    row_from_schedule,
+    schedule_from_row,
+    state_of,
+    to_us,
+    to_us_or_none,
+    with_states,
+)
+
+__all__ = ["SqliteJobStore"]
+
+T = TypeVar("T")
+
+# Jobs added by other processes are noticed within this many seconds.
+CROSS_PROCESS_POLL_SECONDS = 1.0
+# Finished jobs removed per transaction by ``purge``: the write lock is
+# released between chunks, so that claims go on during a large purge.
+PURGE_CHUNK = 1000
+_PENDING = frozenset({JobState.SCHEDULED, JobState.ENQUEUED})
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class SqliteJobStore:
+    """A ``JobStore`` in one SQLite file, shared by the processes of one machine.
+
+    Connection scheme: one connection per store, used by one worker thread at
+    a time (``anyio.to_thread.run_sync`` under a ``CapacityLimiter(1)``). A
+    sqlite3 connection must not be used by two threads at once, and SQLite
+    admits one writer at a time anyway, so more connections in one process
+    would only queue on the file lock instead of on the limiter. One long-lived
+    connection keeps its prepared statements and the WAL index mapped, where a
+    connection per operation would pay to open, configure and check the
+    schema every time. Waiting for the limiter is cancellable; a statement
+    that has started always runs to its commit or rollback.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT_SECONDS,
+        synchronous: str = "normal",
+        table_prefix: str = DEFAULT_TABLE_PREFIX,
+    ) -> None:
+        self._settings = SqliteSettings.of(
+            path, busy_timeout=busy_timeout, synchronous=synchronous, table_prefix=table_prefix
+        )
+        self._path = self._settings.path
+        self._sql = Statements.for_prefix(table_prefix)
+        self._connection: sqlite3.Connection | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._wakeup: anyio.Event | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> SqliteJobStore:
+        """Build from the ``store`` configuration section (values may be strings)."""
+        parsed = SqliteSettings.from_mapping(settings)
+        return cls(
+            parsed.path,
+            busy_timeout=parsed.busy_timeout,
+            synchronous=parsed.synchronous,
+            table_prefix=parsed.table_prefix,
+        )
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"SqliteJobStore(path={str(self._path)!r})"
+
+    # -- life cycle ------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._connection is not None:
+            return
+        # Created here, in async code: both need the running event loop.
+        self._limiter = anyio.CapacityLimiter(1)
+        self._wakeup = None
+        self._connection = await anyio.to_thread.run_sync(
+            connect, self._settings, self._sql, limiter=self._limiter
+        )
+
+    async def aclose(self) -> None:
+        connection, limiter = self._connection, self._limiter
+        if connection is None or limiter is None:
+            return
+        self._connection = None
+        # Under the limiter: an operation already running finishes first.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(connection.close, limiter=limiter)
+
+    async def _run(self, operation: Callable[..., T], *args: Any) -> T:
+        """Run ``operation(connection, *args)`` in the store's worker thread."""
+        connection, limiter = self._connection, self._limiter
+        if connection is None or limiter is None:
+            raise StoreError(
+                f"the SQLite store at {str(self._path)!r} is not open: "
+                "use it inside MasaApp.lifespan(), or await store.open() first"
+            )
+        try:
+            return await anyio.to_thread.run_sync(operation, connection, *args, limiter=limiter)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"the SQLite store at {str(self._path)!r} failed: {exc}"
+            ) from exc
+
+    # -- jobs --------------------------------------------------------------------
+
+    async def add(self, records: Sequence[JobRecord]) -> None:
+        if not records:
+            return
+        rows = [row_from_record(record) for record in records]
+        await self._run(self._add, rows)
+        self._wake()
+
+    def _add(self, connection: sqlite3.Connection, rows: list[Row]) -> None:
+        try:
+            with write_transaction(connection):
+                connection.executemany(self._sql.insert_job, rows)
+        except sqlite3.IntegrityError as exc:
+            clash = self._clashing_id(connection, [row[0] for row in rows])
+            raise ValueError(f"a job with id {clash!r} exists already; nothing was stored") from exc
+
+    def _clashing_id(self, connection: sqlite3.Connection, job_ids: list[str]) -> str | None:
+        repeated = [job_id for job_id, n in Counter(job_ids).items() if n > 1]
+        if repeated:
+            return repeated[0]
+        for job_id in job_ids:
+            if connection.execute(self._sql.get, (job_id,)).fetchone() is not None:
+                return job_id
+        return None
+
+    async def claim(
+        self, worker_id: str, limit: int, now: datetime, lease: timedelta
+    ) -> list[JobRecord]:
+        if limit <= 0:
+            return []
+        now_us = to_us(now)
+        expires_us = now_us + lease // _MICROSECOND
+        return await self._run(self._claim, worker_id, limit, now_us, expires_us)
+
+    def _claim(
+        self, connection: sqlite3.Connection, worker_id: str, limit: int, now: int, expires: int
+    ) -> list[JobRecord]:
+        sql = self._sql
+        with write_transaction(connection):
+            rows = connection.execute(sql.due_pending, (now, limit)).fetchall()
+            expired = connection.execute(sql.due_expired, (now, limit)).fetchall()
+            if expired:
+                rows = sorted(rows + expired, key=claim_key)[:limit]
+            if rows:
+                connection.executemany(
+                    sql.take, [(now, worker_id, expires, row[0]) for row in rows]
+                )
+        # Each row as the ``take`` update left it: (rowid, id, name, payload),
+        # state, (created_at, next_try_at), attempts, last_try_at, (last_error,
+        # done_handlers), lease_owner, lease_expires_at, finished_at.
+        return [
+            record_from_row(
+                (
+                    *row[:4],
+                    "processing",
+                    *row[5:7],
+                    row[7] + 1,
+                    now,
+                    *row[9:11],
+                    worker_id,
+                    expires,
+                    row[13],
+                )
+            )
+            for row in rows
+        ]
+
+    async def extend_leases(
+        self, worker_id: str, job_ids: Collection[str], expires_at: datetime
+    ) -> None:
+        expires = to_us(expires_at)
+        rows = [(expires, job_id, worker_id) for job_id in job_ids]
+        if rows:
+            await self._run(self._write_many, self._sql.extend_lease, rows)
+
+    async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> int:
+        if not outcomes:
+            return 0
+        rows = [
+            (
+                o.state.value,
+                o.attempts,
+                to_us(o.next_try_at),
+                o.last_error,
+                encode_handlers(o.done_handlers),
+                to_us_or_none(o.finished_at),
+                o.job_id,
+                worker_id,
+            )
+            for o in outcomes
+        ]
+        applied = await self._run(self._write_many, self._sql.finish, rows)
+        if any(o.state in _PENDING for o in outcomes):
+            self._wake()
+        return applied
+
+    def _write_many(self, connection: sqlite3.Connection, statement: str, rows: list[Row]) -> int:
+        with write_transaction(connection):
+            return connection.executemany(statement, rows).rowcount
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        row = await self._run(self._fetch_one, self._sql.get, (job_id,))
+        return None if row is None else record_from_row(row)
+
+    def _fetch_one(self, connection: sqlite3.Connection, query: str, params: Row) -> Row | None:
+        row: Row | None = connection.execute(query, params).fetchone()
+        return row
+
+    def _fetch_all(self, connection: sqlite3.Connection, query: str, params: Row) -> list[Row]:
+        return connection.execute(query, params).fetchall()
+
+    async def list(
+        self, states: Collection[JobState] | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[JobRecord]:
+        params: Row
+        if states is None:
+            query, params = self._sql.list_all, (limit, offset)
+        else:
+            values = sorted({JobState(s).value for s in states})
+            if not values or limit <= 0:
+                return []
+            query = with_states(self._sql.list_in, len(values))
+            params = (*values, limit, offset)
+        rows = await self._run(self._fetch_all, query, params)
+        return [record_from_row(row) for row in rows]
+
+    async def count_by_state(self, now: datetime) -> dict[JobState, int]:
+        rows = await self._run(self._fetch_all, self._sql.count, (to_us(now),))
+        counts = dict.fromkeys(JobState, 0)
+        for value, total, due in rows:
+            state = state_of(value)
+            if state in _PENDING:
+                counts[JobState.ENQUEUED] += int(due)
+                counts[JobState.SCHEDULED] += total - int(due)
+            else:
+                counts[state] += total
+        return counts
+
+    async def transition(
+        self,
+        job_id: str,
+        expected: Collection[JobState],
+        state: JobState,
+        now: datetime,
+    ) -> JobRecord | None:
+        wanted = frozenset(JobState(s).value for s in expected)
+        record = await self._run(self._transition, job_id, wanted, state, to_us(now))
+        if record is not None and state in _PENDING:
+            self._wake()
+        return record
+
+    def _transition(
+        self,
+        connection: sqlite3.Connection,
+        job_id: str,
+        expected: frozenset[str],
+        state: JobState,
+        now: int,
+    ) -> JobRecord | None:
+        sql = self._sql
+        with write_transaction(connection):
+            row = connection.execute(sql.get, (job_id,)).fetchone()
+            if row is None or row[4] not in expected:
+                return None
+            if state in _PENDING:
+                connection.execute(sql.make_pending, (state.value, now, row[0]))
+            else:
+                finished_at = now if state in FINISHED_STATES else None
+                connection.execute(sql.make_settled, (state.value, finished_at, row[0]))
+            updated: Row = connection.execute(sql.get, (job_id,)).fetchone()
+        return record_from_row(updated)
+
+    async def delete(self, job_id: str) -> bool:
+        return await self._run(self._write_many, self._sql.delete, [(job_id,)]) > 0
+
+    async def purge(self, states: Collection[JobState], finished_before: datetime) -> int:
+        values = sorted(s.value for s in frozenset(states) & FINISHED_STATES)
+        if not values:
+            return 0
+        query = with_states(self._sql.purge_chunk, len(values))
+        params = (*values, to_us(finished_before), PURGE_CHUNK)
+        purged = 0
+        # One transaction per chunk: other operations run between them.
+        while True:
+            removed = await self._run(self._write_many, query, [params])
+            purged += removed
+            if removed < PURGE_CHUNK:
+                return purged
+
+    # -- waiting -----------------------------------------------------------------
+
+    async def wait_for_work(self, timeout: float) -> None:
+        deadline = anyio.current_time() + timeout
+        while True:
+            # The event is taken before the store is read: a job added while
+            # the read runs sets it, and the wait below returns at once.
+            if self._wakeup is None or self._wakeup.is_set():
+                self._wakeup = anyio.Event()
+            wakeup = self._wakeup
+            until_due = await self._seconds_until_due()
+            remaining = deadline - anyio.current_time()
+            if until_due <= 0 or remaining <= 0:
+                return
+            with anyio.move_on_after(min(until_due, remaining, CROSS_PROCESS_POLL_SECONDS)):
+                await wakeup.wait()
+            if wakeup.is_set():
+                return
+
+    async def _seconds_until_due(self) -> float:
+        """Seconds until the earliest pending job or lease falls due (inf if none)."""
+        row = await self._run(self._fetch_one, self._sql.earliest_due, ())
+        stamps: list[int] = [us for us in row or () if us is not None]
+        if not stamps:
+            return math.inf
+        return (min(stamps) - to_us(utcnow())) / 1_000_000
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    # -- schedules -------------------------------------------------------------
+
+    async def upsert_schedule(self, schedule: ScheduleRecord) -> None:
+        row = row_from_schedule(schedule)
+        await self._run(self._write_many, self._sql.upsert_schedule, [row])
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        row = await self._run(self._fetch_one, self._sql.get_schedule, (schedule_id,))
+        return None if row is None else schedule_from_row(row)
+
+    async def list_schedules(self) -> builtins.list[ScheduleRecord]:
+        rows = await self._run(self._fetch_all, self._sql.list_schedules, ())
+        return [schedule_from_row(row) for row in rows]
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return await self._run(self._write_many, self._sql.delete_schedule, [(schedule_id,)]) > 0
+
+    async def fire_schedule(
+        self,
+        schedule_id: str,
+        expected_next_fire_at: datetime,
+        next_fire_at: datetime,
+        job: JobRecord | None,
+    ) -> bool:
+        expected = to_us(expected_next_fire_at)
+        move = (to_us(next_fire_at), None if job is None else expected, schedule_id, expected)
+        job_row = None if job is None else row_from_record(job)
+        fired = await self._run(self._fire_schedule, move, job_row)
+        if fired and job is not None:
+            self._wake()
+        return fired
+
+    def _fire_schedule(self, connection: sqlite3.Connection, move: Row, job: Row | None) -> bool:
+        """Move the schedule on and store the tick's job, in one transaction."""
+        try:
+            with write_transaction(connection):
+                if connection.execute(self._sql.fire_schedule, move).rowcount == 0:
+                    return False
+                if job is not None:
+                    connection.execute(self._sql.insert_job, job)
+        except sqlite3.IntegrityError as exc:
+            job_id = None if job is None else job[0]
+            raise ValueError(
+                f"a job with id {job_id!r} exists already; the tick did not fire"
+            ) from exc
+        return True
+
+    # -- workers -----------------------------------------------------------------
+
+    async def heartbeat(self, worker: WorkerInfo) -> None:
+        row = (
+            worker.id,
+            worker.host,
+            worker.pid,
+            to_us(worker.started_at),
+            to_us(worker.last_seen_at),
+            worker.running_jobs,
+        )
+        await self._run(self._write_many, self._sql.heartbeat, [row])
+
+    async def list_workers(self, seen_since: datetime) -> builtins.list[WorkerInfo]:
+        rows = await self._run(self._fetch_all, self._sql.list_workers, (to_us(seen_since),))
+        return [
+            WorkerInfo(
+                id=row[0],
+                host=row[1],
+                pid=row[2],
+                started_at=at(row[3]),
+                last_seen_at=at(row[4]),
+                running_jobs=row[5],
+            )
+            for row in rows
+        ]
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._run(self._write_many, self._sql.remove_worker, [(worker_id,)])

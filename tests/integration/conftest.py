@@ -1,0 +1,81 @@
+"""Durable stores under test, each in a namespace of its own that is removed afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.services import POSTGRES_DSN, REDIS_URL, require_service, unique_name
+
+
+@dataclass(frozen=True)
+class StoreUnderTest:
+    """A store configuration: as a config dict for a container, and as environment."""
+
+    backend: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"backend": self.backend, **self.settings}
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        values = {**self.config, **overrides}
+        return {f"MASA_JOBS_STORE__{key.upper()}": str(value) for key, value in values.items()}
+
+    def with_settings(self, **settings: Any) -> StoreUnderTest:
+        return StoreUnderTest(self.backend, {**self.settings, **settings})
+
+
+def _drop_postgres_schema(schema: str) -> None:
+    import asyncpg
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(POSTGRES_DSN)
+        try:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await connection.close()
+
+    asyncio.run(drop())
+
+
+def _delete_redis_prefix(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
+def durable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
+    backend: str = request.param
+    if backend == "sqlite":
+        yield StoreUnderTest("sqlite", {"path": str(tmp_path / "jobs.sqlite3")})
+    elif backend == "postgres":
+        require_service("PostgreSQL", POSTGRES_DSN)
+        schema = unique_name()
+        yield StoreUnderTest("postgres", {"dsn": POSTGRES_DSN, "schema": schema})
+        _drop_postgres_schema(schema)
+    else:
+        require_service("Redis", REDIS_URL)
+        prefix = unique_name()
+        yield StoreUnderTest("redis", {"url": REDIS_URL, "prefix": prefix})
+        _delete_redis_prefix(prefix)
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, object]]:
+    # The test process drives real worker processes; asyncio is enough here
+    # (the stores' own trio support is covered by the contract suite).
+    return ("asyncio", {})

@@ -1,0 +1,490 @@
+"""What the SQLite store adds to the contract: settings, files, schema versions, processes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import anyio
+import pytest
+
+from containers import BackgroundJobContainer, load_env
+from masa_jobs import (
+    ConfigurationError,
+    JobRecord,
+    JobState,
+    SchemaVersionError,
+    StoreError,
+    StoreUnavailableError,
+)
+from masa_jobs.records import ScheduleRecord, utcnow
+from masa_jobs.stores.base import Store
+from masa_jobs.stores.sqlite import SqliteJobStore
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LEASE = timedelta(seconds=60)
+T0 = datetime(2024, 5, 1, 3, 0, tzinfo=UTC)
+
+
+def job(**fields: Any) -> JobRecord:
+    now = utcnow()
+    values: dict[str, Any] = {
+        "id": uuid4().hex,
+        "name": "sqlite.job",
+        "payload": "{}",
+        "state": JobState.ENQUEUED,
+        "created_at": now,
+        "next_try_at": now,
+    }
+    return JobRecord(**{**values, **fields})
+
+
+@asynccontextmanager
+async def opened(path: Path, **settings: Any) -> AsyncIterator[SqliteJobStore]:
+    store = SqliteJobStore(path, **settings)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+def tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {name for (name,) in rows}
+
+
+# -- settings ----------------------------------------------------------------------
+
+
+def test_settings_come_from_the_store_section_as_strings(tmp_path: Path) -> None:
+    store = SqliteJobStore.from_settings(
+        {
+            "backend": "sqlite",
+            "path": str(tmp_path / "jobs.db"),
+            "busy_timeout": "2.5",
+            "synchronous": "FULL",
+            "table_prefix": "app_",
+        }
+    )
+
+    assert store.path == tmp_path / "jobs.db"
+    assert "jobs.db" in repr(store)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"backend": "sqlite"}, "store.path"),
+        ({"path": ""}, "store.path"),
+        ({"path": "x.db", "busy_timeout": "soon"}, "store.busy_timeout"),
+        ({"path": "x.db", "busy_timeout": -1}, "store.busy_timeout"),
+        ({"path": "x.db", "synchronous": "off"}, "store.synchronous"),
+        ({"path": "x.db", "table_prefix": "drop table;"}, "store.table_prefix"),
+        ({"path": "x.db", "pth": "y.db"}, "pth"),
+    ],
+    ids=["no-path", "empty-path", "busy-text", "busy-negative", "sync", "prefix", "unknown"],
+)
+def test_bad_settings_are_a_configuration_error(settings: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigurationError, match=named):
+        SqliteJobStore.from_settings(settings)
+
+
+def test_the_container_builds_the_sqlite_store_from_the_environment(tmp_path: Path) -> None:
+    container = BackgroundJobContainer()
+    path = tmp_path / "env.db"
+    load_env(
+        container.config,
+        {"MASA_JOBS_STORE__BACKEND": "sqlite", "MASA_JOBS_STORE__PATH": str(path)},
+    )
+
+    store = container.job_store()
+
+    assert isinstance(store, SqliteJobStore)
+    assert store.path == path
+
+
+# -- opening -----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_missing_directory_is_named_and_nothing_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "jobs.db"
+    store = SqliteJobStore(path)
+
+    with pytest.raises(StoreUnavailableError, match="does not exist") as caught:
+        await store.open()
+
+    assert str(path) in str(caught.value)
+    assert not path.parent.exists()
+
+
+@pytest.mark.anyio
+async def test_a_path_that_is_a_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailableError) as caught:
+        await SqliteJobStore(tmp_path).open()
+
+    assert str(tmp_path) in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_a_file_that_is_not_a_database_is_named_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    text = "not a database, " * 100
+    path.write_text(text)
+
+    with pytest.raises(StoreUnavailableError) as caught:
+        await SqliteJobStore(path).open()
+
+    assert str(path) in str(caught.value)
+    assert path.read_text() == text
+
+
+@pytest.mark.anyio
+async def test_a_store_that_is_not_open_says_so(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.db")
+
+    with pytest.raises(StoreError, match="not open"):
+        await store.get("x")
+    async with opened(tmp_path / "jobs.db"):
+        pass
+    with pytest.raises(StoreError, match="not open"):
+        await store.claim("worker-1", 1, utcnow(), LEASE)
+
+
+@pytest.mark.anyio
+async def test_open_and_aclose_are_idempotent_and_jobs_outlive_the_connection(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.db"
+    store = SqliteJobStore(path)
+    record = job(payload='{"kept": true}')
+    await store.open()
+    await store.open()
+    await store.add([record])
+    await store.aclose()
+    await store.aclose()
+
+    async with opened(path) as again:
+        found = await again.get(record.id)
+
+    assert found is not None
+    assert found.payload == record.payload
+
+
+# -- schema ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_first_open_creates_a_versioned_schema_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+
+    async with opened(path):
+        pass
+
+    assert {"masa_jobs", "masa_workers", "masa_schema_version"} <= tables(path)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [(1,)]
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+@pytest.mark.anyio
+async def test_a_newer_schema_version_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    async with opened(path) as store:
+        await store.add([job()])
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE masa_schema_version SET version = 99")
+
+    with pytest.raises(SchemaVersionError, match="99") as caught:
+        await SqliteJobStore(path).open()
+
+    assert str(path) in str(caught.value)
+    assert "upgrade masa-jobs" in str(caught.value)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [(99,)]
+        assert connection.execute("SELECT COUNT(*) FROM masa_jobs").fetchone() == (1,)
+
+
+@pytest.mark.anyio
+async def test_table_prefixes_keep_two_stores_apart_in_one_file(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    async with opened(path, table_prefix="one_") as one, opened(path, table_prefix="two_") as two:
+        await one.add([job()])
+
+        assert len(await one.list()) == 1
+        assert await two.list() == []
+
+    assert {"one_jobs", "two_jobs", "one_schema_version", "two_schema_version"} <= tables(path)
+
+
+# -- behaviour specific to SQLite --------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_duplicate_id_names_the_job(tmp_path: Path) -> None:
+    async with opened(tmp_path / "jobs.db") as store:
+        existing = job()
+        await store.add([existing])
+
+        with pytest.raises(ValueError, match=existing.id):
+            await store.add([job(), existing])
+
+        assert len(await store.list()) == 1
+
+
+@pytest.mark.anyio
+async def test_a_write_lock_held_too_long_elsewhere_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    async with opened(path, busy_timeout=0.05) as store:
+        await store.add([job()])
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StoreUnavailableError, match="locked") as caught:
+                await store.claim("worker-1", 10, utcnow(), LEASE)
+            assert str(path) in str(caught.value)
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+
+        assert len(await store.claim("worker-1", 10, utcnow(), LEASE)) == 1
+
+
+@pytest.mark.anyio
+async def test_a_job_added_by_another_connection_wakes_a_waiter_by_polling(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.db"
+    # Two stores on one file stand for two processes: no in-process event links them.
+    async with opened(path) as waiting, opened(path) as adding:
+        woken_after: list[float] = []
+
+        async def waiter() -> None:
+            started = anyio.current_time()
+            await waiting.wait_for_work(30)
+            woken_after.append(anyio.current_time() - started)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await anyio.sleep(0.1)
+                await adding.add([job()])
+
+    assert woken_after
+    assert woken_after[0] <= 0.1 + 1.5
+
+
+# -- several processes -------------------------------------------------------------
+
+CLAIMER = """
+import json, sys, time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio
+
+from masa_jobs import JobOutcome, JobState
+from masa_jobs.records import ScheduleRecord, utcnow
+from masa_jobs.stores.base import Store
+from masa_jobs.stores.sqlite import SqliteJobStore
+
+
+async def main(path: str, worker: str, go: str) -> None:
+    store = SqliteJobStore(path, busy_timeout=30)
+    await store.open()
+    Path(go + "." + worker).touch()
+    while not Path(go).exists():
+        time.sleep(0.005)
+    taken = []
+    try:
+        while batch := await store.claim(worker, 7, utcnow(), timedelta(seconds=60)):
+            taken.extend(job.id for job in batch)
+            outcomes = [
+                JobOutcome(job.id, JobState.SUCCEEDED, job.attempts, job.next_try_at,
+                           finished_at=utcnow())
+                for job in batch
+            ]
+            assert await store.finish(worker, outcomes) == len(batch)
+    finally:
+        await store.aclose()
+    print(json.dumps(taken))
+
+
+anyio.run(main, *sys.argv[1:])
+"""
+
+
+def start_claimers(path: Path, go: Path, count: int) -> list[subprocess.Popen[str]]:
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, str(path), f"worker-{n}", str(go)],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(count)
+    ]
+
+
+def test_processes_claiming_from_one_file_never_share_a_job(tmp_path: Path) -> None:
+    path, go, count, jobs = tmp_path / "jobs.db", tmp_path / "go", 4, 2000
+    records = [job(payload=json.dumps({"i": i})) for i in range(jobs)]
+
+    async def fill() -> None:
+        async with opened(path) as store:
+            await store.add(records)
+
+    anyio.run(fill)
+    processes = start_claimers(path, go, count)
+    try:
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"go.worker-{n}").exists() for n in range(count)):
+            assert time.monotonic() < deadline, "the claimers did not start"
+            assert all(p.poll() is None for p in processes), processes[0].communicate()
+            time.sleep(0.01)
+        go.touch()  # every claimer starts at once, so they contend for the lock
+        outputs = [p.communicate(timeout=120) for p in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    assert [p.returncode for p in processes] == [0] * count, [err for _, err in outputs]
+
+    taken = [job_id for out, _ in outputs for job_id in json.loads(out)]
+    assert len(taken) == len(set(taken)) == jobs
+    assert set(taken) == {record.id for record in records}
+
+    async def counts() -> dict[JobState, int]:
+        async with opened(path) as store:
+            return await store.count_by_state(utcnow())
+
+    assert anyio.run(counts)[JobState.SUCCEEDED] == jobs
+
+
+OPENER = """
+import sys
+import anyio
+from masa_jobs.stores.sqlite import SqliteJobStore
+from tests.unit.test_sqlite_store import job
+
+
+async def main(path: str) -> None:
+    store = SqliteJobStore(path, busy_timeout=30)
+    await store.open()
+    await store.add([job()])
+    await store.aclose()
+
+
+anyio.run(main, sys.argv[1])
+"""
+
+
+def test_processes_opening_a_new_file_at_once_create_one_schema(tmp_path: Path) -> None:
+    path, count = tmp_path / "fresh.db", 4
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPENER, str(path)],
+            cwd=REPO_ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+
+    assert [p.returncode for p in processes] == [0] * count, errors
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM masa_jobs").fetchone() == (count,)
+        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [(1,)]
+
+
+# -- schedules -----------------------------------------------------------------------
+
+
+def schedule(schedule_id: str = "nightly", **fields: Any) -> ScheduleRecord:
+    values: dict[str, Any] = {
+        "id": schedule_id,
+        "job_class": "app.jobs.Nightly",
+        "cron_expression": "0 3 * * *",
+        "timezone": "Europe/Berlin",
+        "next_fire_at": T0,
+        "created_at": T0 - timedelta(days=1),
+        "updated_at": T0 - timedelta(hours=1),
+    }
+    return ScheduleRecord(**{**values, **fields})
+
+
+@pytest.mark.anyio
+async def test_schedules_round_trip_and_are_listed_by_id(tmp_path: Path) -> None:
+    async with opened(tmp_path / "jobs.db") as store:
+        assert isinstance(store, Store)
+        later = schedule("b-report", last_fire_at=T0 - timedelta(days=1))
+        await store.upsert_schedule(later)
+        await store.upsert_schedule(schedule("a-cleanup"))
+        changed = schedule("a-cleanup", cron_expression="*/5 * * * *", timezone="UTC")
+        await store.upsert_schedule(changed)
+
+        assert await store.get_schedule("b-report") == later
+        assert await store.list_schedules() == [changed, later]
+        assert await store.get_schedule("missing") is None
+        assert await store.delete_schedule("a-cleanup") is True
+        assert await store.delete_schedule("a-cleanup") is False
+        assert [s.id for s in await store.list_schedules()] == ["b-report"]
+
+
+@pytest.mark.anyio
+async def test_a_tick_fires_once_with_its_job(tmp_path: Path) -> None:
+    async with opened(tmp_path / "jobs.db") as store:
+        await store.upsert_schedule(schedule())
+        tick = job(created_at=T0, next_try_at=T0)
+        next_tick = T0 + timedelta(days=1)
+
+        assert await store.fire_schedule("nightly", T0, next_tick, tick) is True
+        assert await store.fire_schedule("nightly", T0, next_tick, job()) is False
+        assert await store.fire_schedule("missing", T0, next_tick, job()) is False
+
+        fired = await store.get_schedule("nightly")
+        assert fired is not None
+        assert fired.next_fire_at == next_tick
+        assert fired.last_fire_at == T0
+        assert [record.id for record in await store.list()] == [tick.id]
+
+
+@pytest.mark.anyio
+async def test_a_skipped_tick_moves_on_without_a_job(tmp_path: Path) -> None:
+    async with opened(tmp_path / "jobs.db") as store:
+        await store.upsert_schedule(schedule(last_fire_at=T0 - timedelta(days=1)))
+
+        assert await store.fire_schedule("nightly", T0, T0 + timedelta(days=1), None) is True
+
+        skipped = await store.get_schedule("nightly")
+        assert skipped is not None
+        assert skipped.next_fire_at == T0 + timedelta(days=1)
+        assert skipped.last_fire_at == T0 - timedelta(days=1)
+        assert await store.list() == []
+
+
+@pytest.mark.anyio
+async def test_a_tick_whose_job_cannot_be_stored_does_not_fire(tmp_path: Path) -> None:
+    async with opened(tmp_path / "jobs.db") as store:
+        existing = job()
+        await store.add([existing])
+        await store.upsert_schedule(schedule())
+
+        with pytest.raises(ValueError, match=existing.id):
+            await store.fire_schedule("nightly", T0, T0 + timedelta(days=1), existing)
+
+        assert await store.get_schedule("nightly") == schedule()
+        assert len(await store.list()) == 1
