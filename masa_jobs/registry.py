@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -37,7 +37,13 @@ ScheduleType = type[BackgroundScheduleJob]
 class JobRegistry:
     """Maps job names to their args type and handler classes."""
 
-    __slots__ = ("_args_by_name", "_handlers_by_name", "_name_by_args", "_schedule_classes")
+    __slots__ = (
+        "_args_by_name",
+        "_declared_schedules",
+        "_handlers_by_name",
+        "_name_by_args",
+        "_schedule_classes",
+    )
 
     def __init__(
         self,
@@ -67,7 +73,9 @@ class JobRegistry:
         self._schedule_classes = MappingProxyType(
             {handler_name(klass): _checked_schedule_class(klass) for klass in schedule_classes}
         )
-        _check_declared_schedules(self._schedule_classes.values())
+        self._declared_schedules = MappingProxyType(
+            _declared_schedules(self._schedule_classes.values())
+        )
 
     @classmethod
     def discover(cls, job_packages: Iterable[str] = ()) -> JobRegistry:
@@ -99,6 +107,10 @@ class JobRegistry:
 
     def schedule_classes(self) -> tuple[ScheduleType, ...]:
         return tuple(self._schedule_classes.values())
+
+    def declared_schedules(self) -> Mapping[str, ScheduleType]:
+        """Schedule id -> the class that declares it (``id`` and ``cron_expression``)."""
+        return self._declared_schedules
 
     def handler_modules(self) -> tuple[str, ...]:
         """The modules defining handlers and recurring jobs (MasaApp wires them)."""
@@ -179,7 +191,7 @@ def _checked_schedule_class(klass: ScheduleType) -> ScheduleType:
     return klass
 
 
-def _check_declared_schedules(classes: Iterable[ScheduleType]) -> None:
+def _declared_schedules(classes: Iterable[ScheduleType]) -> dict[str, ScheduleType]:
     """Validate the schedules classes declare (id, cron, time zone), at build time."""
     now = utcnow()
     owners: dict[str, ScheduleType] = {}
@@ -193,6 +205,7 @@ def _check_declared_schedules(classes: Iterable[ScheduleType]) -> None:
                 f"recurring jobs {handler_name(other)} and {handler_name(klass)} both "
                 f"declare id {schedule_id!r}: give each its own id"
             )
+    return owners
 
 
 def _qualified(klass: type[Any]) -> str:

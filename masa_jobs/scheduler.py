@@ -17,11 +17,10 @@ from anyio.abc import TaskStatus
 
 from .cron import CronSchedule
 from .exceptions import InvalidScheduleError
-from .jobs import BackgroundScheduleJob, handler_name
 from .options import BackgroundJobOptions
 from .records import ScheduleRecord, utcnow
 from .registry import JobRegistry
-from .schedules import declared_schedule, schedule_from_job, tick_job
+from .schedules import schedule_from_job, tick_job
 from .stores.base import ScheduleStore
 
 __all__ = ["Scheduler"]
@@ -70,18 +69,8 @@ class Scheduler:
         Idempotent: any number of processes may declare the same classes.
         """
         now = utcnow()
-        # Check every declaration before storing any, so a bad one changes nothing.
-        declared: dict[str, type[BackgroundScheduleJob]] = {}
-        for job_class in self._registry.schedule_classes():
-            if not declared_schedule(job_class):
-                continue
-            schedule_id = schedule_from_job(job_class, now, None).id
-            other = declared.setdefault(schedule_id, job_class)
-            if other is not job_class:
-                raise InvalidScheduleError(
-                    f"recurring jobs {handler_name(other)} and {handler_name(job_class)} both "
-                    f"declare id {schedule_id!r}: give each its own id"
-                )
+        # The registry validated every declaration when it was built.
+        declared = self._registry.declared_schedules()
         for schedule_id, job_class in declared.items():
             existing = await self._store.get_schedule(schedule_id)
             schedule = schedule_from_job(job_class, now, existing)
