@@ -15,10 +15,12 @@ from .base import JobStore
 from .memory import MemoryJobStore
 
 __all__ = [
+    "ASYNCIO_ONLY_BACKENDS",
     "STORE_BACKENDS",
     "JobStore",
     "MemoryJobStore",
     "check_store_backend",
+    "memory_store",
     "postgres_store",
     "redis_store",
     "sqlite_store",
@@ -26,6 +28,8 @@ __all__ = [
 
 # The values ``store.backend`` accepts, in the order the docs present them.
 STORE_BACKENDS: tuple[str, ...] = ("memory", "sqlite", "postgres", "redis")
+# Their drivers (asyncpg, redis-py) run on asyncio only, not on trio.
+ASYNCIO_ONLY_BACKENDS: frozenset[str] = frozenset({"postgres", "redis"})
 
 
 def check_store_backend(backend: object) -> str:
@@ -43,6 +47,19 @@ def check_store_backend(backend: object) -> str:
         f"unknown store backend {backend!r}: set store.backend (MASA_JOBS_STORE__BACKEND) "
         f"to one of: {known}"
     )
+
+
+def memory_store(settings: Mapping[str, Any] | None) -> JobStore:
+    """The in-memory store; it has no settings, so any given is a mistake to report."""
+    extra = sorted(set(settings or {}) - {"backend"})
+    if extra:
+        keys = ", ".join(f"store.{key}" for key in extra)
+        raise ConfigurationError(
+            f"{keys} set, but store.backend is memory, which takes no settings: set "
+            "store.backend (MASA_JOBS_STORE__BACKEND) to the store they belong to "
+            "(sqlite: path; postgres: dsn; redis: url)"
+        )
+    return MemoryJobStore()
 
 
 def sqlite_store(settings: Mapping[str, Any] | None) -> JobStore:

@@ -231,7 +231,9 @@ class Statements:
                 f"SELECT least((SELECT min(next_try_at) FROM {s}.jobs WHERE state IN {_PENDING}),"
                 f" (SELECT min(lease_expires_at) FROM {s}.jobs WHERE state = 'processing'))"
             ),
+            # Forgets workers silent since $7 (they crashed) in the same round trip.
             heartbeat=(
+                f"WITH stale AS (DELETE FROM {s}.workers WHERE last_seen_at < $7) "
                 f"INSERT INTO {s}.workers ({WORKER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) "
                 "ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, "
                 "started_at = EXCLUDED.started_at, last_seen_at = EXCLUDED.last_seen_at, "

@@ -167,6 +167,7 @@ class Statements:
     heartbeat: str
     list_workers: str
     remove_worker: str
+    forget_stale_workers: str
 
     @classmethod
     def for_prefix(cls, p: str) -> Statements:
@@ -262,6 +263,7 @@ class Statements:
                 f"FROM {p}workers WHERE last_seen_at >= ? ORDER BY id"
             ),
             remove_worker=f"DELETE FROM {p}workers WHERE id = ?",
+            forget_stale_workers=f"DELETE FROM {p}workers WHERE last_seen_at < ?",
         )
 
 

@@ -28,7 +28,11 @@ from typing import Protocol, runtime_checkable
 
 from ..records import JobOutcome, JobRecord, JobState, ScheduleRecord, WorkerInfo
 
-__all__ = ["JobStore", "ScheduleStore", "Store"]
+__all__ = ["STALE_WORKER_SECONDS", "JobStore", "ScheduleStore", "Store"]
+
+# A worker silent this long crashed (a live one beats every few seconds): stores
+# forget it on another worker's heartbeat, so dead workers do not pile up.
+STALE_WORKER_SECONDS = 24 * 3600.0
 
 
 @runtime_checkable

@@ -27,6 +27,7 @@ from ..records import (
     ScheduleRecord,
     WorkerInfo,
 )
+from .base import STALE_WORKER_SECONDS
 
 __all__ = ["MemoryJobStore"]
 
@@ -226,6 +227,9 @@ class MemoryJobStore:
             await self._wakeup.wait()
 
     async def heartbeat(self, worker: WorkerInfo) -> None:
+        stale_before = worker.last_seen_at - timedelta(seconds=STALE_WORKER_SECONDS)
+        for stale in [w.id for w in self._workers.values() if w.last_seen_at < stale_before]:
+            del self._workers[stale]
         self._workers[worker.id] = worker
 
     async def list_workers(self, seen_since: datetime) -> builtins.list[WorkerInfo]:

@@ -31,6 +31,7 @@ from ..records import JobOutcome, JobRecord, JobState, ScheduleRecord, WorkerInf
 from ._postgres_settings import PostgresSettings, describe_dsn
 from ._postgres_sql import SCHEMA_VERSION, Statements, advisory_lock_key, migrations
 from ._postgres_wakeup import LOST_CONNECTION_ERRORS, WakeUps
+from .base import STALE_WORKER_SECONDS
 
 __all__ = ["PostgresJobStore", "PostgresSettings"]
 
@@ -280,6 +281,7 @@ class PostgresJobStore:
             worker.started_at,
             worker.last_seen_at,
             worker.running_jobs,
+            worker.last_seen_at - timedelta(seconds=STALE_WORKER_SECONDS),
         )
 
     async def list_workers(self, seen_since: datetime) -> builtins.list[WorkerInfo]:

@@ -76,6 +76,7 @@ from ._redis_codec import (
 )
 from ._redis_scripts import SCRIPTS
 from ._redis_settings import ENV_PREFIX, RedisStoreSettings, redacted
+from .base import STALE_WORKER_SECONDS
 
 __all__ = ["RedisJobStore", "RedisStoreSettings"]
 
@@ -88,8 +89,6 @@ MIN_BLOCK_SECONDS = 0.001
 REQUEUE_PER_CLAIM = 1000
 # Finished jobs removed per purge script call, for the same reason.
 PURGE_PER_CALL = 1000
-# A worker silent this long is gone; forgetting it keeps the workers hash small.
-STALE_WORKER_SECONDS = 24 * 3600.0
 _ALL_GROUPS = ("pending", "processing", "succeeded", "dead", "cancelled")
 
 

@@ -71,6 +71,7 @@ from ._sqlite_schema import (
     to_us_or_none,
     with_states,
 )
+from .base import STALE_WORKER_SECONDS
 
 __all__ = ["SqliteJobStore"]
 
@@ -218,25 +219,18 @@ class SqliteJobStore:
                 connection.executemany(
                     sql.take, [(now, worker_id, expires, row[0]) for row in rows]
                 )
-        # Each row as the ``take`` update left it: (rowid, id, name, payload),
-        # state, (created_at, next_try_at), attempts, last_try_at, (last_error,
-        # done_handlers), lease_owner, lease_expires_at, finished_at.
-        return [
-            record_from_row(
-                (
-                    *row[:4],
-                    "processing",
-                    *row[5:7],
-                    row[7] + 1,
-                    now,
-                    *row[9:11],
-                    worker_id,
-                    expires,
-                    row[13],
-                )
-            )
-            for row in rows
-        ]
+            claimed: list[JobRecord] = []
+            broken: list[Row] = []
+            for row in rows:
+                try:
+                    claimed.append(record_from_row(_as_taken(row, now, worker_id, expires)))
+                except (ValueError, TypeError, KeyError) as exc:
+                    # No handler can run a record that cannot be read: dead at
+                    # once, with the reason, instead of failing every claim.
+                    broken.append(_dead_row(row, now, worker_id, exc))
+            if broken:
+                connection.executemany(sql.finish, broken)
+        return claimed
 
     async def extend_leases(
         self, worker_id: str, job_ids: Collection[str], expires_at: datetime
@@ -273,7 +267,7 @@ class SqliteJobStore:
 
     async def get(self, job_id: str) -> JobRecord | None:
         row = await self._run(self._fetch_one, self._sql.get, (job_id,))
-        return None if row is None else record_from_row(row)
+        return None if row is None else _readable(row)
 
     def _fetch_one(self, connection: sqlite3.Connection, query: str, params: Row) -> Row | None:
         row: Row | None = connection.execute(query, params).fetchone()
@@ -295,7 +289,7 @@ class SqliteJobStore:
             query = with_states(self._sql.list_in, len(values))
             params = (*values, limit, offset)
         rows = await self._run(self._fetch_all, query, params)
-        return [record_from_row(row) for row in rows]
+        return [_readable(row) for row in rows]
 
     async def count_by_state(self, now: datetime) -> dict[JobState, int]:
         rows = await self._run(self._fetch_all, self._sql.count, (to_us(now),))
@@ -341,7 +335,7 @@ class SqliteJobStore:
                 finished_at = now if state in FINISHED_STATES else None
                 connection.execute(sql.make_settled, (state.value, finished_at, row[0]))
             updated: Row = connection.execute(sql.get, (job_id,)).fetchone()
-        return record_from_row(updated)
+        return _readable(updated)
 
     async def delete(self, job_id: str) -> bool:
         return await self._run(self._write_many, self._sql.delete, [(job_id,)]) > 0
@@ -449,7 +443,13 @@ class SqliteJobStore:
             to_us(worker.last_seen_at),
             worker.running_jobs,
         )
-        await self._run(self._write_many, self._sql.heartbeat, [row])
+        stale_before = to_us(worker.last_seen_at - timedelta(seconds=STALE_WORKER_SECONDS))
+        await self._run(self._beat, row, stale_before)
+
+    def _beat(self, connection: sqlite3.Connection, row: Row, stale_before: int) -> None:
+        with write_transaction(connection):
+            connection.execute(self._sql.heartbeat, row)
+            connection.execute(self._sql.forget_stale_workers, (stale_before,))
 
     async def list_workers(self, seen_since: datetime) -> builtins.list[WorkerInfo]:
         rows = await self._run(self._fetch_all, self._sql.list_workers, (to_us(seen_since),))
@@ -467,3 +467,40 @@ class SqliteJobStore:
 
     async def remove_worker(self, worker_id: str) -> None:
         await self._run(self._write_many, self._sql.remove_worker, [(worker_id,)])
+
+
+def _as_taken(row: Row, now: int, worker_id: str, expires: int) -> Row:
+    """A claimed row as the ``take`` update left it: (rowid, id, name, payload),
+    state, (created_at, next_try_at), attempts, last_try_at, (last_error,
+    done_handlers), lease_owner, lease_expires_at, finished_at."""
+    return (
+        *row[:4],
+        "processing",
+        *row[5:7],
+        row[7] + 1,
+        now,
+        *row[9:11],
+        worker_id,
+        expires,
+        row[13],
+    )
+
+
+def _unreadable(job_id: object, exc: Exception) -> str:
+    return (
+        f"the stored record of job {job_id!r} cannot be read ({exc!r}); it was written by "
+        "something other than masa-jobs or is damaged"
+    )
+
+
+def _dead_row(row: Row, now: int, worker_id: str, exc: Exception) -> Row:
+    """``finish`` values that make an unreadable claimed row dead, with the reason."""
+    attempts = row[7] + 1 if isinstance(row[7], int) else 1
+    return ("dead", attempts, now, _unreadable(row[1], exc), "[]", now, row[1], worker_id)
+
+
+def _readable(row: Row) -> JobRecord:
+    try:
+        return record_from_row(row)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StoreError(_unreadable(row[1], exc)) from exc

@@ -18,6 +18,7 @@ import pytest
 
 from masa_jobs import JobOutcome, JobRecord, JobState, JobStore
 from masa_jobs.records import WorkerInfo, utcnow
+from masa_jobs.stores.base import STALE_WORKER_SECONDS
 
 pytestmark = pytest.mark.anyio
 
@@ -803,6 +804,18 @@ async def test_list_workers_by_last_heartbeat_and_id(store: JobStore) -> None:
         "worker-b",
         "worker-c",
     ]
+
+
+async def test_a_heartbeat_forgets_workers_silent_for_a_day(store: JobStore) -> None:
+    crashed = worker_info("crashed", T0 - seconds(STALE_WORKER_SECONDS + 60))
+    quiet = worker_info("quiet", T0 - seconds(STALE_WORKER_SECONDS - 60))
+    await store.heartbeat(crashed)
+    await store.heartbeat(quiet)
+
+    await store.heartbeat(worker_info("alive", T0))
+
+    ever = T0 - seconds(2 * STALE_WORKER_SECONDS)
+    assert [info.id for info in await store.list_workers(ever)] == ["alive", "quiet"]
 
 
 async def test_remove_worker(store: JobStore) -> None:
