@@ -11,8 +11,8 @@ from masa_jobs.options import BackgroundJobOptions
 from masa_jobs.registry import JobRegistry
 from masa_jobs.scheduler import Scheduler
 from masa_jobs.stores import (
-    MemoryJobStore,
     check_store_backend,
+    memory_store,
     postgres_store,
     redis_store,
     sqlite_store,
@@ -45,7 +45,7 @@ class BackgroundJobContainer(containers.DeclarativeContainer):
 
     job_store = providers.Selector(
         store_backend,
-        memory=providers.Singleton(MemoryJobStore),
+        memory=providers.Singleton(memory_store, config.store),
         sqlite=providers.Singleton(sqlite_store, config.store),
         postgres=providers.Singleton(postgres_store, config.store),
         redis=providers.Singleton(redis_store, config.store),

@@ -1,8 +1,9 @@
 """A fresh, throw-away namespace in the store under measurement, for each phase.
 
-Each phase of ``masa-jobs bench`` gets its own SQLite file, PostgreSQL schema
-or Redis key prefix, removed afterwards, so that runs never see each other's
-jobs. Addresses come from ``MASA_JOBS_STORE__PATH/DSN/URL`` when set.
+Each phase of ``masa-jobs bench`` gets its own SQLite file (in a temporary
+folder, or in ``MASA_JOBS_BENCH_DIR`` to measure another disk), PostgreSQL
+schema or Redis key prefix, removed afterwards, so that runs never see each
+other's jobs. Server addresses come from ``MASA_JOBS_STORE__DSN/URL`` when set.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+from masa_jobs.stores import ASYNCIO_ONLY_BACKENDS
+
 from ._bench_settings import StoreChoice
 
 __all__ = ["ASYNCIO_ONLY_STORES", "bench_store"]
 
 DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-# Their drivers (asyncpg, redis-py) run on asyncio only.
-ASYNCIO_ONLY_STORES = frozenset({StoreChoice.POSTGRES, StoreChoice.REDIS})
+ASYNCIO_ONLY_STORES = frozenset(StoreChoice(name) for name in ASYNCIO_ONLY_BACKENDS)
 
 
 @asynccontextmanager
@@ -33,11 +35,18 @@ async def bench_store(store: StoreChoice) -> AsyncIterator[dict[str, Any]]:
     if store is StoreChoice.MEMORY:
         yield {"backend": "memory"}
     elif store is StoreChoice.SQLITE:
-        folder = Path(os.environ.get("MASA_JOBS_BENCH_DIR") or tempfile.mkdtemp(prefix=name))
+        given = os.environ.get("MASA_JOBS_BENCH_DIR")
+        folder = Path(given) if given else Path(tempfile.mkdtemp(prefix=name))
+        path = folder / f"{name}.sqlite3"
         try:
-            yield {"backend": "sqlite", "path": str(folder / f"{name}.sqlite3")}
+            yield {"backend": "sqlite", "path": str(path)}
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            if given:
+                # Only the files this phase made: the folder is the user's.
+                for leftover in folder.glob(f"{name}.sqlite3*"):
+                    leftover.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
     elif store is StoreChoice.POSTGRES:
         dsn = os.environ.get("MASA_JOBS_STORE__DSN", DEFAULT_POSTGRES_DSN)
         try:

@@ -15,6 +15,7 @@ import anyio
 import typer
 
 from masa_jobs import MasaApp, MasaJobsError
+from masa_jobs.stores import ASYNCIO_ONLY_BACKENDS
 
 from ._app_loader import load_container
 from ._common import Backend, BackendOption, CliError, fail, run_async
@@ -73,6 +74,10 @@ def worker(
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr, format=LOG_FORMAT, force=True)
     try:
         setup = prepare_worker(load_container(app, app_dir), concurrency)
+        if backend is not Backend.ASYNCIO and setup.store in ASYNCIO_ONLY_BACKENDS:
+            raise CliError(
+                f"the {setup.store} store's driver runs on asyncio only: drop --backend trio"
+            )
         code = run_async(partial(_serve, setup), backend)
     except CliError as exc:
         fail(str(exc))

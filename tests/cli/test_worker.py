@@ -125,3 +125,14 @@ def test_bad_app_or_config_is_one_clear_line_and_exit_code_2(
     assert result.stderr.startswith("error: ")
     assert result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_store_whose_driver_needs_asyncio_refuses_trio_in_one_line() -> None:
+    env = clean_env(MASA_JOBS_STORE__BACKEND="redis", MASA_JOBS_STORE__URL="redis://127.0.0.1:1/0")
+    result = run_cli("worker", f"{APP_MODULE}:container", "--backend", "trio", env=env)
+
+    assert result.returncode == 2, result.stderr
+    assert (
+        result.stderr
+        == "error: the redis store's driver runs on asyncio only: drop --backend trio\n"
+    )

@@ -207,3 +207,17 @@ def test_an_unknown_store_backend_fails_the_build() -> None:
     assert not MasaApp.is_built()
     with pytest.raises(MasaNotBuiltError):
         MasaApp.root()
+
+
+def test_a_durable_store_setting_without_its_backend_fails_the_build() -> None:
+    # MASA_JOBS_STORE__PATH set, MASA_JOBS_STORE__BACKEND forgotten: not a silent memory store.
+    container = BackgroundJobContainer()
+    container.config.from_dict({"store": {"path": "jobs.sqlite3"}})
+
+    with pytest.raises(ConfigurationError) as caught:
+        MasaApp.build(container)
+
+    message = str(caught.value)
+    assert "store.path set, but store.backend is memory" in message
+    assert "MASA_JOBS_STORE__BACKEND" in message
+    assert not MasaApp.is_built()
