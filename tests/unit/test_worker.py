@@ -304,6 +304,36 @@ async def test_no_more_than_concurrency_jobs_run_at_once(
     assert sorted(calls_of("unblocked")) == keys
 
 
+@pytest.mark.parametrize(
+    ("prefetch", "most_held"),
+    [(0, 1), (3, 4), (None, 2)],
+    ids=["prefetch-0", "prefetch-3", "default-as-many-as-concurrency"],
+)
+async def test_prefetch_bounds_the_jobs_a_worker_holds(
+    store: MemoryJobStore, manager: DefaultJobManager, prefetch: int | None, most_held: int
+) -> None:
+    keys = [f"job-{n}" for n in range(6)]
+    gates = {key: gate(key) for key in keys}
+    job_ids = [await manager.enqueue(Blocking(key=key)) for key in keys]
+
+    async def held() -> int:
+        return (await store.count_by_state(utcnow()))[JobState.PROCESSING]
+
+    async with running(make_worker(store, concurrency=1, prefetch=prefetch)):
+        for started in range(1, len(keys) + 1):
+            await wait_until(lambda: len(calls_of("blocking")) == started)  # noqa: B023
+            await anyio.wait_all_tasks_blocked()
+            # One job runs; the others held are claimed ahead, up to the prefetch.
+            assert await held() == min(most_held, len(keys) - started + 1)
+            assert len(await store.list([JobState.PROCESSING])) == await held()
+            gates[calls_of("blocking")[-1]].set()
+        for job_id in job_ids:
+            await wait_for_record(store, job_id, in_state(JobState.SUCCEEDED))
+
+    assert calls_of("unblocked") == calls_of("blocking")
+    assert sorted(calls_of("blocking")) == keys
+
+
 # -- stopping ----------------------------------------------------------------------
 
 
