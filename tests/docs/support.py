@@ -11,7 +11,7 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 EXAMPLES = DOCS / "examples"
-MARKDOWN_FILES = (ROOT / "README.md", *sorted(DOCS.glob("*.md")))
+MARKDOWN_FILES = (ROOT / "README.md", *sorted(DOCS.rglob("*.md")))
 EXAMPLE_FILES = tuple(sorted(EXAMPLES.glob("*.py")))
 
 # The examples are not a package: each is loaded once per session under this
