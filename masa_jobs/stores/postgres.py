@@ -7,7 +7,8 @@ one statement and one round trip, and so is firing a recurring job's tick (a
 compare-and-set of its next fire time that stores the tick's job). New and
 requeued jobs ``NOTIFY`` a channel per schema that idle workers ``LISTEN`` on
 through a dedicated connection; polling is the fallback whenever that
-connection is down.
+connection is down. While the server cannot be reached every call raises
+``StoreUnavailableError``, and the pool reconnects by itself once it answers.
 
 The tables live in their own PostgreSQL schema (``store.schema``), created on
 first open under an advisory lock and versioned in ``schema_version``.
@@ -31,6 +32,7 @@ from ..records import JobOutcome, JobRecord, JobState, ScheduleRecord, WorkerInf
 from ._postgres_settings import PostgresSettings, describe_dsn
 from ._postgres_sql import SCHEMA_VERSION, Statements, advisory_lock_key, migrations
 from ._postgres_wakeup import LOST_CONNECTION_ERRORS, WakeUps
+from ._unavailable import reports_unavailable
 from .base import STALE_WORKER_SECONDS
 
 __all__ = ["PostgresJobStore", "PostgresSettings"]
@@ -48,6 +50,24 @@ _CONNECTION_ERRORS = (
     ValueError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+)
+# What a call on the open store meets when the server cannot be used: the
+# connection dropped or reset (socket errors, asyncpg's "connection was closed
+# in the middle of operation"), no answer within a timeout, a server that shuts
+# down or refuses new sessions, and, when the pool reconnects, a refused login.
+# SQL errors, asyncpg's InterfaceError (a misused API) and DataError (a value
+# of the wrong type) mean a bug and pass unchanged, unless aclose() ran during
+# the call (see _unavailable_after).
+_UNAVAILABLE_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidCatalogNameError,
 )
 _STATES = {state.value: state for state in JobState}
 _NO_HANDLERS = "[]"
@@ -159,12 +179,38 @@ class PostgresJobStore:
         return {"application_name": application_name}
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
-        reason = str(exc) or type(exc).__name__
+        reason = _reason(exc)
         if isinstance(exc, TimeoutError):
             reason = f"no answer within {self._settings.connect_timeout:g} s"
         return StoreUnavailableError(
             f"PostgreSQL store: cannot connect to {self._address} ({reason}). Check store.dsn "
             "(MASA_JOBS_STORE__DSN) and that the server is running and reachable from here."
+        )
+
+    def _unavailable_after(self, exc: Exception) -> StoreUnavailableError | None:
+        """``StoreUnavailableError`` for a call that met a connection-level failure."""
+        pool = self._pool
+        closed = pool is None or pool.is_closing()
+        if closed and isinstance(exc, (*_UNAVAILABLE_ERRORS, asyncpg.InterfaceError)):
+            # aclose() ran during the call: asyncpg says "pool is closing", or
+            # cuts the connections that outlast CLOSE_TIMEOUT_SECONDS.
+            return StoreUnavailableError(
+                f"PostgreSQL store at {self._address}: the store was closed during the call "
+                f"({_reason(exc)}). Use it only while it is open: inside MasaApp.lifespan(), "
+                "before store.aclose()."
+            )
+        if not isinstance(exc, _UNAVAILABLE_ERRORS):
+            return None
+        reason = _reason(exc)
+        if isinstance(exc, TimeoutError):
+            reason = (
+                f"no answer within connect_timeout {self._settings.connect_timeout:g} s "
+                f"or command_timeout {self._settings.command_timeout:g} s"
+            )
+        return StoreUnavailableError(
+            f"PostgreSQL store: {self._address} is unavailable ({reason}). Check that the "
+            "server is running and reachable from here, and store.dsn (MASA_JOBS_STORE__DSN); "
+            "the store reconnects by itself once the server answers."
         )
 
     def _require_pool(self) -> asyncpg.Pool:
@@ -177,12 +223,14 @@ class PostgresJobStore:
 
     # -- jobs ----------------------------------------------------------------------------
 
+    @reports_unavailable
     async def add(self, records: Sequence[JobRecord]) -> None:
         if records:
             await self._require_pool().execute(
                 self._sql.add, *_job_arrays(records), self._sql.channel
             )
 
+    @reports_unavailable
     async def claim(
         self, worker_id: str, limit: int, now: datetime, lease: timedelta
     ) -> list[JobRecord]:
@@ -191,6 +239,7 @@ class PostgresJobStore:
         rows = await self._require_pool().fetch(self._sql.claim, worker_id, now, limit, now + lease)
         return [_record(row) for row in rows]
 
+    @reports_unavailable
     async def extend_leases(
         self, worker_id: str, job_ids: Collection[str], expires_at: datetime
     ) -> None:
@@ -199,6 +248,7 @@ class PostgresJobStore:
                 self._sql.extend_leases, worker_id, list(job_ids), expires_at
             )
 
+    @reports_unavailable
     async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> int:
         if not outcomes:
             return 0
@@ -217,10 +267,12 @@ class PostgresJobStore:
         assert row is not None  # an aggregate always returns its row
         return int(row[0])
 
+    @reports_unavailable
     async def get(self, job_id: str) -> JobRecord | None:
         row = await self._require_pool().fetchrow(self._sql.get, job_id)
         return None if row is None else _record(row)
 
+    @reports_unavailable
     async def list(
         self, states: Collection[JobState] | None = None, *, limit: int = 100, offset: int = 0
     ) -> builtins.list[JobRecord]:
@@ -232,12 +284,14 @@ class PostgresJobStore:
             rows = await pool.fetch(self._sql.list_states, limit, offset, wanted)
         return [_record(row) for row in rows]
 
+    @reports_unavailable
     async def count_by_state(self, now: datetime) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
         for shown, count in await self._require_pool().fetch(self._sql.count_by_state, now):
             counts[_STATES[shown]] = count
         return counts
 
+    @reports_unavailable
     async def transition(
         self,
         job_id: str,
@@ -256,10 +310,12 @@ class PostgresJobStore:
             row = await pool.fetchrow(self._sql.to_other, job_id, wanted, state.value, finished_at)
         return None if row is None else _record(row)
 
+    @reports_unavailable
     async def delete(self, job_id: str) -> bool:
         status = await self._require_pool().execute(self._sql.delete, job_id)
         return _row_count(status) > 0
 
+    @reports_unavailable
     async def purge(self, states: Collection[JobState], finished_before: datetime) -> int:
         wanted = [state.value for state in states]
         status = await self._require_pool().execute(self._sql.purge, wanted, finished_before)
@@ -267,11 +323,13 @@ class PostgresJobStore:
 
     # -- wake-up -------------------------------------------------------------------------
 
+    @reports_unavailable
     async def wait_for_work(self, timeout: float) -> None:
         await self._wake_ups.wait(self._require_pool(), timeout)
 
     # -- workers ---------------------------------------------------------------------------
 
+    @reports_unavailable
     async def heartbeat(self, worker: WorkerInfo) -> None:
         await self._require_pool().execute(
             self._sql.heartbeat,
@@ -284,15 +342,18 @@ class PostgresJobStore:
             worker.last_seen_at - timedelta(seconds=STALE_WORKER_SECONDS),
         )
 
+    @reports_unavailable
     async def list_workers(self, seen_since: datetime) -> builtins.list[WorkerInfo]:
         rows = await self._require_pool().fetch(self._sql.list_workers, seen_since)
         return [WorkerInfo(*row) for row in rows]
 
+    @reports_unavailable
     async def remove_worker(self, worker_id: str) -> None:
         await self._require_pool().execute(self._sql.remove_worker, worker_id)
 
     # -- recurring jobs --------------------------------------------------------------------
 
+    @reports_unavailable
     async def upsert_schedule(self, schedule: ScheduleRecord) -> None:
         await self._require_pool().execute(
             self._sql.upsert_schedule,
@@ -306,18 +367,22 @@ class PostgresJobStore:
             schedule.last_fire_at,
         )
 
+    @reports_unavailable
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         row = await self._require_pool().fetchrow(self._sql.get_schedule, schedule_id)
         return None if row is None else ScheduleRecord(*row)
 
+    @reports_unavailable
     async def list_schedules(self) -> builtins.list[ScheduleRecord]:
         rows = await self._require_pool().fetch(self._sql.list_schedules)
         return [ScheduleRecord(*row) for row in rows]
 
+    @reports_unavailable
     async def delete_schedule(self, schedule_id: str) -> bool:
         status = await self._require_pool().execute(self._sql.delete_schedule, schedule_id)
         return _row_count(status) > 0
 
+    @reports_unavailable
     async def fire_schedule(
         self,
         schedule_id: str,
@@ -337,6 +402,10 @@ class PostgresJobStore:
         )
         assert row is not None  # an aggregate always returns its row
         return bool(row[0])
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

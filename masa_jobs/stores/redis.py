@@ -29,7 +29,8 @@ claim moves expired leases back to pending, pops up to N due jobs and leases
 them; finish records a whole batch, checking the lease owner). ``wait_for_work``
 pops a wake-up token with BLPOP on a connection pool of its own. redis-py
 reconnects by itself when the server comes back; until then every method
-raises, and the worker backs off and retries.
+raises ``StoreUnavailableError`` (a lost or refused connection, a timeout), and
+the worker backs off and retries.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import StoreError, StoreUnavailableError
 from ..records import (
@@ -76,6 +78,7 @@ from ._redis_codec import (
 )
 from ._redis_scripts import SCRIPTS
 from ._redis_settings import ENV_PREFIX, RedisStoreSettings, redacted
+from ._unavailable import reports_unavailable
 from .base import STALE_WORKER_SECONDS
 
 __all__ = ["RedisJobStore", "RedisStoreSettings"]
@@ -90,6 +93,12 @@ REQUEUE_PER_CLAIM = 1000
 # Finished jobs removed per purge script call, for the same reason.
 PURGE_PER_CALL = 1000
 _ALL_GROUPS = ("pending", "processing", "succeeded", "dead", "cancelled")
+# What a call meets when Redis cannot be used: redis-py's ConnectionError (lost,
+# reset or refused connections, a refused login, a server still loading its
+# data) and TimeoutError, and the socket errors it may let through. A
+# ResponseError (a script's refusal, such as a duplicate id, or a full Redis)
+# passes unchanged.
+_UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
 
 class RedisJobStore:
@@ -133,11 +142,7 @@ class RedisJobStore:
                 await blocking.aclose()
             if not isinstance(exc, RedisError | OSError | TimeoutError):
                 raise
-            reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else exc
-            raise StoreUnavailableError(
-                f"the redis store cannot use Redis at {self.address} ({reason}): check "
-                f"store.url ({ENV_PREFIX}URL) and that the server is running and reachable"
-            ) from exc
+            raise self._unavailable(exc, f"{timeout:g} s") from exc
         self._client, self._blocking = client, blocking
 
     async def aclose(self) -> None:
@@ -149,6 +154,7 @@ class RedisJobStore:
         if blocking is not None:
             await blocking.aclose()
 
+    @reports_unavailable
     async def add(self, records: Sequence[JobRecord]) -> None:
         if not records:
             return
@@ -159,6 +165,7 @@ class RedisJobStore:
             args += job_args(record)
         await self._run("add", args)
 
+    @reports_unavailable
     async def claim(
         self, worker_id: str, limit: int, now: datetime, lease: timedelta
     ) -> list[JobRecord]:
@@ -179,12 +186,14 @@ class RedisJobStore:
             await self.finish(worker_id, corrupt)
         return claimed
 
+    @reports_unavailable
     async def extend_leases(
         self, worker_id: str, job_ids: Collection[str], expires_at: datetime
     ) -> None:
         if job_ids:
             await self._run("extend", [worker_id, us(expires_at), *job_ids])
 
+    @reports_unavailable
     async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> int:
         if not outcomes:
             return 0
@@ -195,10 +204,12 @@ class RedisJobStore:
         applied: int = await self._run("finish", args)
         return applied
 
+    @reports_unavailable
     async def get(self, job_id: str) -> JobRecord | None:
         fields = await self._require().hmget(self._job_prefix + job_id, FIELDS)
         return read_record(job_id, fields)
 
+    @reports_unavailable
     async def list(
         self, states: Collection[JobState] | None = None, *, limit: int = 100, offset: int = 0
     ) -> builtins.list[JobRecord]:
@@ -209,11 +220,13 @@ class RedisJobStore:
         found = (read_record(reply[i], reply[i + 1]) for i in range(0, len(reply), 2))
         return [record for record in found if record is not None]
 
+    @reports_unavailable
     async def count_by_state(self, now: datetime) -> dict[JobState, int]:
         # The script answers in the order JobState declares the states.
         counts = await self._run("count", [us(now)])
         return dict(zip(JobState, counts, strict=True))
 
+    @reports_unavailable
     async def transition(
         self,
         job_id: str,
@@ -229,9 +242,11 @@ class RedisJobStore:
         fields = await self._run("transition", args)
         return None if fields is None else read_record(job_id, fields)
 
+    @reports_unavailable
     async def delete(self, job_id: str) -> bool:
         return bool(await self._run("delete", [job_id]))
 
+    @reports_unavailable
     async def purge(self, states: Collection[JobState], finished_before: datetime) -> int:
         wanted = [state.value for state in states if state in FINISHED_STATES]
         total = 0
@@ -242,6 +257,7 @@ class RedisJobStore:
                 break
         return total
 
+    @reports_unavailable
     async def wait_for_work(self, timeout: float) -> None:
         first_pending, first_lease = await self._run("probe", [])
         now_us = time.time() * 1e6
@@ -253,33 +269,41 @@ class RedisJobStore:
         assert blocking is not None  # _run checked that the store is open
         await blocking.blpop([self._wake_key], timeout=max(round(wait, 3), MIN_BLOCK_SECONDS))
 
+    @reports_unavailable
     async def heartbeat(self, worker: WorkerInfo) -> None:
         stale_before = worker.last_seen_at - timedelta(seconds=STALE_WORKER_SECONDS)
         seen = us(worker.last_seen_at)
         args = [worker.id, worker_json(worker), seen, us(stale_before)]
         await self._run("heartbeat", args)
 
+    @reports_unavailable
     async def list_workers(self, seen_since: datetime) -> builtins.list[WorkerInfo]:
         reply = await self._run("workers", [us(seen_since)])
         workers = [read_worker(entry) for entry in reply if entry is not None]
         return sorted(workers, key=lambda w: w.id)
 
+    @reports_unavailable
     async def remove_worker(self, worker_id: str) -> None:
         await self._run("forget", [worker_id])
 
+    @reports_unavailable
     async def upsert_schedule(self, schedule: ScheduleRecord) -> None:
         await self._run("upsert_schedule", schedule_args(schedule))
 
+    @reports_unavailable
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         found = await self._schedules([schedule_id])
         return found[0] if found else None
 
+    @reports_unavailable
     async def list_schedules(self) -> builtins.list[ScheduleRecord]:
         return sorted(await self._schedules([]), key=lambda s: s.id)
 
+    @reports_unavailable
     async def delete_schedule(self, schedule_id: str) -> bool:
         return bool(await self._run("delete_schedule", [schedule_id]))
 
+    @reports_unavailable
     async def fire_schedule(
         self,
         schedule_id: str,
@@ -310,6 +334,31 @@ class RedisJobStore:
             # server closed); none on a timeout, after which the command may
             # have run.
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        )
+
+    def _unavailable(self, exc: BaseException, timeouts: str) -> StoreUnavailableError:
+        timed_out = isinstance(exc, TimeoutError | RedisTimeoutError)
+        reason = f"no answer within {timeouts}" if timed_out else exc
+        return StoreUnavailableError(
+            f"the redis store cannot use Redis at {self.address} ({reason}): check "
+            f"store.url ({ENV_PREFIX}URL) and that the server is running and reachable"
+        )
+
+    def _unavailable_after(self, exc: Exception) -> StoreUnavailableError | None:
+        """``StoreUnavailableError`` for a call that met a connection-level failure."""
+        if not isinstance(exc, _UNAVAILABLE_ERRORS):
+            return None
+        if self._client is None:
+            # aclose() ran during the call and closed its connection.
+            return StoreUnavailableError(
+                f"the redis store at {self.address} was closed during the call ({exc}): use "
+                "it only while it is open, inside MasaApp.lifespan() or before store.aclose()"
+            )
+        settings = self._settings
+        return self._unavailable(
+            exc,
+            f"connect_timeout {settings.connect_timeout:g} s "
+            f"or command_timeout {settings.command_timeout:g} s",
         )
 
     def _require(self) -> redis.asyncio.Redis:

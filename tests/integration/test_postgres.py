@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
 import anyio
@@ -30,12 +31,15 @@ from tests.services import POSTGRES_DSN, require_service, unique_name
 from .app import Work
 from .conftest import _drop_postgres_schema
 from .harness import wait_until
+from .tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.anyio
 
 # Generous bounds on conditions, for a loaded machine: never timings asserted.
 PROMPTLY = 10.0
 LONG_WAIT = 120.0
+# Small store timeouts for outage tests: a call fails within them.
+OUTAGE_TIMEOUTS = {"connect_timeout": 1, "command_timeout": 2}
 
 
 def _fresh_schema() -> Iterator[str]:
@@ -82,6 +86,15 @@ def job(*, delay: float = 0.0, name: str = "integration-work", payload: str = "{
         created_at=now,
         next_try_at=now + timedelta(seconds=delay),
     )
+
+
+def through_proxy(port: int) -> tuple[str, str]:
+    """POSTGRES_DSN pointed at a proxy on ``port``, and the password it carries: its
+    own, or an added one that the test server's trust authentication ignores."""
+    parts = urlsplit(POSTGRES_DSN)
+    password = parts.password or "pr0xy-s3cret"
+    netloc = f"{parts.username or 'postgres'}:{password}@127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc)), password
 
 
 def free_port() -> int:
@@ -347,6 +360,65 @@ async def test_without_a_listen_connection_a_waiter_polls_within_a_second(
 
 
 # -- recovery and bad records ----------------------------------------------------------------
+
+
+async def test_an_outage_raises_store_unavailable_and_the_store_recovers_by_itself(
+    schema: str,
+) -> None:
+    target = urlsplit(POSTGRES_DSN)
+    with TcpProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        dsn, password = through_proxy(proxy.port)
+        store = PostgresJobStore.from_settings({"dsn": dsn, "schema": schema, **OUTAGE_TIMEOUTS})
+        await store.open()
+        try:
+            kept = job()
+            await store.add([kept])
+            proxy.cut()
+            calls: dict[str, Callable[[], Awaitable[object]]] = {
+                "add": lambda: store.add([job()]),
+                "claim": lambda: store.claim("worker-1", 10, utcnow(), timedelta(seconds=30)),
+                "get": lambda: store.get(kept.id),
+            }
+            for name, call in calls.items():
+                with anyio.fail_after(PROMPTLY), pytest.raises(StoreUnavailableError) as caught:
+                    await call()
+                message = str(caught.value)
+                assert "PostgreSQL store" in message, name
+                assert f"127.0.0.1:{proxy.port}{target.path}" in message, name
+                assert "MASA_JOBS_STORE__DSN" in message, name
+                assert password not in message, name
+                # The driver's error stays attached, for the logs.
+                assert isinstance(caught.value.__cause__, Exception), name
+                assert not isinstance(caught.value.__cause__, StoreUnavailableError), name
+            proxy.restore()
+
+            async def serving() -> bool:
+                try:
+                    return await store.get(kept.id) is not None
+                except StoreUnavailableError:
+                    return False
+
+            await wait_until(serving, timeout=LONG_WAIT)
+            await store.add([job()])
+            assert len(await store.claim("worker-1", 10, utcnow(), timedelta(seconds=30))) == 2
+            # An error that is not about the connection keeps its own type.
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await store.add([kept])
+        finally:
+            await store.aclose()
+
+
+async def test_a_cancelled_call_ends_cancelled_not_unavailable(schema: str) -> None:
+    async with opened(schema) as store, raw_connection() as admin:
+        held = job()
+        await store.add([held])
+        async with admin.transaction():
+            # The row lock makes the store's update wait until it is cancelled.
+            await admin.execute(f'SELECT 1 FROM "{schema}".jobs WHERE id = $1 FOR UPDATE', held.id)
+            with anyio.fail_after(PROMPTLY), anyio.move_on_after(0.5) as scope:
+                await store.transition(held.id, [JobState.ENQUEUED], JobState.CANCELLED, utcnow())
+            assert scope.cancelled_caught
+        assert await store.get(held.id) is not None
 
 
 async def test_the_store_recovers_by_itself_when_its_connections_are_killed(schema: str) -> None:

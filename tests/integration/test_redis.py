@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -13,7 +13,7 @@ from uuid import uuid4
 import anyio
 import pytest
 import redis.asyncio
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from containers import BackgroundJobContainer
 from masa_jobs import JobManager, JobState, MasaApp
@@ -36,6 +36,8 @@ NO_FALLBACK_POLL_SECONDS = 60.0
 # Guards against a hang; far above what any step should take, even under load.
 HANG_GUARD_SECONDS = 20.0
 LEASE = timedelta(seconds=30)
+# Small store timeouts for outage tests: a call fails within them.
+OUTAGE_TIMEOUTS = {"connect_timeout": 1, "command_timeout": 2}
 
 
 @pytest.fixture
@@ -72,6 +74,25 @@ async def raw_redis() -> AsyncIterator[redis.asyncio.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@asynccontextmanager
+async def redis_user() -> AsyncIterator[tuple[str, str]]:
+    """A Redis user with a password, removed afterwards: a URL with a secret to keep."""
+    name, password = unique_name("masa_user"), uuid4().hex
+    async with raw_redis() as client:
+        await client.acl_setuser(
+            name,
+            enabled=True,
+            passwords=[f"+{password}"],
+            categories=["+@all"],
+            keys=["*"],
+            channels=["*"],
+        )
+        try:
+            yield name, password
+        finally:
+            await client.acl_deluser(name)
 
 
 @asynccontextmanager
@@ -340,16 +361,16 @@ async def test_the_store_recovers_by_itself_after_a_connection_cut(
             await store.add([new_job()])
             await store.wait_for_work(1)  # the blocking pool has a connection now
             proxy.cut()
-            with pytest.raises(RedisConnectionError):
+            with pytest.raises(StoreUnavailableError):
                 await store.count_by_state(utcnow())
-            with pytest.raises(RedisConnectionError):
+            with pytest.raises(StoreUnavailableError):
                 await store.wait_for_work(1)
             proxy.restore()
 
             async def serving() -> bool:
                 try:
                     counts = await store.count_by_state(utcnow())
-                except RedisConnectionError:
+                except StoreUnavailableError:
                     return False
                 return counts[JobState.ENQUEUED] == 1
 
@@ -370,6 +391,64 @@ async def test_the_store_recovers_by_itself_after_a_connection_cut(
                         await wait_until(lambda: _someone_blocks(client), HANG_GUARD_SECONDS)
                     await direct.add([new_job()])
                     await woken.wait()
+
+
+async def test_an_outage_raises_store_unavailable_and_the_store_recovers_by_itself(
+    prefix: str,
+) -> None:
+    address = urlsplit(REDIS_URL)
+    assert address.hostname is not None
+    assert address.port is not None
+    async with redis_user() as (user, password):
+        with TcpProxy(address.hostname, address.port) as proxy:
+            url = f"redis://{user}:{password}@127.0.0.1:{proxy.port}{address.path}"
+            async with opened(prefix, url, **OUTAGE_TIMEOUTS) as store:
+                kept = new_job()
+                await store.add([kept])
+                proxy.cut()
+                calls: dict[str, Callable[[], Awaitable[object]]] = {
+                    "add": lambda: store.add([new_job()]),
+                    "claim": lambda: store.claim("worker", 10, utcnow(), LEASE),
+                    "get": lambda: store.get(kept.id),
+                }
+                for name, call in calls.items():
+                    with (
+                        anyio.fail_after(HANG_GUARD_SECONDS),
+                        pytest.raises(StoreUnavailableError) as caught,
+                    ):
+                        await call()
+                    message = str(caught.value)
+                    assert "redis store" in message, name
+                    assert f"redis://127.0.0.1:{proxy.port}{address.path}" in message, name
+                    assert "MASA_JOBS_STORE__URL" in message, name
+                    assert password not in message, name
+                    # The driver's error stays attached, for the logs.
+                    assert isinstance(caught.value.__cause__, Exception), name
+                    assert not isinstance(caught.value.__cause__, StoreUnavailableError), name
+                proxy.restore()
+
+                async def serving() -> bool:
+                    try:
+                        return await store.get(kept.id) is not None
+                    except StoreUnavailableError:
+                        return False
+
+                await wait_until(serving, timeout=HANG_GUARD_SECONDS)
+                await store.add([new_job()])
+                assert len(await store.claim("worker", 10, utcnow(), LEASE)) == 2
+                # An error that is not about the connection keeps its own type.
+                with pytest.raises(ResponseError, match="exists already"):
+                    await store.add([kept])
+
+
+async def test_a_cancelled_wait_ends_cancelled_not_unavailable(prefix: str) -> None:
+    async with opened(prefix) as store:
+        # Nothing is due: the wait blocks in BLPOP until it is cancelled.
+        with anyio.fail_after(HANG_GUARD_SECONDS), anyio.move_on_after(0.2) as scope:
+            await store.wait_for_work(NO_FALLBACK_POLL_SECONDS)
+        assert scope.cancelled_caught
+        await store.add([new_job()])
+        await store.wait_for_work(NO_FALLBACK_POLL_SECONDS)  # a job is due: returns at once
 
 
 async def test_flushed_scripts_are_loaded_again(prefix: str) -> None:
