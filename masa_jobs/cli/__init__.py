@@ -1,4 +1,8 @@
-"""The ``masa-jobs`` command: ``demo``, ``worker`` and ``bench``.
+"""The ``masa-jobs`` command: ``demo``, ``worker``, ``bench`` and the operator commands.
+
+The operator commands (``jobs``, ``show``, ``retry``, ``cancel``, ``delete``,
+``purge``, ``schedules``, ``trigger``, ``workers``) look after the jobs of a
+durable store from a shell, on the same APP argument as ``worker``.
 
 Each command lives in its own module. Modules that define job handlers (the
 demo's, the benchmark's) are imported only when their command runs, because
@@ -17,6 +21,8 @@ import typer
 from .. import __version__
 from .bench import bench
 from .demo import demo
+from .ops import cancel, delete, jobs, purge, retry, show
+from .ops_fleet import schedules, trigger, workers
 from .worker import worker
 
 __all__ = ["app", "main"]
@@ -30,6 +36,15 @@ app = typer.Typer(
 app.command("demo")(demo)
 app.command("worker")(worker)
 app.command("bench")(bench)
+app.command("jobs")(jobs)
+app.command("show")(show)
+app.command("retry")(retry)
+app.command("cancel")(cancel)
+app.command("delete")(delete)
+app.command("purge")(purge)
+app.command("schedules")(schedules)
+app.command("trigger")(trigger)
+app.command("workers")(workers)
 
 
 def _show_version(value: bool) -> None:

@@ -1,4 +1,4 @@
-"""What the commands share: the event-loop choice, consoles and one-line errors."""
+"""What the commands share: the APP argument, the event-loop choice, consoles, one-line errors."""
 
 from __future__ import annotations
 
@@ -6,20 +6,27 @@ import importlib.util
 import os
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
 import anyio
 import typer
 from rich.console import Console
 
+from masa_jobs import MasaJobsError
+
 __all__ = [
     "USAGE_ERROR_EXIT_CODE",
+    "AppArgument",
+    "AppDirOption",
     "Backend",
     "BackendOption",
     "CliError",
     "fail",
     "first_line",
+    "masa_error_in",
     "run_async",
+    "stderr_console",
     "stdout_console",
 ]
 
@@ -45,16 +52,47 @@ BackendOption = Annotated[
 ]
 
 
+# The APP argument and --app-dir of every command that works on the user's container.
+AppArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="APP",
+        help="module:attribute naming your container instance (or a zero-argument "
+        "function returning one), e.g. myapp.jobs:container.",
+        show_default=False,
+    ),
+]
+AppDirOption = Annotated[
+    Path,
+    typer.Option(help="Directory put first on the import path to find APP's module."),
+]
+
+
 class CliError(Exception):
     """A problem the user can fix: printed as one line, exit code 2."""
 
 
 def fail(message: str) -> NoReturn:
     """Print ``error: message`` on stderr and exit with the usage-error code."""
-    Console(stderr=True, soft_wrap=True, highlight=False, emoji=False).print(
-        f"error: {message}", markup=False
-    )
+    stderr_console().print(f"error: {message}", markup=False)
     raise typer.Exit(USAGE_ERROR_EXIT_CODE)
+
+
+def stderr_console() -> Console:
+    """A console on stderr for one-line messages: no wrapping, no highlighting."""
+    return Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
+
+
+def masa_error_in(exc: BaseException) -> MasaJobsError | None:
+    """The MasaJobsError behind ``exc``, also inside exception groups, if any."""
+    if isinstance(exc, MasaJobsError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = masa_error_in(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def first_line(text: str) -> str:

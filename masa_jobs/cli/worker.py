@@ -14,11 +14,20 @@ from typing import Annotated
 import anyio
 import typer
 
-from masa_jobs import MasaApp, MasaJobsError
+from masa_jobs import MasaApp
 from masa_jobs.stores import ASYNCIO_ONLY_BACKENDS
 
 from ._app_loader import load_container
-from ._common import Backend, BackendOption, CliError, fail, run_async
+from ._common import (
+    AppArgument,
+    AppDirOption,
+    Backend,
+    BackendOption,
+    CliError,
+    fail,
+    masa_error_in,
+    run_async,
+)
 from ._worker_setup import WorkerSetup, prepare_worker
 
 __all__ = ["worker"]
@@ -40,15 +49,7 @@ class LogLevel(StrEnum):
 
 
 def worker(
-    app: Annotated[
-        str,
-        typer.Argument(
-            metavar="APP",
-            help="module:attribute naming your container instance (or a zero-argument "
-            "function returning one), e.g. myapp.jobs:container.",
-            show_default=False,
-        ),
-    ],
+    app: AppArgument,
     concurrency: Annotated[
         int | None,
         typer.Option(min=1, help="Jobs run at once; overrides options.concurrency."),
@@ -56,10 +57,7 @@ def worker(
     log_level: Annotated[
         LogLevel, typer.Option(case_sensitive=False, help="Log level of the stderr log.")
     ] = LogLevel.INFO,
-    app_dir: Annotated[
-        Path,
-        typer.Option(help="Directory put first on the import path to find APP's module."),
-    ] = Path("."),
+    app_dir: AppDirOption = Path("."),
     backend: BackendOption = Backend.ASYNCIO,
 ) -> None:
     """Run the worker of your application's container until SIGINT or SIGTERM.
@@ -84,23 +82,11 @@ def worker(
     except Exception as exc:
         # A store that cannot be reached (or a bad recurring job) is a
         # problem to state in one line, not a traceback.
-        problem = _masa_error_in(exc)
+        problem = masa_error_in(exc)
         if problem is None:
             raise
         fail(str(problem))
     raise typer.Exit(code)
-
-
-def _masa_error_in(exc: BaseException) -> MasaJobsError | None:
-    """The MasaJobsError behind ``exc``, also inside exception groups, if any."""
-    if isinstance(exc, MasaJobsError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _masa_error_in(inner)
-            if found is not None:
-                return found
-    return None
 
 
 async def _serve(setup: WorkerSetup) -> int:

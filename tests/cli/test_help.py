@@ -19,10 +19,19 @@ runner = CliRunner()
 @pytest.mark.parametrize(
     ("command", "fragments"),
     [
-        ((), ("demo", "worker", "bench")),
+        ((), ("demo", "worker", "bench", "jobs", "retry", "purge", "schedules", "workers")),
         (("demo",), ("sign-up", "--backend")),
         (("worker",), ("APP", "SIGTERM", "--concurrency", "--log-level")),
         (("bench",), ("--jobs", "--concurrency", "--latency-samples", "--json", "--store")),
+        (("jobs",), ("APP", "newest jobs", "--state", "--limit", "--offset", "--json")),
+        (("show",), ("APP", "JOB_ID", "last error", "--json")),
+        (("retry",), ("APP", "JOB_ID", "dead jobs again")),
+        (("cancel",), ("APP", "JOB_ID", "not started")),
+        (("delete",), ("APP", "JOB_ID", "Remove jobs")),
+        (("purge",), ("APP", "--older-than", "finished jobs", "how many")),
+        (("schedules",), ("APP", "recurring jobs", "known", "--json")),
+        (("trigger",), ("APP", "SCHEDULE_ID", "once now")),
+        (("workers",), ("APP", "live workers", "--json")),
     ],
 )
 def test_help_describes_the_command(command: tuple[str, ...], fragments: tuple[str, ...]) -> None:

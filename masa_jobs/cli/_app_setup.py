@@ -1,0 +1,106 @@
+"""Configure and build an application's container for a command that works on it.
+
+Shared by ``masa-jobs worker`` and the operator commands (``jobs``, ``retry``
+...), so that both read the same store: the container's own configuration,
+then ``MASA_JOBS_...`` environment variables on top, then ``MasaApp.build``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from dependency_injector import errors as di_errors
+from dependency_injector import providers
+from pydantic import ValidationError
+
+from containers import ENV_PREFIX, load_env
+from masa_jobs import BackgroundJobOptions, MasaApp, MasaJobsError
+from masa_jobs.app import find_jobs_container
+
+from ._common import CliError, first_line
+
+__all__ = [
+    "apply_settings",
+    "build_app",
+    "describe_validation_error",
+    "jobs_container",
+    "store_name",
+]
+
+logger = logging.getLogger("masa_jobs.cli")
+
+_OPTIONS_MODEL = BackgroundJobOptions.__name__
+
+
+def jobs_container(container: Any) -> Any:
+    """The container itself, or its one background-jobs sub-container."""
+    try:
+        return find_jobs_container(container)
+    except TypeError as exc:
+        raise CliError(str(exc)) from None
+
+
+def apply_settings(jobs: Any) -> providers.Configuration | None:
+    """Merge ``MASA_JOBS_...`` variables into the jobs container's config; return that config.
+
+    None when the container has no ``config`` Configuration provider: the
+    variables are then ignored, with a warning if any is set.
+    """
+    config = getattr(jobs, "config", None)
+    if not isinstance(config, providers.Configuration):
+        if any(key.startswith(ENV_PREFIX) for key in os.environ):
+            logger.warning(
+                "the jobs container has no `config` Configuration provider: "
+                "%s... environment variables are ignored",
+                ENV_PREFIX,
+            )
+        return None
+    try:
+        load_env(config)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return config
+
+
+def build_app(container: Any) -> None:
+    """``MasaApp.build(container)``, with every failure as a one-line ``CliError``."""
+    try:
+        MasaApp.build(container)
+    except ValidationError as exc:
+        raise CliError(describe_validation_error(exc)) from None
+    except (MasaJobsError, TypeError) as exc:
+        raise CliError(first_line(str(exc))) from None
+    except di_errors.Error as exc:
+        raise CliError(
+            f"the container cannot be built: {first_line(str(exc))}; provide the missing dependency"
+        ) from None
+    except Exception as exc:
+        logger.debug("building the container failed", exc_info=True)
+        raise CliError(
+            f"building the container failed with {type(exc).__name__}: {first_line(str(exc))}; "
+            "`masa-jobs worker APP --log-level debug` shows the traceback"
+        ) from None
+
+
+def store_name(jobs: Any) -> str:
+    """The configured store backend (``sqlite`` ...), or the store's class name."""
+    backend = getattr(jobs, "store_backend", None)
+    return str(backend()) if backend is not None else type(jobs.job_store()).__name__
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per invalid field, naming the config key and the environment variable."""
+    options = exc.title == _OPTIONS_MODEL
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        where = f"options.{field}" if options else f"{exc.title}.{field}"
+        problems.append(f"{where}: {error['msg']} (got {error.get('input')!r})")
+    fix = (
+        f"fix it in the container's config or in {ENV_PREFIX}OPTIONS__<NAME>"
+        if options
+        else "fix the container's configuration"
+    )
+    return f"invalid configuration: {'; '.join(problems)}; {fix}"
