@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 from uuid import uuid4
@@ -31,6 +31,7 @@ from .jobs import BackgroundScheduleJob, get_job_name
 from .options import BackgroundJobOptions
 from .records import (
     FINISHED_STATES,
+    PENDING_STATES,
     JobInfo,
     JobRecord,
     JobState,
@@ -45,7 +46,6 @@ from .stores.base import Store
 __all__ = ["BackgroundJobManager", "DefaultJobManager", "Delay", "JobManager"]
 
 Delay = timedelta | float | int | None
-_PENDING = (JobState.SCHEDULED, JobState.ENQUEUED)
 # UTF-8 spends at most four bytes on a character: shorter strings need no encoding to check.
 _MAX_UTF8_BYTES_PER_CHAR = 4
 
@@ -191,7 +191,7 @@ class DefaultJobManager:
         matched: builtins.list[JobInfo] = []
         start = 0
         while len(matched) < window:
-            pending = await self._store.list(_PENDING, limit=page, offset=start)
+            pending = await self._store.list(PENDING_STATES, limit=page, offset=start)
             infos = (JobInfo.from_record(r, now) for r in pending)
             matched.extend(info for info in infos if info.state is state)
             if len(pending) < page:
@@ -206,7 +206,7 @@ class DefaultJobManager:
         return await self._transition(job_id, (JobState.DEAD,), JobState.ENQUEUED, "retried")
 
     async def cancel(self, job_id: str) -> JobInfo:
-        return await self._transition(job_id, _PENDING, JobState.CANCELLED, "cancelled")
+        return await self._transition(job_id, PENDING_STATES, JobState.CANCELLED, "cancelled")
 
     async def delete(self, job_id: str) -> None:
         if not await self._store.delete(job_id):
@@ -221,7 +221,7 @@ class DefaultJobManager:
         return await self._store.list_workers(since)
 
     async def _transition(
-        self, job_id: str, expected: Sequence[JobState], state: JobState, verb: str
+        self, job_id: str, expected: Collection[JobState], state: JobState, verb: str
     ) -> JobInfo:
         record = await self._store.transition(job_id, expected, state, utcnow())
         if record is not None:

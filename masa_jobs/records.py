@@ -42,14 +42,14 @@ class JobState(StrEnum):
 
     @property
     def is_pending(self) -> bool:
-        return self in _PENDING
+        return self in PENDING_STATES
 
     @property
     def is_finished(self) -> bool:
         return self in FINISHED_STATES
 
 
-_PENDING = frozenset({JobState.SCHEDULED, JobState.ENQUEUED})
+PENDING_STATES = frozenset({JobState.SCHEDULED, JobState.ENQUEUED})
 FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED})
 
 

@@ -21,6 +21,7 @@ import anyio
 
 from ..records import (
     FINISHED_STATES,
+    PENDING_STATES,
     JobOutcome,
     JobRecord,
     JobState,
@@ -30,8 +31,6 @@ from ..records import (
 from .base import STALE_WORKER_SECONDS
 
 __all__ = ["MemoryJobStore"]
-
-_PENDING = (JobState.SCHEDULED, JobState.ENQUEUED)
 
 
 class MemoryJobStore:
@@ -134,7 +133,7 @@ class MemoryJobStore:
                 lease_expires_at=None,
             )
             self._jobs[outcome.job_id] = updated
-            if updated.state in _PENDING:
+            if updated.state in PENDING_STATES:
                 self._push_due(updated)
                 requeued = True
             else:
@@ -159,7 +158,7 @@ class MemoryJobStore:
         counts = dict.fromkeys(JobState, 0)
         for record in self._jobs.values():
             state = record.state
-            if state in _PENDING:
+            if state in PENDING_STATES:
                 state = JobState.ENQUEUED if record.next_try_at <= now else JobState.SCHEDULED
             counts[state] += 1
         return counts
@@ -174,7 +173,7 @@ class MemoryJobStore:
         record = self._jobs.get(job_id)
         if record is None or record.state not in expected:
             return None
-        if state in _PENDING:
+        if state in PENDING_STATES:
             updated = replace(
                 record,
                 state=state,

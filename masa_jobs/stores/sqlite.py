@@ -42,6 +42,7 @@ import anyio.to_thread
 from ..exceptions import StoreError, StoreUnavailableError
 from ..records import (
     FINISHED_STATES,
+    PENDING_STATES,
     JobOutcome,
     JobRecord,
     JobState,
@@ -82,7 +83,6 @@ CROSS_PROCESS_POLL_SECONDS = 1.0
 # Finished jobs removed per transaction by ``purge``: the write lock is
 # released between chunks, so that claims go on during a large purge.
 PURGE_CHUNK = 1000
-_PENDING = frozenset({JobState.SCHEDULED, JobState.ENQUEUED})
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -257,7 +257,7 @@ class SqliteJobStore:
             for o in outcomes
         ]
         applied = await self._run(self._write_many, self._sql.finish, rows)
-        if any(o.state in _PENDING for o in outcomes):
+        if any(o.state in PENDING_STATES for o in outcomes):
             self._wake()
         return applied
 
@@ -296,7 +296,7 @@ class SqliteJobStore:
         counts = dict.fromkeys(JobState, 0)
         for value, total, due in rows:
             state = state_of(value)
-            if state in _PENDING:
+            if state in PENDING_STATES:
                 counts[JobState.ENQUEUED] += int(due)
                 counts[JobState.SCHEDULED] += total - int(due)
             else:
@@ -312,7 +312,7 @@ class SqliteJobStore:
     ) -> JobRecord | None:
         wanted = frozenset(JobState(s).value for s in expected)
         record = await self._run(self._transition, job_id, wanted, state, to_us(now))
-        if record is not None and state in _PENDING:
+        if record is not None and state in PENDING_STATES:
             self._wake()
         return record
 
@@ -329,7 +329,7 @@ class SqliteJobStore:
             row = connection.execute(sql.get, (job_id,)).fetchone()
             if row is None or row[4] not in expected:
                 return None
-            if state in _PENDING:
+            if state in PENDING_STATES:
                 connection.execute(sql.make_pending, (state.value, now, row[0]))
             else:
                 finished_at = now if state in FINISHED_STATES else None
