@@ -137,9 +137,8 @@ class DefaultJobManager:
                 f"recurring job class {declared.job_class} is not registered: import its "
                 "module before MasaApp.build(...), or list its package in options.job_packages"
             )
-        schedule_id = declared.id
-        existing = await self._store.get_schedule(schedule_id)
-        schedule = schedule_from_job(job, now, existing)
+        existing = await self._store.get_schedule(declared.id)
+        schedule = declared if existing is None else schedule_from_job(job, now, existing)
         if schedule is not existing:
             await self._store.upsert_schedule(schedule)
 
