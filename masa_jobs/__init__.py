@@ -25,6 +25,7 @@ from .exceptions import (
     ScheduleNotFoundError,
     SchemaVersionError,
     StoreError,
+    StoreRejectedError,
     StoreUnavailableError,
     UnknownJobError,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "SchemaVersionError",
     "Store",
     "StoreError",
+    "StoreRejectedError",
     "StoreUnavailableError",
     "UnknownJobError",
     "Worker",

@@ -8,7 +8,10 @@ message says what went wrong and how to fix it::
     ├── MasaAlreadyBuiltError      MasaApp.build(...) got a second, different container
     ├── ConfigurationError         a setting cannot work (unknown store backend, ...)
     ├── StoreError                 the store failed in a way the caller should see
-    │   ├── StoreUnavailableError  the store cannot be reached (names store and address)
+    │   ├── StoreUnavailableError  the store cannot be reached (names store and address);
+    │   │                          transient: the same call may succeed later
+    │   ├── StoreRejectedError     the store refused the data itself (a NUL in a text, a
+    │   │                          value too large): permanent, retrying it as is cannot help
     │   └── SchemaVersionError     the database holds a newer schema than this version knows
     ├── RegistryError              the job classes cannot be mapped to names
     │   └── DuplicateJobNameError  two args types share one job name
@@ -47,6 +50,7 @@ __all__ = [
     "ScheduleNotFoundError",
     "SchemaVersionError",
     "StoreError",
+    "StoreRejectedError",
     "StoreUnavailableError",
     "UnknownJobError",
 ]
@@ -74,6 +78,10 @@ class StoreError(MasaJobsError):
 
 class StoreUnavailableError(StoreError, ConnectionError):
     """The store cannot be reached; the message names the store and its address."""
+
+
+class StoreRejectedError(StoreError, ValueError):
+    """The store refused the values of a write; the same write would fail again."""
 
 
 class SchemaVersionError(StoreError):

@@ -19,6 +19,12 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 # A week: long enough to look at last week's failures, short enough that the
 # memory store and tables do not grow without bound.
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
+# A day: a rolling deploy takes minutes; a job no worker has learnt to run
+# after a day is a mistake someone must see, not a deploy in progress.
+DEFAULT_UNKNOWN_JOB_TIMEOUT_SECONDS = 24 * 3600.0
+# 16 KiB of error text: the exception and the useful ends of its traceback,
+# small enough that a runaway message cannot bloat the store or be refused.
+DEFAULT_MAX_ERROR_LENGTH = 16 * 1024
 
 
 class BackgroundJobOptions(BaseModel):
@@ -75,6 +81,19 @@ class BackgroundJobOptions(BaseModel):
         default=60.0,
         gt=0,
         description="Seconds a tick may be late and still fire as itself.",
+    )
+    unknown_job_timeout: float = Field(
+        default=DEFAULT_UNKNOWN_JOB_TIMEOUT_SECONDS,
+        gt=0,
+        description=(
+            "Seconds a job whose name no worker has a handler for waits (a rolling "
+            "deploy) before it is dead."
+        ),
+    )
+    max_error_length: int = Field(
+        default=DEFAULT_MAX_ERROR_LENGTH,
+        ge=256,
+        description="Characters of last_error kept: the head and the tail of a long traceback.",
     )
     job_packages: tuple[str, ...] = Field(
         default=(), description="Packages imported at start-up to find job handlers."

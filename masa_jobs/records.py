@@ -60,7 +60,11 @@ class JobRecord:
     ``attempts`` counts executions started: a store increments it when it
     claims the job. ``done_handlers`` names the handlers that already
     succeeded, so that a retry runs only the ones that failed.
-    ``lease_owner``/``lease_expires_at`` are set while the job is processing.
+    ``lease_owner``/``lease_expires_at``/``lease_token`` are set while the job
+    is processing. ``lease_token`` is the fencing value of the claim that holds
+    the job: a new one on every claim, so that renewals and outcomes of an
+    earlier claim (a worker that froze or lost the store past its lease) are
+    refused instead of overwriting the new owner's run.
     """
 
     id: str
@@ -76,6 +80,7 @@ class JobRecord:
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     finished_at: datetime | None = None
+    lease_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,10 @@ class JobOutcome:
 
     ``state`` is ``succeeded`` or ``dead`` (final), or ``scheduled`` with
     ``next_try_at`` (a retry, or a job put back by a stopping worker).
+    ``lease_token`` is the token of the claim the outcome belongs to: the
+    store applies the outcome only while the job is still held under it.
+    ``finished_at`` marks a final outcome; network stores stamp it with their
+    own clock.
     """
 
     job_id: str
@@ -93,6 +102,7 @@ class JobOutcome:
     last_error: str | None = None
     done_handlers: tuple[str, ...] = ()
     finished_at: datetime | None = None
+    lease_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

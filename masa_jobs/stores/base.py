@@ -6,33 +6,69 @@ time. Every store passes the same contract suite (``tests/contract``).
 
 Semantics every implementation keeps:
 
+* **The store's clock decides.** Due times and lease deadlines are compared
+  with the store's own time (PostgreSQL ``now()``, Redis ``TIME``); a
+  worker's clock never decides who owns a job. Memory and SQLite are one
+  machine and use the local clock (the memory store's is injectable for
+  tests). ``add`` on a network store rebases a record on its clock:
+  ``created_at`` becomes the store's now and ``next_try_at`` keeps its offset
+  from ``created_at`` (the caller's delay), so "in 30 s" means 30 s of the
+  store's time whatever the caller's clock says.
 * A job is *due* when it is pending (``scheduled`` or ``enqueued``) and its
   ``next_try_at`` has passed, or when it is ``processing`` and its lease
-  expired (its worker died).
+  expired (its worker died or was cut off).
 * ``claim`` atomically moves up to ``limit`` due jobs to ``processing`` under
-  a lease owned by ``worker_id``, increments ``attempts`` and sets
-  ``last_try_at``; due jobs come in order of ``next_try_at``, then
-  ``attempts``, then creation. Two claimers never get the same job while its
-  lease holds.
-* ``finish``, ``extend_leases`` apply only to jobs whose lease ``worker_id``
-  still owns: a worker that lost its lease cannot overwrite the new owner.
+  a lease owned by ``worker_id`` and a **new lease token** (a fencing value
+  that differs on every claim), increments ``attempts`` and sets
+  ``last_try_at`` and ``lease_expires_at`` on the store's clock; due jobs
+  come in order of ``next_try_at``, then ``attempts``, then creation. Ids in
+  ``exclude`` are never claimed: a worker passes the jobs it is still running
+  or holding outcomes for, so that it never takes back its own job. Two
+  claimers never get the same job while its lease holds.
+* ``extend_leases`` and ``finish`` are **fenced**: they apply only to jobs
+  still ``processing`` under the given token (the token alone decides: a
+  lease that expired but was not claimed again is still the holder's). Both
+  return the ids they applied to; an id missing from the answer means the
+  lease was lost.
+* Statements that lock several job rows lock them in ascending id order, so
+  that renewals and outcomes of concurrent workers never deadlock.
+* Errors: a store that cannot be reached raises ``StoreUnavailableError``
+  (transient: the same call may succeed later); a write whose values the
+  store refuses raises ``StoreRejectedError`` (permanent: never retry it as
+  is). Nothing else that a driver raises leaks out of a store.
 * Timestamps are timezone-aware UTC datetimes.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection, Sequence
+import secrets
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from ..records import JobOutcome, JobRecord, JobState, ScheduleRecord, WorkerInfo
 
-__all__ = ["STALE_WORKER_SECONDS", "JobStore", "ScheduleStore", "Store"]
+__all__ = [
+    "PURGE_CHUNK_ROWS",
+    "STALE_WORKER_SECONDS",
+    "JobStore",
+    "ScheduleStore",
+    "Store",
+    "new_lease_token",
+]
 
 # A worker silent this long crashed (a live one beats every few seconds): stores
 # forget it on another worker's heartbeat, so dead workers do not pile up.
 STALE_WORKER_SECONDS = 24 * 3600.0
+# Rows one purge statement removes at most: short enough that it holds its
+# locks (and writes its WAL or replication traffic) for milliseconds.
+PURGE_CHUNK_ROWS = 1000
+
+
+def new_lease_token() -> str:
+    """A fencing value for one claim: 64 random bits, never reused in practice."""
+    return secrets.token_hex(8)
 
 
 @runtime_checkable
@@ -48,18 +84,29 @@ class JobStore(Protocol):
     async def add(self, records: Sequence[JobRecord]) -> None:
         """Store new pending jobs, all or none, and wake waiting workers."""
 
+    async def now(self) -> datetime:
+        """The store's current time: what due times and leases are compared with."""
+
     async def claim(
-        self, worker_id: str, limit: int, now: datetime, lease: timedelta
+        self,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        *,
+        exclude: Collection[str] = (),
     ) -> list[JobRecord]:
-        """Take up to ``limit`` due jobs under a lease; see the module docstring."""
+        """Take up to ``limit`` due jobs under a new lease token; see the module docstring."""
 
     async def extend_leases(
-        self, worker_id: str, job_ids: Collection[str], expires_at: datetime
-    ) -> None:
-        """Push back the lease of the given jobs that ``worker_id`` still owns."""
+        self, worker_id: str, leases: Mapping[str, str], lease: timedelta
+    ) -> set[str]:
+        """Push the lease of each job (id -> lease token) to the store's now + ``lease``
+        where the token still holds it; returns the ids renewed."""
 
-    async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> int:
-        """Record outcomes for jobs ``worker_id`` holds; returns how many applied."""
+    async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> set[str]:
+        """Record outcomes of jobs still held under each outcome's ``lease_token``;
+        returns the ids applied. All or nothing: a refused value
+        (``StoreRejectedError``) writes none of the batch."""
 
     async def get(self, job_id: str) -> JobRecord | None:
         """One job, or None."""
@@ -90,8 +137,20 @@ class JobStore(Protocol):
     async def delete(self, job_id: str) -> bool:
         """Remove one job; False when it did not exist."""
 
-    async def purge(self, states: Collection[JobState], finished_before: datetime) -> int:
-        """Remove finished jobs in ``states`` finished before the given time."""
+    async def purge(
+        self,
+        states: Collection[JobState],
+        finished_before: datetime,
+        *,
+        limit: int | None = None,
+    ) -> int:
+        """Remove finished jobs in ``states`` finished before the given time.
+
+        With ``limit``, one bounded chunk (at most ``limit`` rows in one short
+        statement) for a caller that pauses between chunks; network stores
+        let one caller at a time purge (a lock or lease), and a caller that
+        does not get it removes nothing. Without it, everything, in chunks.
+        """
 
     async def wait_for_work(self, timeout: float) -> None:
         """Return when a job may be due: at once if one is, when one is added,
@@ -118,7 +177,15 @@ class ScheduleStore(Protocol):
     """
 
     async def upsert_schedule(self, schedule: ScheduleRecord) -> None:
-        """Insert a schedule, or replace the one with the same id."""
+        """Insert a schedule, or update the one with the same id in one atomic step.
+
+        An update sets ``job_class``, ``cron_expression``, ``timezone`` and
+        ``updated_at``; it replaces ``next_fire_at`` only when the cron
+        expression or time zone changed (else the stored next tick stays,
+        whatever a concurrent ``fire_schedule`` moved it to), and it never
+        touches ``created_at`` or ``last_fire_at``. So an update racing a tick
+        can neither fire that tick twice nor lose ``last_fire_at``.
+        """
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         """One schedule, or None."""

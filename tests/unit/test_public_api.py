@@ -56,6 +56,7 @@ EXPECTED_ALL = [
     "SchemaVersionError",
     "StoreError",
     "Store",
+    "StoreRejectedError",
     "StoreUnavailableError",
     "UnknownJobError",
     "Worker",
