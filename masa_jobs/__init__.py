@@ -6,6 +6,7 @@ Everything public is re-exported here; the submodules are implementation.
 from __future__ import annotations
 
 from .app import MasaApp
+from .context import JobContext, current_job
 from .cron import CronSchedule
 from .exceptions import (
     ConfigurationError,
@@ -71,6 +72,7 @@ __all__ = [
     "InvalidJobArgsError",
     "InvalidJobStateError",
     "InvalidScheduleError",
+    "JobContext",
     "JobInfo",
     "JobManager",
     "JobNotFoundError",
@@ -102,6 +104,7 @@ __all__ = [
     "Worker",
     "WorkerInfo",
     "__version__",
+    "current_job",
     "get_job_name",
     "job_name",
 ]

@@ -7,15 +7,18 @@ a job's own failure, so one broken job cannot take the worker down.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from .context import running
 from .jobs import BackgroundJob, BackgroundScheduleJob, handler_name
+from .options import DEFAULT_UNKNOWN_JOB_TIMEOUT_SECONDS
 from .records import JobOutcome, JobRecord, JobState, utcnow
 from .registry import JobRegistry
 from .retry import RetryPolicy
@@ -25,15 +28,31 @@ __all__ = ["JobExecutor"]
 
 logger = logging.getLogger("masa_jobs.worker")
 
+# A job no handler here knows goes back for this long: soon enough that a
+# worker which knows it (a new release) picks it up within seconds, rarely
+# enough that an old worker does not spin on it.
+UNKNOWN_JOB_RECHECK_SECONDS = 5.0
+# One warning per unknown job name per minute: visible, not a flood.
+UNKNOWN_JOB_WARNING_SECONDS = 60.0
+
 
 class JobExecutor:
     """Runs the handlers of a job and decides its outcome."""
 
-    def __init__(self, registry: JobRegistry, retry_policy: RetryPolicy) -> None:
+    def __init__(
+        self,
+        registry: JobRegistry,
+        retry_policy: RetryPolicy,
+        *,
+        unknown_job_timeout: float = DEFAULT_UNKNOWN_JOB_TIMEOUT_SECONDS,
+    ) -> None:
         self._registry = registry
         self._retry_policy = retry_policy
+        self._unknown_job_timeout = timedelta(seconds=unknown_job_timeout)
         # Handler names are computed once per class, not once per job.
         self._names: dict[type[Any], str] = {}
+        # Unknown job name -> when it was last warned about (monotonic seconds).
+        self._unknown_warned: dict[str, float] = {}
 
     async def run(self, record: JobRecord, done: list[str] | None = None) -> JobOutcome:
         """The outcome of one execution of ``record``.
@@ -44,16 +63,15 @@ class JobExecutor:
         """
         if done is None:
             done = list(record.done_handlers)
-        if record.name.startswith(SCHEDULE_JOB_PREFIX):
-            return await self._run_tick(record, done)
+        with running(record):
+            if record.name.startswith(SCHEDULE_JOB_PREFIX):
+                return await self._run_tick(record, done)
+            return await self._run_job(record, done)
+
+    async def _run_job(self, record: JobRecord, done: list[str]) -> JobOutcome:
         args_type = self._registry.args_type(record.name)
         if args_type is None:
-            return _dead(
-                record,
-                f"no args type is registered for job name {record.name!r}: deploy the code "
-                "that defines it (or list its package in options.job_packages), then retry "
-                "the job",
-            )
+            return self._unknown(record, record.name, "no handler for this job name")
         try:
             args = args_type.model_validate_json(record.payload)
         except ValidationError as exc:
@@ -82,11 +100,7 @@ class JobExecutor:
             return _dead(record, f"the stored tick of {record.name!r} is not valid: {exc}")
         job_class = self._registry.schedule_class(tick.job_class)
         if job_class is None:
-            return _dead(
-                record,
-                f"no recurring job class {tick.job_class} is known to this worker: deploy "
-                "the code that defines it, then retry the job",
-            )
+            return self._unknown(record, tick.job_class, "no such recurring job class")
         failures: list[str] = []
         if tick.job_class not in done:
             error = await self._attempt(
@@ -98,6 +112,50 @@ class JobExecutor:
                 failures.append(error)
         return self._decide(record, failures, done)
 
+    def _unknown(self, record: JobRecord, what: str, why: str) -> JobOutcome:
+        """A job this worker cannot run: back to the queue for a worker that can.
+
+        It uses no attempt. Only once it has waited ``unknown_job_timeout``
+        (on the store's clock: created and last tried) is it dead: by then no
+        worker that knows it has run for that long, which is a mistake to see.
+        """
+        waited = (record.last_try_at or record.created_at) - record.created_at
+        if waited >= self._unknown_job_timeout:
+            return _dead(
+                record,
+                f"{why}: {what!r}; no worker that knows it ran it within unknown_job_timeout "
+                f"({self._unknown_job_timeout.total_seconds():g} s). Deploy workers with the "
+                "code that defines it (or list its package in options.job_packages), then "
+                "retry the job",
+            )
+        self._warn_unknown(record, what, why)
+        recheck = min(self._unknown_job_timeout, timedelta(seconds=UNKNOWN_JOB_RECHECK_SECONDS))
+        return JobOutcome(
+            job_id=record.id,
+            state=JobState.SCHEDULED,
+            attempts=record.attempts - 1,
+            next_try_at=(record.last_try_at or record.next_try_at) + recheck,
+            last_error=record.last_error,
+            done_handlers=record.done_handlers,
+            lease_token=record.lease_token,
+        )
+
+    def _warn_unknown(self, record: JobRecord, what: str, why: str) -> None:
+        now = time.monotonic()
+        warned = self._unknown_warned.get(what)
+        if warned is not None and now - warned < UNKNOWN_JOB_WARNING_SECONDS:
+            return
+        self._unknown_warned[what] = now
+        logger.warning(
+            "job %s (%s): %s: %r; put back for a worker that has it (a rolling deploy?); "
+            "dead after unknown_job_timeout %g s",
+            record.id,
+            record.name,
+            why,
+            what,
+            self._unknown_job_timeout.total_seconds(),
+        )
+
     def _decide(self, record: JobRecord, failures: list[str], done: list[str]) -> JobOutcome:
         if not failures:
             return JobOutcome(
@@ -107,6 +165,7 @@ class JobExecutor:
                 next_try_at=record.next_try_at,
                 done_handlers=tuple(done),
                 finished_at=utcnow(),
+                lease_token=record.lease_token,
             )
         return self._failed(record, "\n".join(failures), tuple(done))
 
@@ -132,9 +191,6 @@ class JobExecutor:
         last_try = record.last_try_at or utcnow()
         next_try_at = self._retry_policy.next_try_at(max(record.attempts, 1), last_try)
         if next_try_at is None:
-            logger.error(
-                "job %s (%s) is dead after %d attempts", record.id, record.name, record.attempts
-            )
             return _dead(record, error, done)
         return JobOutcome(
             job_id=record.id,
@@ -143,6 +199,7 @@ class JobExecutor:
             next_try_at=next_try_at,
             last_error=error,
             done_handlers=done,
+            lease_token=record.lease_token,
         )
 
     def _name_of(self, handler_type: type[Any]) -> str:
@@ -172,4 +229,5 @@ def _dead(record: JobRecord, reason: str, done: tuple[str, ...] | None = None) -
         last_error=reason,
         done_handlers=record.done_handlers if done is None else done,
         finished_at=utcnow(),
+        lease_token=record.lease_token,
     )

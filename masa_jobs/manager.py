@@ -137,8 +137,11 @@ class DefaultJobManager:
                 f"recurring job class {declared.job_class} is not registered: import its "
                 "module before MasaApp.build(...), or list its package in options.job_packages"
             )
+        # Next ticks are on the store's clock; the store's upsert keeps a next
+        # tick that a concurrent scheduler moved, unless the cron changed.
+        now = await self._store.now()
         existing = await self._store.get_schedule(declared.id)
-        schedule = declared if existing is None else schedule_from_job(job, now, existing)
+        schedule = schedule_from_job(job, now, existing)
         if schedule is not existing:
             await self._store.upsert_schedule(schedule)
 
@@ -199,7 +202,7 @@ class DefaultJobManager:
         return matched[offset:window]
 
     async def count(self) -> dict[JobState, int]:
-        return await self._store.count_by_state(utcnow())
+        return await self._store.count_by_state(await self._store.now())
 
     async def retry(self, job_id: str) -> JobInfo:
         return await self._transition(job_id, (JobState.DEAD,), JobState.ENQUEUED, "retried")
@@ -222,7 +225,7 @@ class DefaultJobManager:
     async def _transition(
         self, job_id: str, expected: Collection[JobState], state: JobState, verb: str
     ) -> JobInfo:
-        record = await self._store.transition(job_id, expected, state, utcnow())
+        record = await self._store.transition(job_id, expected, state, await self._store.now())
         if record is not None:
             return JobInfo.from_record(record)
         current = await self._store.get(job_id)

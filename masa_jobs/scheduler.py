@@ -5,6 +5,10 @@ elect (and none to die): each scheduler reads the schedules and fires a due
 tick with ``ScheduleStore.fire_schedule``, a compare-and-set on the
 schedule's next fire time that stores the tick's job in the same
 transaction. However many schedulers see a tick, one of them wins.
+
+Ticks fall due on the store's clock (``ScheduleStore.now()``), read once per
+pass: a worker whose own clock runs hours ahead or behind fires no tick early
+and misses none.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from datetime import datetime, timedelta
 import anyio
 from anyio.abc import TaskStatus
 
+from ._outage import OutageLog
 from .cron import CronSchedule
 from .exceptions import InvalidScheduleError
 from .options import BackgroundJobOptions
-from .records import ScheduleRecord, utcnow
+from .records import ScheduleRecord
 from .registry import JobRegistry
 from .schedules import schedule_from_job, tick_job
 from .stores.base import ScheduleStore
@@ -46,6 +51,7 @@ class Scheduler:
         self._options = options
         self._scope: anyio.CancelScope | None = None
         self._stop_requested = False
+        self._outage = OutageLog(logger, "the scheduler: reading the schedules")
 
     def stop(self) -> None:
         self._stop_requested = True
@@ -68,7 +74,7 @@ class Scheduler:
 
         Idempotent: any number of processes may declare the same classes.
         """
-        now = utcnow()
+        now = await self._store.now()
         # The registry validated every declaration when it was built.
         declared = self._registry.declared_schedules()
         for schedule_id, job_class in declared.items():
@@ -86,12 +92,13 @@ class Scheduler:
 
     async def fire_due(self) -> float:
         """Fire every due tick once; returns the seconds until the next check."""
-        now = utcnow()
         try:
+            now = await self._store.now()
             schedules = await self._store.list_schedules()
-        except Exception:
-            logger.exception("the scheduler could not read the schedules; retrying")
+        except Exception as exc:
+            self._outage.failed(exc)
             return ERROR_BACKOFF_SECONDS
+        self._outage.succeeded()
         wait = MAX_SLEEP_SECONDS
         for schedule in schedules:
             next_fire_at = schedule.next_fire_at
@@ -124,8 +131,10 @@ class Scheduler:
             fired = await self._store.fire_schedule(
                 schedule.id, schedule.next_fire_at, next_fire_at, job
             )
-        except Exception:
-            logger.exception("recurring job %s could not fire; retrying", schedule.id)
+        except Exception as exc:
+            # Reading the schedules fails too while the store is away: the
+            # outage is reported there, this one line says which tick waits.
+            logger.warning("recurring job %s could not fire (%r); retrying", schedule.id, exc)
             return None
         if fired and missed:
             logger.warning(

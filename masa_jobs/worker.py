@@ -3,9 +3,15 @@
 One claim loop feeds a fixed set of ``concurrency`` consumer tasks through a
 memory object stream (a task per job would cap throughput at the rate anyio
 can spawn tasks). Outcomes are collected and written back in batches by one
-flusher, so a durable store pays one round trip for many jobs. While a job is
-held its lease is renewed; a worker that dies simply stops renewing, and the
-job falls due again for another worker.
+flusher, so a durable store pays one round trip for many jobs.
+
+Leases are fenced: every claim hands out a lease token, and renewals and
+outcomes carry it, so a worker that froze or lost the store past its lease
+cannot overwrite the run of the worker that took the job over; such a
+refusal is logged (``lease lost``) and counted. Deadlines are kept on this
+process's monotonic clock from the moment a claim or renewal was sent, which
+is never later than the store's own deadline: a prefetched job whose lease may
+have lapsed is renewed before it starts, and dropped unrun if that is refused.
 """
 
 from __future__ import annotations
@@ -13,7 +19,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from uuid import uuid4
 
@@ -22,27 +32,45 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._outage import OutageLog
+from ._text import clean_error
 from .executor import JobExecutor
 from .options import BackgroundJobOptions
 from .records import FINISHED_STATES, JobOutcome, JobRecord, JobState, WorkerInfo, utcnow
 from .registry import JobRegistry
 from .retry import RetryPolicy
-from .stores.base import JobStore
+from .stores.base import PURGE_CHUNK_ROWS, JobStore
 
 __all__ = ["Worker"]
 
 logger = logging.getLogger("masa_jobs.worker")
 
-# Heartbeats (and lease renewals) per lease period: two may fail before a
+# Lease renewals (and heartbeats) per lease period: two may fail before a
 # live job's lease lapses.
 LEASE_RENEWALS_PER_PERIOD = 3
-# How often finished jobs past their retention are purged.
+# A prefetched job with less than this share of its lease left is renewed
+# before it starts, so that it never starts on a lease that may have lapsed.
+START_RENEWAL_SHARE = 0.5
+# How often finished jobs past their retention are purged, on average; each
+# worker draws its own interval around it so that workers do not purge together.
 MAINTENANCE_INTERVAL_SECONDS = 60.0
+MAINTENANCE_JITTER = 0.5
+# Pause between purge chunks: claims and outcomes get the store in between.
+PURGE_PAUSE_SECONDS = 0.1
 # Back-off after a store error, doubling up to the poll interval.
 FIRST_ERROR_BACKOFF_SECONDS = 0.05
+# Pause after claims that found nothing although the store said a job was
+# due: that job is this worker's own (its lease lapsed, renewal pending) or
+# another claimer's in flight. Doubling up to the cap, so the loop never spins.
+EMPTY_CLAIM_PAUSE_SECONDS = 0.005
+MAX_EMPTY_CLAIM_PAUSE_SECONDS = 0.5
 # A stopping worker gives up recording outcomes after this long; the jobs
 # concerned come back when their leases expire.
 FINAL_FLUSH_TIMEOUT_SECONDS = 10.0
+# The reason a job is dead when the store refused its outcome, as it was.
+REFUSED_OUTCOME_REASON = "the store refused this job's outcome"
+# The dead-job log line carries at most this much of the reason.
+LOGGED_REASON_LENGTH = 500
 
 
 def default_worker_id() -> str:
@@ -50,8 +78,25 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
 
 
+class _Held:
+    """A job this worker claimed and has not recorded yet."""
+
+    __slots__ = ("deadline", "lost", "record")
+
+    def __init__(self, record: JobRecord, deadline: float) -> None:
+        self.record = record
+        # Monotonic time by which the lease surely holds (sent time + lease).
+        self.deadline = deadline
+        # Whether a lease loss was logged: it is logged and counted once.
+        self.lost = False
+
+
 class Worker:
-    """Runs jobs from one store until ``stop()`` is called."""
+    """Runs jobs from one store until ``stop()`` is called.
+
+    ``clock`` is this process's wall clock (heartbeat times, the purge
+    cut-off); tests skew it to show that it never decides who owns a job.
+    """
 
     def __init__(
         self,
@@ -60,10 +105,16 @@ class Worker:
         options: BackgroundJobOptions,
         *,
         worker_id: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._options = options
-        self._executor = JobExecutor(registry, RetryPolicy.from_options(options))
+        self._clock = clock
+        self._executor = JobExecutor(
+            registry,
+            RetryPolicy.from_options(options),
+            unknown_job_timeout=options.unknown_job_timeout,
+        )
         self._lease = timedelta(seconds=options.lease_timeout)
         prefetch = options.concurrency if options.prefetch is None else options.prefetch
         self._max_held = options.concurrency + prefetch
@@ -73,17 +124,34 @@ class Worker:
         self._claim_scope: anyio.CancelScope | None = None
         self._job_scopes: set[anyio.CancelScope] = set()
         # Claimed jobs whose outcome is not stored yet: their leases are renewed.
-        self._held: dict[str, JobRecord] = {}
+        self._held: dict[str, _Held] = {}
+        # Ids of the outcomes being written right now.
+        self._flushing: set[str] = set()
         self._outcomes: list[JobOutcome] = []
         self._in_flight = 0
         self._consumers_done = False
         self._outcome_added: anyio.Event | None = None
         self._slot_freed: anyio.Event | None = None
         self._error_backoff = FIRST_ERROR_BACKOFF_SECONDS
+        self._leases_lost = 0
+        self._claim_log = self._outage_log("claiming jobs")
+        self._wait_log = self._outage_log("waiting for new jobs")
+        self._renew_log = self._outage_log("renewing leases")
+        self._beat_log = self._outage_log("writing its heartbeat")
+        self._outcome_log = self._outage_log("recording outcomes")
+        self._purge_log = self._outage_log("purging old jobs")
+
+    def _outage_log(self, activity: str) -> OutageLog:
+        return OutageLog(logger, f"worker {self.worker_id}: {activity}")
 
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def leases_lost(self) -> int:
+        """How many held jobs this worker lost to a lapsed lease since it was built."""
+        return self._leases_lost
 
     def stop(self) -> None:
         """Stop claiming; running jobs get ``shutdown_timeout`` to finish."""
@@ -118,6 +186,7 @@ class Worker:
         self._stop_requested = False
         self._consumers_done = False
         self._held.clear()
+        self._flushing.clear()
         self._outcomes.clear()
         self._job_scopes.clear()
         self._in_flight = 0
@@ -137,7 +206,10 @@ class Worker:
                 services.start_soon(self._cancel_running_after, self._options.shutdown_timeout)
             services.cancel_scope.cancel()
 
+    # -- claiming -----------------------------------------------------------------------
+
     async def _claim_loop(self, send: MemoryObjectSendStream[JobRecord]) -> None:
+        empty_claims = 0
         with anyio.CancelScope() as self._claim_scope:
             while not self._stop_requested:
                 free = self._max_held - self._in_flight
@@ -147,7 +219,6 @@ class Worker:
                     continue
                 wanted = min(self._options.batch_size, free)
                 jobs = await self._claim(wanted)
-                self._held.update((job.id, job) for job in jobs)
                 self._in_flight += len(jobs)
                 try:
                     for job in jobs:
@@ -157,34 +228,50 @@ class Worker:
                     # the held jobs are put back by _release_abandoned.
                     await anyio.lowlevel.checkpoint()
                     raise
+                empty_claims = 0 if jobs else empty_claims + 1
+                if empty_claims > 1:
+                    pause = EMPTY_CLAIM_PAUSE_SECONDS * 2 ** min(empty_claims - 2, 10)
+                    await anyio.sleep(min(pause, MAX_EMPTY_CLAIM_PAUSE_SECONDS))
                 if len(jobs) < wanted:
                     await self._wait_for_work()
         self._claim_scope = None
 
     async def _claim(self, wanted: int) -> list[JobRecord]:
         """Claim up to ``wanted`` jobs; on a store error, back off and return none."""
+        sent = time.monotonic()
         try:
             # Shielded: a job claimed must reach the consumers, or it would
-            # sit under a lease until the lease expired.
+            # sit under a lease until the lease expired. The jobs this worker
+            # still holds are excluded: it never takes back its own job.
             with anyio.CancelScope(shield=True):
-                jobs = await self._store.claim(self.worker_id, wanted, utcnow(), self._lease)
-        except Exception:
-            logger.exception("worker %s could not claim jobs; retrying", self.worker_id)
+                jobs = await self._store.claim(
+                    self.worker_id, wanted, self._lease, exclude=tuple(self._held)
+                )
+        except Exception as exc:
+            self._claim_log.failed(exc)
             await self._back_off()
             return []
+        self._claim_log.succeeded()
         self._error_backoff = FIRST_ERROR_BACKOFF_SECONDS
+        deadline = sent + self._options.lease_timeout
+        for job in jobs:
+            self._held[job.id] = _Held(job, deadline)
         return jobs
 
     async def _wait_for_work(self) -> None:
         try:
             await self._store.wait_for_work(self._options.poll_interval)
-        except Exception:
-            logger.exception("worker %s could not wait for new jobs; polling", self.worker_id)
+        except Exception as exc:
+            self._wait_log.failed(exc)
             await self._back_off()
+        else:
+            self._wait_log.succeeded()
 
     async def _back_off(self) -> None:
         await anyio.sleep(self._error_backoff)
         self._error_backoff = min(self._error_backoff * 2, self._options.poll_interval)
+
+    # -- running ------------------------------------------------------------------------
 
     async def _consume(self, receive: MemoryObjectReceiveStream[JobRecord]) -> None:
         with receive:
@@ -193,33 +280,87 @@ class Worker:
                     # Claimed but never started: hand it back as if untouched.
                     self._add_outcome(_released(record, started=False))
                     continue
-                outcome: JobOutcome | None = None
-                done = list(record.done_handlers)
-                with anyio.CancelScope() as scope:
-                    self._job_scopes.add(scope)
-                    try:
-                        outcome = await self._executor.run(record, done)
-                    finally:
-                        self._job_scopes.discard(scope)
-                if outcome is None:
-                    logger.warning(
-                        "job %s (%s) was interrupted by shutdown; put back as due",
-                        record.id,
-                        record.name,
-                    )
-                    outcome = _released(record, started=True, done=tuple(done))
-                self._add_outcome(outcome)
+                if not await self._lease_live(record.id):
+                    self._drop(record.id)
+                    continue
+                await self._execute(record)
+
+    async def _execute(self, record: JobRecord) -> None:
+        outcome: JobOutcome | None = None
+        done = list(record.done_handlers)
+        with anyio.CancelScope() as scope:
+            self._job_scopes.add(scope)
+            try:
+                outcome = await self._executor.run(record, done)
+            finally:
+                self._job_scopes.discard(scope)
+        if outcome is None:
+            logger.warning(
+                "job %s (%s) was interrupted by shutdown; put back as due", record.id, record.name
+            )
+            outcome = _released(record, started=True, done=tuple(done))
+        self._add_outcome(outcome)
+
+    async def _lease_live(self, job_id: str) -> bool:
+        """Whether this worker surely still holds the job: renewed first if in doubt."""
+        held = self._held.get(job_id)
+        if held is None or held.lost:
+            return False
+        remaining = held.deadline - time.monotonic()
+        if remaining >= self._options.lease_timeout * START_RENEWAL_SHARE:
+            return True
+        sent = time.monotonic()
+        try:
+            renewed = await self._store.extend_leases(
+                self.worker_id, {job_id: _token(held.record)}, self._lease
+            )
+        except Exception as exc:
+            self._renew_log.failed(exc)
+            # Unconfirmed: start only while the lease it had surely holds.
+            return remaining > 0
+        self._renew_log.succeeded()
+        if job_id in renewed:
+            held.deadline = sent + self._options.lease_timeout
+            return True
+        self._lease_lost(held, "its lease lapsed before it started; not run")
+        return False
+
+    def _drop(self, job_id: str) -> None:
+        """Forget a claimed job without running it (its lease is no longer ours)."""
+        self._held.pop(job_id, None)
+        self._slot_released()
 
     def _add_outcome(self, outcome: JobOutcome) -> None:
+        if outcome.last_error is not None:
+            cleaned = clean_error(outcome.last_error, self._options.max_error_length)
+            if cleaned is not outcome.last_error:
+                outcome = replace(outcome, last_error=cleaned)
+        if outcome.state is JobState.DEAD:
+            self._log_dead(outcome)
         self._outcomes.append(outcome)
-        self._in_flight -= 1
         self._signal_outcome()
+        self._slot_released()
+
+    def _slot_released(self) -> None:
+        self._in_flight -= 1
         if self._slot_freed is not None:
             self._slot_freed.set()
+
+    def _log_dead(self, outcome: JobOutcome) -> None:
+        held = self._held.get(outcome.job_id)
+        logger.error(
+            "job %s (%s) is dead after %d attempts: %s",
+            outcome.job_id,
+            held.record.name if held is not None else "?",
+            outcome.attempts,
+            _summary(outcome.last_error or ""),
+        )
 
     def _signal_outcome(self) -> None:
         if self._outcome_added is not None:
             self._outcome_added.set()
+
+    # -- recording outcomes -------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
         while True:
@@ -230,22 +371,38 @@ class Worker:
                 await self._outcome_added.wait()
                 continue
             batch, self._outcomes = self._outcomes, []
-            await self._store_outcomes(batch)
-            for outcome in batch:
-                self._held.pop(outcome.job_id, None)
+            ids = {outcome.job_id for outcome in batch}
+            self._flushing |= ids
+            try:
+                await self._write_outcomes(batch)
+            finally:
+                self._flushing -= ids
+            for job_id in ids:
+                self._held.pop(job_id, None)
 
-    async def _store_outcomes(self, batch: list[JobOutcome]) -> None:
-        """Write a batch of outcomes, retrying store errors; bounded once stopping."""
+    async def _write_outcomes(
+        self, batch: Sequence[JobOutcome], *, last_resort: bool = False
+    ) -> None:
+        """Write outcomes: retry an unreachable store, split a batch it refuses.
+
+        A refusal is about the values, so retrying the same batch could never
+        succeed (and would wedge the worker): the batch is halved until the
+        refused outcome is alone, and that job goes dead with the reason.
+        """
         backoff = FIRST_ERROR_BACKOFF_SECONDS
         deadline: float | None = None
         while True:
             try:
-                await self._store.finish(self.worker_id, batch)
+                applied = await self._store.finish(self.worker_id, batch)
+            except Exception as exc:
+                if not _transient(exc):
+                    await self._write_refused(batch, exc, last_resort=last_resort)
+                    return
+                self._outcome_log.failed(exc)
+            else:
+                self._outcome_log.succeeded()
+                self._report_refused(batch, applied)
                 return
-            except Exception:
-                logger.exception(
-                    "worker %s could not record %d outcomes; retrying", self.worker_id, len(batch)
-                )
             if self._consumers_done:
                 now = anyio.current_time()
                 deadline = deadline or now + FINAL_FLUSH_TIMEOUT_SECONDS
@@ -260,34 +417,116 @@ class Worker:
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, self._options.poll_interval)
 
+    async def _write_refused(
+        self, batch: Sequence[JobOutcome], exc: Exception, *, last_resort: bool
+    ) -> None:
+        if len(batch) > 1:
+            middle = len(batch) // 2
+            await self._write_outcomes(batch[:middle], last_resort=last_resort)
+            await self._write_outcomes(batch[middle:], last_resort=last_resort)
+            return
+        outcome = batch[0]
+        if last_resort:
+            logger.error(
+                "job %s: the store refused even its dead outcome (%s); it runs again "
+                "when its lease expires",
+                outcome.job_id,
+                _summary(repr(exc)),
+            )
+            return
+        reason = clean_error(f"{REFUSED_OUTCOME_REASON}: {exc!r}", self._options.max_error_length)
+        dead = JobOutcome(
+            job_id=outcome.job_id,
+            state=JobState.DEAD,
+            attempts=outcome.attempts,
+            next_try_at=outcome.next_try_at,
+            last_error=reason,
+            done_handlers=outcome.done_handlers,
+            finished_at=self._clock(),
+            lease_token=outcome.lease_token,
+        )
+        self._log_dead(dead)
+        await self._write_outcomes((dead,), last_resort=True)
+
+    def _report_refused(self, batch: Sequence[JobOutcome], applied: set[str]) -> None:
+        """Log and count every outcome the store refused: its lease was lost."""
+        if len(applied) == len(batch):
+            return
+        for outcome in batch:
+            if outcome.job_id in applied:
+                continue
+            held = self._held.get(outcome.job_id)
+            if held is None:
+                held = _Held(_unknown_record(outcome), 0.0)
+            self._lease_lost(
+                held, f"its outcome ({outcome.state}) was refused: another worker took it over"
+            )
+
+    def _lease_lost(self, held: _Held, why: str) -> None:
+        if held.lost:
+            return
+        held.lost = True
+        self._leases_lost += 1
+        logger.warning(
+            "job %s (%s): lease lost on attempt %d: %s. Another worker may run it again; "
+            "see docs/stores/index.md#lost-leases",
+            held.record.id,
+            held.record.name,
+            held.record.attempts,
+            why,
+        )
+
+    # -- heartbeat, leases, maintenance -------------------------------------------------
+
     async def _heartbeat_loop(self) -> None:
-        """Say this worker is alive and renew the leases of the jobs it holds."""
+        """Renew the leases of held jobs and say this worker is alive."""
         interval = self._options.lease_timeout / LEASE_RENEWALS_PER_PERIOD
-        started_at = utcnow()
+        started_at = self._clock()
         try:
             while True:
+                # Separate steps: a failed heartbeat must not cost live leases.
+                await self._renew_leases()
                 await self._beat(started_at)
                 await anyio.sleep(interval)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(interval):
                 await self._forget_worker()
 
+    async def _renew_leases(self) -> None:
+        leases = {job_id: _token(h.record) for job_id, h in self._held.items() if not h.lost}
+        if not leases:
+            return
+        sent = time.monotonic()
+        try:
+            renewed = await self._store.extend_leases(self.worker_id, leases, self._lease)
+        except Exception as exc:
+            self._renew_log.failed(exc)
+            return
+        self._renew_log.succeeded()
+        for job_id, token in leases.items():
+            held = self._held.get(job_id)
+            if held is None or _token(held.record) != token:
+                continue  # recorded meanwhile
+            if job_id in renewed:
+                held.deadline = sent + self._options.lease_timeout
+            elif job_id not in self._flushing:
+                self._lease_lost(held, "renewal refused: another worker claimed it")
+
     async def _beat(self, started_at: datetime) -> None:
-        now = utcnow()
         info = WorkerInfo(
             id=self.worker_id,
             host=socket.gethostname(),
             pid=os.getpid(),
             started_at=started_at,
-            last_seen_at=now,
+            last_seen_at=self._clock(),
             running_jobs=len(self._job_scopes),
         )
         try:
             await self._store.heartbeat(info)
-            if self._held:
-                await self._store.extend_leases(self.worker_id, list(self._held), now + self._lease)
-        except Exception:
-            logger.exception("worker %s could not renew its heartbeat or leases", self.worker_id)
+        except Exception as exc:
+            self._beat_log.failed(exc)
+        else:
+            self._beat_log.succeeded()
 
     async def _forget_worker(self) -> None:
         try:
@@ -296,16 +535,30 @@ class Worker:
             logger.warning("worker %s could not remove its heartbeat", self.worker_id)
 
     async def _maintenance_loop(self) -> None:
-        retention = timedelta(seconds=self._options.retention)
         while True:
-            try:
-                purged = await self._store.purge(FINISHED_STATES, utcnow() - retention)
-            except Exception:
-                logger.exception("worker %s could not purge old jobs", self.worker_id)
-            else:
-                if purged:
-                    logger.info("purged %d jobs past their retention", purged)
-            await anyio.sleep(MAINTENANCE_INTERVAL_SECONDS)
+            await self._purge()
+            spread = random.uniform(1 - MAINTENANCE_JITTER, 1 + MAINTENANCE_JITTER)
+            await anyio.sleep(MAINTENANCE_INTERVAL_SECONDS * spread)
+
+    async def _purge(self) -> None:
+        """Remove finished jobs past their retention, in short chunks."""
+        finished_before = self._clock() - timedelta(seconds=self._options.retention)
+        purged = 0
+        try:
+            while True:
+                chunk = await self._store.purge(
+                    FINISHED_STATES, finished_before, limit=PURGE_CHUNK_ROWS
+                )
+                purged += chunk
+                if chunk < PURGE_CHUNK_ROWS:
+                    break
+                await anyio.sleep(PURGE_PAUSE_SECONDS)
+        except Exception as exc:
+            self._purge_log.failed(exc)
+        else:
+            self._purge_log.succeeded()
+        if purged:
+            logger.info("purged %d jobs past their retention", purged)
 
     async def _cancel_running_after(self, timeout: float) -> None:
         await anyio.sleep(timeout)
@@ -316,9 +569,9 @@ class Worker:
         """On cancellation: store what is known and put every other held job back."""
         recorded = {outcome.job_id for outcome in self._outcomes}
         outcomes = self._outcomes + [
-            _released(record, started=True)
-            for job_id, record in self._held.items()
-            if job_id not in recorded
+            _released(held.record, started=True)
+            for job_id, held in self._held.items()
+            if job_id not in recorded and not held.lost
         ]
         self._outcomes = []
         if not outcomes:
@@ -331,19 +584,53 @@ class Worker:
         self._held.clear()
 
 
+def _transient(exc: Exception) -> bool:
+    """Whether the same store call may succeed later: the store was unreachable
+    (``StoreUnavailableError`` is a ``ConnectionError``) or did not answer in time."""
+    return isinstance(exc, (OSError, TimeoutError))
+
+
+def _token(record: JobRecord) -> str:
+    return record.lease_token or ""
+
+
+def _summary(reason: str) -> str:
+    """One line of a reason: a traceback's first and last lines."""
+    lines = [line.strip() for line in reason.splitlines() if line.strip()]
+    text = lines[0] if len(lines) <= 1 else f"{lines[0]} ... {lines[-1]}"
+    if len(text) > LOGGED_REASON_LENGTH:
+        text = text[: LOGGED_REASON_LENGTH - 3] + "..."
+    return text
+
+
+def _unknown_record(outcome: JobOutcome) -> JobRecord:
+    """A stand-in for a held job this worker no longer tracks, for a log line."""
+    return JobRecord(
+        id=outcome.job_id,
+        name="?",
+        payload="",
+        state=JobState.PROCESSING,
+        created_at=outcome.next_try_at,
+        next_try_at=outcome.next_try_at,
+        attempts=outcome.attempts,
+    )
+
+
 def _released(
     record: JobRecord, *, started: bool, done: tuple[str, ...] | None = None
 ) -> JobOutcome:
     """A held job handed back, due at once; an attempt never started is not counted.
 
     ``done`` lists the handlers that finished before the interruption, so
-    that they do not run again.
+    that they do not run again. Due "at once" is the claim's time, which is
+    on the store's clock, so a worker's skewed clock cannot delay the job.
     """
     return JobOutcome(
         job_id=record.id,
         state=JobState.ENQUEUED,
         attempts=record.attempts if started else record.attempts - 1,
-        next_try_at=utcnow(),
+        next_try_at=record.last_try_at or record.next_try_at,
         last_error=record.last_error,
         done_handlers=record.done_handlers if done is None else done,
+        lease_token=record.lease_token,
     )

@@ -4,6 +4,11 @@ The only name spliced into SQL is the schema, validated by
 ``check_schema_name`` and double-quoted; every value travels as a query
 parameter. Arrays passed through ``unnest`` carry whole batches, so that a
 batch costs one round trip.
+
+Time is the server's: due times, lease deadlines and finish stamps come from
+``now()``, never from the caller's clock, and durations travel as seconds
+(``$n * interval '1 second'``), so that a day-long lease is 86,400 s even
+across a daylight-saving change of the session's time zone.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ __all__ = [
     "migrations",
 ]
 
-# Bump with every change of the tables, and add the step to MIGRATIONS.
-SCHEMA_VERSION = 1
+# Bump with every change of the tables, and add the step to ``migrations``.
+# 2: jobs.lease_token, the fencing value of the claim that holds a job.
+SCHEMA_VERSION = 2
 # Plain identifiers only, short enough that "<schema>.jobs" fits PostgreSQL's
 # 63-byte limit on identifiers, which notification channels share.
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
@@ -31,12 +37,21 @@ _PENDING = "('scheduled', 'enqueued')"
 _FINISHED = "('succeeded', 'dead', 'cancelled')"
 _ALL_STATES = "('scheduled', 'enqueued', 'processing', 'succeeded', 'dead', 'cancelled')"
 
-# The columns of a job, in the order ``JobRecord`` takes them.
-JOB_COLUMNS = (
+# The columns a new job is stored with; a new job holds no lease token.
+_NEW_JOB_COLUMNS = (
     "id, name, payload, state, created_at, next_try_at, attempts, last_try_at, "
     "last_error, done_handlers, lease_owner, lease_expires_at, finished_at"
 )
-# Their PostgreSQL types, for the arrays a batch of jobs travels in.
+# The columns of a job, in the order ``JobRecord`` takes them.
+JOB_COLUMNS = f"{_NEW_JOB_COLUMNS}, lease_token"
+# What a batch stores of each new job: the caller's columns, rebased on the
+# server's clock (created now, due after the same delay as the caller meant).
+_REBASED_COLUMNS = _NEW_JOB_COLUMNS.replace(
+    "created_at, next_try_at",
+    "now(), now() + (extract(epoch FROM next_try_at) - extract(epoch FROM created_at))"
+    " * interval '1 second'",
+)
+# The types of _NEW_JOB_COLUMNS, for the arrays a batch of jobs travels in.
 _JOB_TYPES = (
     "text",
     "text",
@@ -82,9 +97,10 @@ def check_schema_name(name: str) -> str:
     return name
 
 
-def advisory_lock_key(schema: str) -> int:
-    """A stable signed 64-bit key that serialises schema set-up across processes."""
-    digest = hashlib.blake2b(f"masa_jobs.schema:{schema}".encode(), digest_size=8).digest()
+def advisory_lock_key(schema: str, purpose: str = "schema") -> int:
+    """A stable signed 64-bit key for one purpose on one schema, across processes:
+    ``"schema"`` serialises set-up, ``"purge"`` lets one caller at a time purge."""
+    digest = hashlib.blake2b(f"masa_jobs.{purpose}:{schema}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
@@ -114,7 +130,8 @@ CREATE TABLE {s}.jobs (
     done_handlers jsonb NOT NULL DEFAULT '[]',
     lease_owner text,
     lease_expires_at timestamptz,
-    finished_at timestamptz
+    finished_at timestamptz,
+    lease_token text
 ) WITH (autovacuum_vacuum_scale_factor = 0.02);
 CREATE INDEX jobs_due ON {s}.jobs (next_try_at, attempts, seq) WHERE state IN {_PENDING};
 CREATE INDEX jobs_leases ON {s}.jobs (lease_expires_at) WHERE state = 'processing';
@@ -145,9 +162,18 @@ def migrations(s: str) -> dict[int, str]:
     """SQL that takes a schema from version ``n`` to ``n + 1``, keyed by ``n``.
 
     Each step ends by recording its version; a fresh schema is created at
-    ``SCHEMA_VERSION`` directly and needs none.
+    ``SCHEMA_VERSION`` directly and needs none. Steps run in the open's
+    transaction, under its advisory lock.
     """
-    return {}
+    return {
+        # A nullable column without default: a catalog change, no table rewrite.
+        # Jobs held at the upgrade have no token; they are claimed again when
+        # their leases expire.
+        1: f"""
+ALTER TABLE {s}.jobs ADD COLUMN lease_token text;
+INSERT INTO {s}.schema_version (version) VALUES (2);
+""",
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +196,10 @@ class Statements:
     to_pending: str
     to_other: str
     delete: str
-    purge: str
+    purge_lock_key: int
+    purge_if_free: str
+    purge_in_turn: str
+    now: str
     earliest_due: str
     heartbeat: str
     list_workers: str
@@ -194,11 +223,7 @@ class Statements:
             read_version=f"SELECT max(version) FROM {s}.schema_version",
             add=_add(s),
             claim=_claim(s, mode),
-            extend_leases=(
-                f"WITH {mode}, extended AS (UPDATE {s}.jobs SET lease_expires_at = $3 "
-                "WHERE id = ANY($2::text[]) AND state = 'processing' AND lease_owner = $1) "
-                "SELECT mode FROM commit_mode"
-            ),
+            extend_leases=_extend_leases(s, mode),
             finish=_finish(s, mode),
             get=f"SELECT {JOB_COLUMNS} FROM {s}.jobs WHERE id = $1",
             list_all=(
@@ -217,19 +242,20 @@ class Statements:
             to_pending=_to_pending(s),
             to_other=(
                 f"UPDATE {s}.jobs SET state = $3, finished_at = $4, "
-                "lease_owner = NULL, lease_expires_at = NULL "
+                "lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL "
                 f"WHERE id = $1 AND state = ANY($2::text[]) RETURNING {JOB_COLUMNS}"
             ),
             delete=f"DELETE FROM {s}.jobs WHERE id = $1",
-            # The literal state list lets the planner use jobs_finished and
-            # keeps pending and held jobs out whatever the caller passes.
-            purge=(
-                f"DELETE FROM {s}.jobs WHERE state IN {_FINISHED} "
-                "AND state = ANY($1::text[]) AND finished_at < $2"
-            ),
+            purge_lock_key=advisory_lock_key(schema, "purge"),
+            purge_if_free=_purge(s, "pg_try_advisory_xact_lock($4)"),
+            purge_in_turn=_purge(s, "pg_advisory_xact_lock($4) IS NOT NULL"),
+            now="SELECT now()",
+            # Seconds from the server's now: the waiter's clock plays no part.
             earliest_due=(
-                f"SELECT least((SELECT min(next_try_at) FROM {s}.jobs WHERE state IN {_PENDING}),"
-                f" (SELECT min(lease_expires_at) FROM {s}.jobs WHERE state = 'processing'))"
+                "SELECT extract(epoch FROM least("
+                f"(SELECT min(next_try_at) FROM {s}.jobs WHERE state IN {_PENDING}), "
+                f"(SELECT min(lease_expires_at) FROM {s}.jobs WHERE state = 'processing')"
+                ") - now())::float8"
             ),
             # Forgets workers silent since $7 (they crashed) in the same round trip.
             heartbeat=(
@@ -245,14 +271,7 @@ class Statements:
                 'ORDER BY id COLLATE "C"'
             ),
             remove_worker=f"DELETE FROM {s}.workers WHERE id = $1",
-            upsert_schedule=(
-                f"INSERT INTO {s}.schedules ({SCHEDULE_COLUMNS}) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-                "ON CONFLICT (id) DO UPDATE SET job_class = EXCLUDED.job_class, "
-                "cron_expression = EXCLUDED.cron_expression, timezone = EXCLUDED.timezone, "
-                "next_fire_at = EXCLUDED.next_fire_at, created_at = EXCLUDED.created_at, "
-                "updated_at = EXCLUDED.updated_at, last_fire_at = EXCLUDED.last_fire_at"
-            ),
+            upsert_schedule=_upsert_schedule(s),
             get_schedule=f"SELECT {SCHEDULE_COLUMNS} FROM {s}.schedules WHERE id = $1",
             list_schedules=(
                 f'SELECT {SCHEDULE_COLUMNS} FROM {s}.schedules ORDER BY id COLLATE "C"'
@@ -263,22 +282,23 @@ class Statements:
 
 
 def _batch(first: int) -> str:
-    """Jobs passed column by column as arrays ``$first`` to ``$first + 12``.
+    """New jobs passed column by column as arrays ``$first`` to ``$first + 12``,
+    rebased on the server's clock.
 
     WITH ORDINALITY + ORDER BY: the identity column follows the batch order,
     which is the claim order of jobs that tie on due time and attempts.
     """
     arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(_JOB_TYPES))
     return f"""
-    SELECT {JOB_COLUMNS}
+    SELECT {_REBASED_COLUMNS}
     FROM unnest({arrays})
-         WITH ORDINALITY AS batch({JOB_COLUMNS}, position)"""
+         WITH ORDINALITY AS batch({_NEW_JOB_COLUMNS}, position)"""
 
 
 def _add(s: str) -> str:
     return f"""
 WITH added AS (
-    INSERT INTO {s}.jobs ({JOB_COLUMNS}){_batch(1)}
+    INSERT INTO {s}.jobs ({_NEW_JOB_COLUMNS}){_batch(1)}
     ORDER BY position
 )
 SELECT pg_notify($14, '')
@@ -296,7 +316,7 @@ WITH fired AS (
     WHERE id = $1 AND next_fire_at = $2
     RETURNING id
 ), added AS (
-    INSERT INTO {s}.jobs ({JOB_COLUMNS}){_batch(4)}
+    INSERT INTO {s}.jobs ({_NEW_JOB_COLUMNS}){_batch(4)}
     WHERE EXISTS (SELECT FROM fired)
     RETURNING 1
 ), woken AS (
@@ -310,27 +330,30 @@ def _claim(s: str, mode: str) -> str:
     # Both kinds of due job are locked with SKIP LOCKED, so concurrent
     # claimers pass each other instead of queueing on the same rows; the
     # expired-lease branch is normally empty and costs one index probe.
+    # $4 (exclude) matters there: a worker still running a job whose lease
+    # expired must not take it back under a new token.
     return f"""
 WITH {mode}, pending AS (
     SELECT id, next_try_at, attempts, seq FROM {s}.jobs
-    WHERE state IN {_PENDING} AND next_try_at <= $2
+    WHERE state IN {_PENDING} AND next_try_at <= now() AND id <> ALL($4::text[])
     ORDER BY next_try_at, attempts, seq
-    LIMIT $3
+    LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), expired AS (
     SELECT id, next_try_at, attempts, seq FROM {s}.jobs
-    WHERE state = 'processing' AND lease_expires_at <= $2
+    WHERE state = 'processing' AND lease_expires_at <= now() AND id <> ALL($4::text[])
     ORDER BY lease_expires_at
-    LIMIT $3
+    LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), chosen AS (
     SELECT id FROM (SELECT * FROM pending UNION ALL SELECT * FROM expired) AS due
     ORDER BY next_try_at, attempts, seq
-    LIMIT $3
+    LIMIT $2
 ), taken AS (
     UPDATE {s}.jobs AS j
-    SET state = 'processing', attempts = j.attempts + 1, last_try_at = $2,
-        lease_owner = $1, lease_expires_at = $4
+    SET state = 'processing', attempts = j.attempts + 1, last_try_at = now(),
+        lease_owner = $1, lease_expires_at = now() + $3::float8 * interval '1 second',
+        lease_token = $5
     WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
     RETURNING {_qualified("j")}, j.seq
 )
@@ -338,25 +361,95 @@ SELECT {JOB_COLUMNS} FROM taken, commit_mode ORDER BY next_try_at, attempts, seq
 """
 
 
-def _finish(s: str, mode: str) -> str:
-    # The lease-owner condition is what keeps a worker that lost its lease
-    # from overwriting the new owner's run.
+# Fenced writes lock their rows first, in ascending id order, whatever order
+# the caller's batch is in: two workers writing overlapping batches then queue
+# instead of deadlocking. ARRAY(...) is evaluated once, before the UPDATE
+# touches a row, so every lock is taken in that order. The token decides
+# (expired or not); the owner condition only matters while workers of schema
+# version 1, whose claims leave the token alone, still run beside this one.
+_LOCKED = "locked AS (SELECT id FROM {s}.jobs WHERE id = ANY($2::text[]) ORDER BY id FOR UPDATE)"
+_FENCE = (
+    "j.id = ANY(ARRAY(SELECT id FROM locked)) AND j.state = 'processing' "
+    "AND j.lease_owner = $1 AND j.lease_token = {token}"
+)
+
+
+def _extend_leases(s: str, mode: str) -> str:
     return f"""
-WITH {mode}, applied AS (
+WITH {mode}, {_LOCKED.format(s=s)}, extended AS (
+    UPDATE {s}.jobs AS j
+    SET lease_expires_at = now() + $4::float8 * interval '1 second'
+    FROM unnest($2::text[], $3::text[]) AS l(id, lease_token)
+    WHERE j.id = l.id AND {_FENCE.format(token="l.lease_token")}
+    RETURNING j.id
+)
+SELECT (SELECT array_agg(id) FROM extended), (SELECT mode FROM commit_mode)
+"""
+
+
+def _finish(s: str, mode: str) -> str:
+    # $8 says which outcomes are final: the server stamps finished_at.
+    return f"""
+WITH {mode}, {_LOCKED.format(s=s)}, applied AS (
     UPDATE {s}.jobs AS j
     SET state = o.state, attempts = o.attempts, next_try_at = o.next_try_at,
         last_error = o.last_error, done_handlers = o.done_handlers,
-        finished_at = o.finished_at, lease_owner = NULL, lease_expires_at = NULL
+        finished_at = CASE WHEN o.final THEN now() END,
+        lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL
     FROM unnest($2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[],
-                $7::jsonb[], $8::timestamptz[])
-         AS o(id, state, attempts, next_try_at, last_error, done_handlers, finished_at)
-    WHERE j.id = o.id AND j.state = 'processing' AND j.lease_owner = $1
-    RETURNING j.state
+                $7::jsonb[], $8::boolean[], $9::text[])
+         AS o(id, state, attempts, next_try_at, last_error, done_handlers, final, lease_token)
+    WHERE j.id = o.id AND {_FENCE.format(token="o.lease_token")}
+    RETURNING j.id, j.state
 ), woken AS (
-    SELECT pg_notify($9, '') FROM applied WHERE state IN {_PENDING} LIMIT 1
+    SELECT pg_notify($10, '') FROM applied WHERE state IN {_PENDING} LIMIT 1
 )
-SELECT (SELECT count(*) FROM applied), (SELECT count(*) FROM woken),
+SELECT (SELECT array_agg(id) FROM applied), (SELECT count(*) FROM woken),
        (SELECT mode FROM commit_mode)
+"""
+
+
+def _purge(s: str, lock: str) -> str:
+    # One bounded chunk, oldest first through jobs_finished (the literal state
+    # list lets the planner use it, and keeps pending and held jobs out
+    # whatever the caller passes). The gate is evaluated once, before the
+    # scan: without the purge lock nothing is locked or removed. SKIP LOCKED:
+    # a purge never waits on a row a worker or operator is writing.
+    return f"""
+WITH gate AS (
+    SELECT {lock} AS open
+), doomed AS (
+    SELECT id FROM {s}.jobs
+    WHERE (SELECT open FROM gate) AND state IN {_FINISHED}
+      AND state = ANY($1::text[]) AND finished_at < $2
+    ORDER BY finished_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), purged AS (
+    DELETE FROM {s}.jobs WHERE id = ANY(ARRAY(SELECT id FROM doomed))
+    RETURNING 1
+)
+SELECT count(*) FROM purged
+"""
+
+
+def _upsert_schedule(s: str) -> str:
+    # One statement: the row lock orders it with a concurrent fire_schedule,
+    # and the SET reads the row as that left it. The stored next tick stays
+    # unless the cron expression or time zone changed.
+    return f"""
+INSERT INTO {s}.schedules AS old ({SCHEDULE_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (id) DO UPDATE SET
+    job_class = EXCLUDED.job_class,
+    cron_expression = EXCLUDED.cron_expression,
+    timezone = EXCLUDED.timezone,
+    updated_at = EXCLUDED.updated_at,
+    next_fire_at = CASE
+        WHEN old.cron_expression = EXCLUDED.cron_expression
+             AND old.timezone = EXCLUDED.timezone THEN old.next_fire_at
+        ELSE EXCLUDED.next_fire_at
+    END
 """
 
 
@@ -365,7 +458,7 @@ def _to_pending(s: str) -> str:
 WITH moved AS (
     UPDATE {s}.jobs
     SET state = $3, next_try_at = $4, finished_at = NULL,
-        lease_owner = NULL, lease_expires_at = NULL
+        lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL
     WHERE id = $1 AND state = ANY($2::text[])
     RETURNING {JOB_COLUMNS}
 )

@@ -2,22 +2,21 @@
 
 Writers ``NOTIFY`` the store's channel in the statement that adds or requeues
 jobs; a waiting worker ``LISTEN``s on a connection of its own. Each wait first
-asks that connection when the next job falls due: its answer both sets the
-wait and proves the channel alive. While the channel is down, or does not
-answer, waits are capped at one second, so that a lost wake-up costs at most
-one short poll.
+asks that connection how many seconds remain until the next job falls due:
+its answer both sets the wait and proves the channel alive. The server counts
+those seconds on its own clock, so a worker whose clock is off by hours
+neither spins nor oversleeps. While the channel is down, or does not answer,
+waits are capped at one second, so that a lost wake-up costs at most one
+short poll.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 
 import anyio
 import asyncpg
-
-from ..records import utcnow
 
 __all__ = ["LOST_CONNECTION_ERRORS", "WakeUps"]
 
@@ -82,15 +81,18 @@ class WakeUps:
         try:
             # Registered before the look: a job added after the look is
             # notified, one added before it is seen.
-            earliest, listening = await self._look(pool)
-            wait = timeout if listening else min(timeout, UNTRUSTED_POLL_SECONDS)
-            if earliest is not None:
-                wait = min(wait, (earliest - utcnow()).total_seconds())
+            wait = await self.seconds_to_wait(pool, timeout)
             if wait > 0:
                 with anyio.move_on_after(wait):
                     await woken.wait()
         finally:
             self._waiters.discard(woken)
+
+    async def seconds_to_wait(self, pool: asyncpg.Pool, timeout: float) -> float:
+        """How long to sleep, at most ``timeout``: 0 or less when a job is due."""
+        due_in, listening = await self._look(pool)
+        wait = timeout if listening else min(timeout, UNTRUSTED_POLL_SECONDS)
+        return wait if due_in is None else min(wait, due_in)
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None
@@ -102,8 +104,9 @@ class WakeUps:
                 listener.terminate()
         self._wake_all()  # nothing will notify them any more
 
-    async def _look(self, pool: asyncpg.Pool) -> tuple[datetime | None, bool]:
-        """When the next job falls due, and whether notifications can be trusted.
+    async def _look(self, pool: asyncpg.Pool) -> tuple[float | None, bool]:
+        """Seconds until the next job falls due (None: no job will), and whether
+        notifications can be trusted.
 
         The look runs on the LISTEN connection itself: its answer proves the
         channel alive, where a half-open connection would look fine while
@@ -113,14 +116,15 @@ class WakeUps:
             listener = await self._listening()
             if listener is not None:
                 try:
-                    earliest = await listener.fetchval(
+                    due_in: float | None = await listener.fetchval(
                         self._earliest_due, timeout=LISTENER_CHECK_SECONDS
                     )
                 except LOST_CONNECTION_ERRORS as exc:
                     self._drop(exc)
                 else:
-                    return earliest, True
-        return await pool.fetchval(self._earliest_due), False
+                    return due_in, True
+        polled: float | None = await pool.fetchval(self._earliest_due)
+        return polled, False
 
     async def _listening(self) -> asyncpg.Connection | None:
         """The LISTEN connection, (re)connected when due; None while it is down."""

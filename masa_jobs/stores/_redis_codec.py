@@ -23,6 +23,8 @@ __all__ = [
     "claimed_record",
     "corrupt_outcome",
     "job_args",
+    "micros",
+    "moment",
     "outcome_args",
     "read_record",
     "read_schedule",
@@ -46,6 +48,7 @@ FIELDS = (
     "owner",
     "lease",
     "finished",
+    "token",
 )
 # Values per job in a claim reply: id attempts name payload created next error done.
 CLAIM_FIELDS = 8
@@ -54,13 +57,25 @@ _MICROSECOND = timedelta(microseconds=1)
 DECODE_ERRORS = (ValueError, TypeError, OverflowError)
 
 
-def us(moment: datetime) -> int:
+def us(when: datetime) -> int:
     """Microseconds since the epoch; a naive datetime is refused (TypeError)."""
-    return (moment - _EPOCH) // _MICROSECOND
+    return (when - _EPOCH) // _MICROSECOND
+
+
+def micros(duration: timedelta) -> int:
+    """A duration in whole microseconds, as the scripts add it to the server's clock."""
+    return duration // _MICROSECOND
+
+
+def moment(value: str | int) -> datetime:
+    """The datetime of a timestamp the server wrote or answered (microseconds)."""
+    return _EPOCH + timedelta(microseconds=int(value))
 
 
 def job_args(r: JobRecord) -> tuple[Any, ...]:
-    """A new job as the scripts take it: 10 arguments."""
+    """A new job as the scripts take it: 10 arguments. The scripts keep only the
+    delay between ``created_at`` and ``next_try_at``: they rebase both on the
+    server's clock."""
     if not r.state.is_pending:
         raise ValueError(f"job {r.id!r} is {r.state.value}: only pending jobs are added")
     return (
@@ -77,19 +92,20 @@ def job_args(r: JobRecord) -> tuple[Any, ...]:
     )
 
 
-def outcome_args(o: JobOutcome, now: datetime) -> tuple[Any, ...]:
-    """An outcome as the finish script takes it: 7 arguments."""
+def outcome_args(o: JobOutcome) -> tuple[Any, ...]:
+    """An outcome as the finish script takes it: 7 arguments. No finish time: the
+    script stamps a final outcome with the server's clock. An outcome without a
+    token ('') matches no job, since every claim stores one."""
     if o.state is JobState.PROCESSING:
         raise ValueError(f"job {o.job_id!r}: an outcome cannot be processing")
-    finished = o.finished_at if o.finished_at is not None else now
     return (
         o.job_id,
+        o.lease_token or "",
         o.state.value,
         o.attempts,
         us(o.next_try_at),
         _opt(o.last_error),
         _opt_done(o.done_handlers),
-        us(finished),
     )
 
 
@@ -119,7 +135,7 @@ def worker_json(worker: WorkerInfo) -> str:
 
 
 def claimed_record(
-    values: list[Any], worker_id: str, now: datetime, lease_expires_at: datetime
+    values: list[Any], worker_id: str, now: datetime, lease_expires_at: datetime, token: str
 ) -> JobRecord:
     """A job from a claim reply; ValueError (or TypeError) when it cannot be read."""
     job_id, attempts, name, payload, created, next_try, error, done = values
@@ -130,18 +146,21 @@ def claimed_record(
         name=name,
         payload=payload,
         state=JobState.PROCESSING,
-        created_at=_dt(created),
-        next_try_at=_dt(next_try),
+        created_at=moment(created),
+        next_try_at=moment(next_try),
         attempts=attempts,
         last_try_at=now,
         last_error=error,
         done_handlers=_done(done),
         lease_owner=worker_id,
         lease_expires_at=lease_expires_at,
+        lease_token=token,
     )
 
 
-def corrupt_outcome(job_id: str, attempts: int, now: datetime, exc: Exception) -> JobOutcome:
+def corrupt_outcome(
+    job_id: str, attempts: int, now: datetime, token: str, exc: Exception
+) -> JobOutcome:
     """Dead, with the reason: no handler can run a record that cannot be read."""
     return JobOutcome(
         job_id=job_id,
@@ -151,6 +170,7 @@ def corrupt_outcome(job_id: str, attempts: int, now: datetime, exc: Exception) -
         last_error=f"the stored record of job {job_id!r} cannot be read ({exc}); "
         "it was written by something other than masa-jobs or is damaged",
         finished_at=now,
+        lease_token=token,
     )
 
 
@@ -176,9 +196,9 @@ def read_schedule(schedule_id: str, fields: list[Any]) -> ScheduleRecord | None:
         job_class=job_class,
         cron_expression=cron,
         timezone=timezone,
-        next_fire_at=_dt(next_fire),
-        created_at=_dt(created),
-        updated_at=_dt(updated),
+        next_fire_at=moment(next_fire),
+        created_at=moment(created),
+        updated_at=moment(updated),
         last_fire_at=_opt_dt(last),
     )
 
@@ -189,22 +209,22 @@ def read_worker(text: str) -> WorkerInfo:
         id=info["id"],
         host=info["host"],
         pid=info["pid"],
-        started_at=_dt(info["started"]),
-        last_seen_at=_dt(info["seen"]),
+        started_at=moment(info["started"]),
+        last_seen_at=moment(info["seen"]),
         running_jobs=info["running"],
     )
 
 
 def _decode(job_id: str, fields: list[Any]) -> JobRecord:
     name, payload, state, created, next_try, attempts, *rest = fields
-    last_try, error, done, owner, lease, finished = rest
+    last_try, error, done, owner, lease, finished, token = rest
     return JobRecord(
         id=job_id,
         name=name,
         payload=payload or "",
         state=JobState(state),
-        created_at=_dt(created),
-        next_try_at=_dt(next_try),
+        created_at=moment(created),
+        next_try_at=moment(next_try),
         attempts=int(attempts),
         last_try_at=_opt_dt(last_try),
         last_error=error,
@@ -212,11 +232,12 @@ def _decode(job_id: str, fields: list[Any]) -> JobRecord:
         lease_owner=owner,
         lease_expires_at=_opt_dt(lease),
         finished_at=_opt_dt(finished),
+        lease_token=token,
     )
 
 
-def _opt_us(moment: datetime | None) -> str:
-    return "" if moment is None else f"+{us(moment)}"
+def _opt_us(when: datetime | None) -> str:
+    return "" if when is None else f"+{us(when)}"
 
 
 def _opt(text: str | None) -> str:
@@ -227,12 +248,8 @@ def _opt_done(handlers: tuple[str, ...]) -> str:
     return f"+{json.dumps(list(handlers))}" if handlers else ""
 
 
-def _dt(micros: str | int) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(micros))
-
-
-def _opt_dt(micros: str | None) -> datetime | None:
-    return None if micros is None else _dt(micros)
+def _opt_dt(value: str | None) -> datetime | None:
+    return None if value is None else moment(value)
 
 
 def _done(text: str | None) -> tuple[str, ...]:

@@ -8,16 +8,27 @@ The data layout is described in ``masa_jobs.stores.redis``.
 Rules the scripts keep, because Redis does not roll a script back when it fails
 half-way: every value read from a job hash goes through ``num``/``score``
 before it is used as a number, so a corrupt record cannot raise after the
-first write; and timestamps (integer microseconds) are passed on as the
-strings they were read as, since Lua would print them with 14 digits only.
+first write; a script that checks its arguments checks all of them before
+its first write; and timestamps (integer microseconds) are passed on as the
+strings they were read as, or formatted with ``int``, since Lua would print
+them with 14 digits only.
+
+The store's clock is ``TIME`` read inside the script (``clock``): due times,
+lease deadlines, claim and finish times and the creation time of added jobs
+are the server's, whatever the clocks of the workers say. (Redis 7 replicates
+a script by its effects, so a script may read ``TIME`` and then write.)
 """
 
 from __future__ import annotations
 
-__all__ = ["MEMBER_HEAD", "SCRIPTS"]
+__all__ = ["MEMBER_HEAD", "PURGE_LOCK_MILLISECONDS", "SCRIPTS"]
 
 # Characters before the job id in a pending member: 8 hex digits of attempts, 16 of seq.
 MEMBER_HEAD = 24
+# How long the purge lock lives at most. The purge script takes and releases it
+# within one call, so the TTL only matters for a holder that takes it across
+# calls (a tool, another version) and dies: purges pause no longer than this.
+PURGE_LOCK_MILLISECONDS = 30_000
 
 _PRELUDE = """
 local TAG = ARGV[1]
@@ -28,15 +39,32 @@ local K_CREATED = {pending = TAG .. 'created:pending', succeeded = TAG .. 'creat
                    dead = TAG .. 'created:dead', cancelled = TAG .. 'created:cancelled'}
 local K_DONE = {succeeded = TAG .. 'done:succeeded', dead = TAG .. 'done:dead',
                 cancelled = TAG .. 'done:cancelled'}
+local K_PURGE_LOCK = TAG .. 'purge-lock'
 local JOB, SCHEDULE = TAG .. 'job:', TAG .. 'schedule:'
 local PENDING = {scheduled = true, enqueued = true}
 local FIELDS = {'name', 'payload', 'state', 'created', 'next', 'attempts', 'last_try',
-                'error', 'done', 'owner', 'lease', 'finished'}
+                'error', 'done', 'owner', 'lease', 'finished', 'token'}
 -- Enough tokens to wake every idle worker of a large fleet; the rest poll within 1 s.
 local WAKE_TOKENS = 32
 
 local function num(value, default)
   return tonumber(value) or default
+end
+
+-- An integer as exact text: redis.call would print a Lua number with 14 digits.
+local function int(value)
+  return string.format('%d', value)
+end
+
+-- The server's time in microseconds since the epoch (exact in a Lua number).
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- Whether an argument is the text of an integer (a timestamp, a count).
+local function is_int(value)
+  return string.match(value, '^%-?%d+$') ~= nil
 end
 
 local function score(value, default)
@@ -72,29 +100,37 @@ local function push_pending(id, nxt, attempts, seq, created)
   redis.call('ZADD', K_CREATED.pending, score(created, '0'), id)
 end
 
--- Adds the jobs whose fields start at ARGV[first], 10 per job; all or none.
+-- Adds the jobs whose fields start at ARGV[first], 10 per job; all or none. Each
+-- is rebased on the server's clock: created now, due after the same delay as given.
 local function add_jobs(first, n)
   for i = 0, n - 1 do
-    local id = ARGV[first + i * 10]
+    local b = first + i * 10
+    local id = ARGV[b]
     if redis.call('EXISTS', JOB .. id) == 1 then
       return redis.error_reply('a job with id ' .. id .. ' exists already')
     end
+    if not (is_int(ARGV[b + 4]) and is_int(ARGV[b + 5])) then
+      return redis.error_reply('job ' .. id .. ': its created and due times are not integers')
+    end
   end
+  local now = clock()
+  local created = int(now)
   local seq = redis.call('INCRBY', K_SEQ, n) - n
   for i = 0, n - 1 do
     local b = first + i * 10
     local id = ARGV[b]
     seq = seq + 1
-    local seq_text = string.format('%d', seq)
+    local seq_text = int(seq)
+    local nxt = int(now + (tonumber(ARGV[b + 5]) - tonumber(ARGV[b + 4])))
     local sets = {'name', ARGV[b + 1], 'payload', ARGV[b + 2], 'state', ARGV[b + 3],
-                  'created', ARGV[b + 4], 'next', ARGV[b + 5], 'attempts', ARGV[b + 6],
+                  'created', created, 'next', nxt, 'attempts', ARGV[b + 6],
                   'seq', seq_text}
     local unused = {}
     optional(sets, unused, 'last_try', ARGV[b + 7])
     optional(sets, unused, 'error', ARGV[b + 8])
     optional(sets, unused, 'done', ARGV[b + 9])
     redis.call('HSET', JOB .. id, unpack(sets))
-    push_pending(id, ARGV[b + 5], ARGV[b + 6], seq_text, ARGV[b + 4])
+    push_pending(id, nxt, ARGV[b + 6], seq_text, created)
   end
   wake(n)
   return n
@@ -119,58 +155,84 @@ _ADD = """
 return add_jobs(2, (#ARGV - 1) / 10)
 """
 
-# ARGV: key tag, now, limit, lease expiry, worker id, expired leases moved per call.
-# Returns per job: id attempts name payload created next error done.
+# ARGV: key tag, limit, lease (microseconds), worker id, lease token, expired leases
+# moved per call, then the ids never to claim. Returns now, the lease expiry and the
+# claimed jobs: per job id attempts name payload created next error done.
 _CLAIM = """
-local now, limit, lease, worker = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, ARGV[6])
+local limit, worker, token = tonumber(ARGV[2]), ARGV[4], ARGV[5]
+local now = clock()
+local now_text, lease = int(now), int(now + tonumber(ARGV[3]))
+-- The excluded ids are jobs the claimer still runs: an expired one stays in the
+-- leases (still its own, its token still valid) at the head of the zset, so
+-- both lookups read past as many entries as are excluded.
+local excluded, skip = {}, #ARGV - 6
+for i = 7, #ARGV do excluded[ARGV[i]] = true end
+local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now_text,
+                           'LIMIT', 0, tonumber(ARGV[6]) + skip)
 for _, id in ipairs(expired) do
-  local key = JOB .. id
-  local f = redis.call('HMGET', key, 'state', 'next', 'attempts', 'seq', 'created')
-  redis.call('ZREM', K_LEASES, id)
-  if f[1] == 'processing' then
-    redis.call('HSET', key, 'state', 'enqueued')
-    redis.call('HDEL', key, 'owner', 'lease')
-    push_pending(id, score(f[2], now), f[3], f[4], f[5])
+  if not excluded[id] then
+    local key = JOB .. id
+    local f = redis.call('HMGET', key, 'state', 'next', 'attempts', 'seq', 'created')
+    redis.call('ZREM', K_LEASES, id)
+    if f[1] == 'processing' then
+      redis.call('HSET', key, 'state', 'enqueued')
+      redis.call('HDEL', key, 'owner', 'lease', 'token')
+      push_pending(id, score(f[2], now_text), f[3], f[4], f[5])
+    end
   end
 end
-local members = redis.call('ZRANGEBYSCORE', K_PENDING, '-inf', now, 'LIMIT', 0, limit)
-if #members > 0 then
-  redis.call('ZREMRANGEBYRANK', K_PENDING, 0, #members - 1)
-end
-local out = {}
+local members = redis.call('ZRANGEBYSCORE', K_PENDING, '-inf', now_text,
+                           'LIMIT', 0, limit + skip)
+local out, taken = {}, 0
 for _, m in ipairs(members) do
+  if taken >= limit then break end
   local id = string.sub(m, MEMBER_HEAD + 1)
-  local key = JOB .. id
-  redis.call('ZREM', K_CREATED.pending, id)
-  local f = redis.call('HMGET', key, 'attempts', 'name', 'payload', 'created', 'next',
-                       'error', 'done')
-  if f[2] then
-    local attempts = num(f[1], 0) + 1
-    redis.call('HSET', key, 'state', 'processing', 'attempts', attempts, 'last_try', now,
-               'owner', worker, 'lease', lease)
-    redis.call('ZADD', K_LEASES, lease, id)
-    local n = #out
-    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, attempts, f[2], f[3]
-    out[n + 5], out[n + 6], out[n + 7], out[n + 8] = f[4], f[5], f[6], f[7]
+  if not excluded[id] then
+    taken = taken + 1
+    local key = JOB .. id
+    redis.call('ZREM', K_PENDING, m)
+    redis.call('ZREM', K_CREATED.pending, id)
+    local f = redis.call('HMGET', key, 'attempts', 'name', 'payload', 'created', 'next',
+                         'error', 'done')
+    if f[2] then
+      local attempts = num(f[1], 0) + 1
+      redis.call('HSET', key, 'state', 'processing', 'attempts', attempts,
+                 'last_try', now_text, 'owner', worker, 'lease', lease, 'token', token)
+      redis.call('ZADD', K_LEASES, lease, id)
+      local n = #out
+      out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, attempts, f[2], f[3]
+      out[n + 5], out[n + 6], out[n + 7], out[n + 8] = f[4], f[5], f[6], f[7]
+    end
   end
 end
-return out
+return {now_text, lease, out}
 """.replace("MEMBER_HEAD", str(MEMBER_HEAD))
 
-# ARGV: key tag, worker id, then per outcome: id state attempts next error done finished.
+# ARGV: key tag, then per outcome: id, lease token, state, attempts, next, error, done.
+# Returns the ids applied. A final outcome is finished at the server's now.
 _FINISH = """
-local worker = ARGV[2]
-local applied, requeued = 0, 0
-for b = 3, #ARGV, 7 do
-  local id, state, attempts, nxt = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+-- Check the whole batch first: a refusal must come before the first write.
+for b = 2, #ARGV, 7 do
+  local id, state = ARGV[b], ARGV[b + 2]
+  if not (PENDING[state] or K_DONE[state]) then
+    return redis.error_reply('job ' .. id .. ': ' .. state .. ' is not the state of an outcome')
+  end
+  if not (is_int(ARGV[b + 3]) and is_int(ARGV[b + 4])) then
+    return redis.error_reply('job ' .. id .. ': its attempts and due time are not integers')
+  end
+end
+local now = int(clock())
+local applied, requeued = {}, 0
+for b = 2, #ARGV, 7 do
+  local id, token, state, attempts, nxt = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3],
+                                          ARGV[b + 4]
   local key = JOB .. id
-  local f = redis.call('HMGET', key, 'state', 'owner', 'seq', 'created')
-  if f[1] == 'processing' and f[2] == worker then
+  local f = redis.call('HMGET', key, 'state', 'token', 'seq', 'created')
+  if f[1] == 'processing' and f[2] == token then
     local sets = {'state', state, 'attempts', attempts, 'next', nxt}
-    local dels = {'owner', 'lease'}
-    optional(sets, dels, 'error', ARGV[b + 4])
-    optional(sets, dels, 'done', ARGV[b + 5])
+    local dels = {'owner', 'lease', 'token'}
+    optional(sets, dels, 'error', ARGV[b + 5])
+    optional(sets, dels, 'done', ARGV[b + 6])
     redis.call('ZREM', K_LEASES, id)
     if PENDING[state] then
       dels[#dels + 1] = 'finished'
@@ -178,31 +240,35 @@ for b = 3, #ARGV, 7 do
       requeued = requeued + 1
     else
       sets[#sets + 1] = 'finished'
-      sets[#sets + 1] = ARGV[b + 6]
-      redis.call('ZADD', K_DONE[state], ARGV[b + 6], id)
+      sets[#sets + 1] = now
+      redis.call('ZADD', K_DONE[state], now, id)
       redis.call('ZADD', K_CREATED[state], score(f[4], '0'), id)
     end
     redis.call('HSET', key, unpack(sets))
     redis.call('HDEL', key, unpack(dels))
-    applied = applied + 1
+    applied[#applied + 1] = id
   end
 end
 wake(requeued)
 return applied
 """
 
-# ARGV: key tag, worker id, lease expiry, job ids...
+# ARGV: key tag, lease (microseconds), then pairs: job id, lease token. Returns the ids
+# renewed: those still processing under that token, even past their lease.
 _EXTEND = """
-local worker, lease = ARGV[2], ARGV[3]
-for i = 4, #ARGV do
-  local key = JOB .. ARGV[i]
-  local f = redis.call('HMGET', key, 'state', 'owner')
-  if f[1] == 'processing' and f[2] == worker then
+local lease = int(clock() + tonumber(ARGV[2]))
+local renewed = {}
+for b = 3, #ARGV, 2 do
+  local id = ARGV[b]
+  local key = JOB .. id
+  local f = redis.call('HMGET', key, 'state', 'token')
+  if f[1] == 'processing' and f[2] == ARGV[b + 1] then
     redis.call('HSET', key, 'lease', lease)
-    redis.call('ZADD', K_LEASES, lease, ARGV[i])
+    redis.call('ZADD', K_LEASES, lease, id)
+    renewed[#renewed + 1] = id
   end
 end
-return 0
+return renewed
 """
 
 # ARGV: key tag, id, target state, now, expected states...
@@ -218,12 +284,12 @@ if not allowed then return false end
 unindex(id, f[1], f[2], f[3])
 if PENDING[target] then
   redis.call('HSET', key, 'state', target, 'next', now)
-  redis.call('HDEL', key, 'finished', 'owner', 'lease')
+  redis.call('HDEL', key, 'finished', 'owner', 'lease', 'token')
   push_pending(id, now, f[2], f[3], f[4])
   wake(1)
 else
   redis.call('HSET', key, 'state', target, 'finished', now)
-  redis.call('HDEL', key, 'owner', 'lease')
+  redis.call('HDEL', key, 'owner', 'lease', 'token')
   redis.call('ZADD', K_DONE[target], now, id)
   redis.call('ZADD', K_CREATED[target], score(f[4], '0'), id)
 end
@@ -241,11 +307,15 @@ for state, key in pairs(K_DONE) do redis.call('ZREM', key, id) end
 return redis.call('DEL', JOB .. id)
 """
 
-# ARGV: key tag, finished before (exclusive), most jobs removed per call, states...
+# ARGV: key tag, finished before (exclusive), most jobs removed, lock token ('' for
+# none), states... With a token, removes nothing (0) while another purger holds the lock.
 _PURGE = """
-local before, batch = '(' .. ARGV[2], tonumber(ARGV[3])
+local before, batch, lock = '(' .. ARGV[2], tonumber(ARGV[3]), ARGV[4]
+if lock ~= '' and not redis.call('SET', K_PURGE_LOCK, lock, 'NX', 'PX', PURGE_LOCK_MS) then
+  return 0
+end
 local removed = 0
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local state = ARGV[i]
   local ids = redis.call('ZRANGEBYSCORE', K_DONE[state], '-inf', before,
                          'LIMIT', 0, batch - removed)
@@ -259,8 +329,12 @@ for i = 4, #ARGV do
   end
   if removed >= batch then break end
 end
+-- Only our own lock: one that expired meanwhile may be another purger's now.
+if lock ~= '' and redis.call('GET', K_PURGE_LOCK) == lock then
+  redis.call('DEL', K_PURGE_LOCK)
+end
 return removed
-"""
+""".replace("PURGE_LOCK_MS", str(PURGE_LOCK_MILLISECONDS))
 
 # ARGV: key tag, offset, limit, then groups: pending | scheduled | enqueued |
 # processing | succeeded | dead | cancelled. Returns pairs: id, fields.
@@ -324,12 +398,13 @@ return {
 """
 
 # ARGV: key tag. Consumes the wake-up tokens (the caller looks for work next)
-# and returns the earliest pending due time and lease expiry, or false.
+# and returns the server's now, the earliest pending due time and lease expiry
+# (or false), so that the caller measures its wait on the server's clock.
 _PROBE = """
 redis.call('DEL', K_WAKE)
 local p = redis.call('ZRANGE', K_PENDING, 0, 0, 'WITHSCORES')
 local l = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
-return {p[2] or false, l[2] or false}
+return {int(clock()), p[2] or false, l[2] or false}
 """
 
 # ARGV: key tag, worker id, heartbeat JSON, last seen, forget workers silent before.
@@ -359,14 +434,21 @@ return 0
 """
 
 # ARGV: key tag, id, job class, cron, time zone, next, created, updated, last (optional).
+# An update keeps next unless the cron or time zone changed (a tick that fired
+# meanwhile stays fired) and never touches created or last.
 _UPSERT_SCHEDULE = """
 local key = SCHEDULE .. ARGV[2]
-local sets = {'job_class', ARGV[3], 'cron', ARGV[4], 'timezone', ARGV[5], 'next', ARGV[6],
-              'created', ARGV[7], 'updated', ARGV[8]}
-local dels = {}
-optional(sets, dels, 'last', ARGV[9])
+local old = redis.call('HMGET', key, 'cron', 'timezone', 'next')
+local sets = {'job_class', ARGV[3], 'cron', ARGV[4], 'timezone', ARGV[5], 'updated', ARGV[8]}
+if redis.call('EXISTS', key) == 0 then
+  sets[#sets + 1], sets[#sets + 2] = 'created', ARGV[7]
+  local unused = {}
+  optional(sets, unused, 'last', ARGV[9])
+end
+if not old[3] or old[1] ~= ARGV[4] or old[2] ~= ARGV[5] then
+  sets[#sets + 1], sets[#sets + 2] = 'next', ARGV[6]
+end
 redis.call('HSET', key, unpack(sets))
-if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
 redis.call('SADD', K_SCHEDULES, ARGV[2])
 return 0
 """

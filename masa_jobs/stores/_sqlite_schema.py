@@ -43,7 +43,7 @@ __all__ = [
     "with_states",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 Row = tuple[Any, ...]
 
@@ -57,7 +57,7 @@ _HELD = "state = 'processing'"
 # The columns of a job row, in the order that ``records_from_rows`` reads them.
 JOB_COLUMNS = (
     "rowid, id, name, payload, state, created_at, next_try_at, attempts, last_try_at, "
-    "last_error, done_handlers, lease_owner, lease_expires_at, finished_at"
+    "last_error, done_handlers, lease_owner, lease_expires_at, finished_at, lease_token"
 )
 _SCHEDULE_COLUMNS = (
     "id, job_class, cron_expression, timezone, next_fire_at, created_at, updated_at, last_fire_at"
@@ -113,6 +113,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             running_jobs INTEGER NOT NULL
         )""",
     ),
+    # Fenced leases: the token of the claim that holds a job. Jobs held when
+    # the file is upgraded have none, so no renewal or outcome of the older
+    # claim applies; their leases run out and they are claimed again.
+    2: ("ALTER TABLE {p}jobs ADD COLUMN lease_token TEXT",),
 }
 
 
@@ -185,7 +189,8 @@ class Statements:
             insert_job=(
                 f"INSERT INTO {jobs} (id, name, payload, state, created_at, next_try_at, "
                 "attempts, last_try_at, last_error, done_handlers, lease_owner, "
-                "lease_expires_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "lease_expires_at, finished_at, lease_token) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             due_pending=(
                 f"SELECT {JOB_COLUMNS} FROM {jobs} INDEXED BY {p}jobs_due "
@@ -199,16 +204,18 @@ class Statements:
             ),
             take=(
                 f"UPDATE {jobs} SET state = 'processing', attempts = attempts + 1, "
-                "last_try_at = ?, lease_owner = ?, lease_expires_at = ? WHERE rowid = ?"
+                "last_try_at = ?, lease_owner = ?, lease_expires_at = ?, lease_token = ? "
+                "WHERE rowid = ?"
             ),
             finish=(
                 f"UPDATE {jobs} SET state = ?, attempts = ?, next_try_at = ?, last_error = ?, "
-                "done_handlers = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL "
-                f"WHERE id = ? AND {_HELD} AND lease_owner = ?"
+                "done_handlers = ?, finished_at = ?, "
+                "lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL "
+                f"WHERE id = ? AND {_HELD} AND lease_token = ?"
             ),
             extend_lease=(
                 f"UPDATE {jobs} SET lease_expires_at = ? "
-                f"WHERE id = ? AND {_HELD} AND lease_owner = ?"
+                f"WHERE id = ? AND {_HELD} AND lease_token = ?"
             ),
             get=f"SELECT {JOB_COLUMNS} FROM {jobs} WHERE id = ?",
             # Newest first; jobs created together keep their insertion order,
@@ -223,11 +230,11 @@ class Statements:
             count=(f"SELECT state, COUNT(*), TOTAL(next_try_at <= ?) FROM {jobs} GROUP BY state"),
             make_pending=(
                 f"UPDATE {jobs} SET state = ?, next_try_at = ?, finished_at = NULL, "
-                "lease_owner = NULL, lease_expires_at = NULL WHERE rowid = ?"
+                "lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL WHERE rowid = ?"
             ),
             make_settled=(
                 f"UPDATE {jobs} SET state = ?, finished_at = ?, "
-                "lease_owner = NULL, lease_expires_at = NULL WHERE rowid = ?"
+                "lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL WHERE rowid = ?"
             ),
             delete=f"DELETE FROM {jobs} WHERE id = ?",
             purge_chunk=(
@@ -240,9 +247,19 @@ class Statements:
                 f"WHERE {_PENDING}), (SELECT MIN(lease_expires_at) FROM {jobs} "
                 f"INDEXED BY {p}jobs_leases WHERE {_HELD})"
             ),
+            # One statement, so atomic: an update keeps created_at and
+            # last_fire_at, and keeps next_fire_at (which a concurrent fire
+            # may have moved) unless the cron expression or time zone changed.
+            # The right-hand sides read the row as it was before the update.
             upsert_schedule=(
-                f"INSERT OR REPLACE INTO {p}schedules ({_SCHEDULE_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO {p}schedules ({_SCHEDULE_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET job_class = excluded.job_class, "
+                "cron_expression = excluded.cron_expression, timezone = excluded.timezone, "
+                "updated_at = excluded.updated_at, "
+                "next_fire_at = CASE WHEN cron_expression = excluded.cron_expression "
+                "AND timezone = excluded.timezone "
+                "THEN next_fire_at ELSE excluded.next_fire_at END"
             ),
             get_schedule=f"SELECT {_SCHEDULE_COLUMNS} FROM {p}schedules WHERE id = ?",
             list_schedules=f"SELECT {_SCHEDULE_COLUMNS} FROM {p}schedules ORDER BY id",
@@ -320,6 +337,7 @@ def record_from_row(row: Row) -> JobRecord:
         lease_owner=row[11],
         lease_expires_at=at_or_none(row[12]),
         finished_at=at_or_none(row[13]),
+        lease_token=row[14],
     )
 
 
@@ -339,6 +357,7 @@ def row_from_record(record: JobRecord) -> Row:
         record.lease_owner,
         to_us_or_none(record.lease_expires_at),
         to_us_or_none(record.finished_at),
+        record.lease_token,
     )
 
 

@@ -176,6 +176,9 @@ class ScheduleStore(Protocol):
     saw the same tick, exactly one succeeds.
     """
 
+    async def now(self) -> datetime:
+        """The store's current time: what schedulers compare ticks with."""
+
     async def upsert_schedule(self, schedule: ScheduleRecord) -> None:
         """Insert a schedule, or update the one with the same id in one atomic step.
 

@@ -1,9 +1,14 @@
 """The in-memory store: the embedded default for one process, tests and demos.
 
 Jobs live in a dict; two heaps order the due jobs and the leases. Heap entries
-are invalidated lazily: each job has one current token, and an entry whose
-token is not current is skipped when it reaches the top. Nothing survives the
-process, so use a durable store wherever a lost job matters.
+are invalidated lazily: each job has one current heap version, and an entry
+whose version is not current is skipped when it reaches the top. (A heap
+version is bookkeeping of this module; the *lease token* of a claim is the
+fencing value of the protocol.) Nothing survives the process, so use a
+durable store wherever a lost job matters.
+
+Time comes from the store's clock (``utcnow`` unless a test injects another):
+claims, leases and ``wait_for_work`` compare with it, never with a caller's.
 """
 
 from __future__ import annotations
@@ -11,8 +16,7 @@ from __future__ import annotations
 import builtins
 import heapq
 import math
-import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from itertools import count
@@ -27,22 +31,29 @@ from ..records import (
     JobState,
     ScheduleRecord,
     WorkerInfo,
+    utcnow,
 )
-from .base import STALE_WORKER_SECONDS
+from .base import STALE_WORKER_SECONDS, new_lease_token
 
 __all__ = ["MemoryJobStore"]
 
 
 class MemoryJobStore:
-    """A ``JobStore`` kept in this process's memory."""
+    """A ``JobStore`` kept in this process's memory.
 
-    def __init__(self) -> None:
+    ``clock`` is the store's time: what due times and leases are compared
+    with. Tests inject a fake one to move time without waiting.
+    """
+
+    def __init__(self, clock: Callable[[], datetime] = utcnow) -> None:
+        self._clock = clock
         self._jobs: dict[str, JobRecord] = {}
-        # (next_try_at, attempts, token, job_id) for pending jobs.
-        self._due: list[tuple[float, int, int, str]] = []
-        # (lease_expires_at, token, job_id) for processing jobs.
+        # (next_try_at, attempts, created_at, version, job_id), in claim order,
+        # for pending jobs and expired leases.
+        self._due: list[tuple[float, int, float, int, str]] = []
+        # (lease_expires_at, version, job_id) for processing jobs.
         self._leases: list[tuple[float, int, str]] = []
-        self._tokens: dict[str, int] = {}
+        self._versions: dict[str, int] = {}
         self._sequence = count()
         self._wakeup: anyio.Event | None = None
         self._workers: dict[str, WorkerInfo] = {}
@@ -58,67 +69,89 @@ class MemoryJobStore:
         """Nothing to release; the jobs stay for a later ``open()``."""
 
     async def add(self, records: Sequence[JobRecord]) -> None:
+        seen: set[str] = set()
         for record in records:
-            if record.id in self._jobs:
+            if record.id in self._jobs or record.id in seen:
                 raise ValueError(f"a job with id {record.id!r} exists already")
+            seen.add(record.id)
         for record in records:
             self._jobs[record.id] = record
             self._push_due(record)
         self._wake()
 
+    async def now(self) -> datetime:
+        return self._clock()
+
     async def claim(
-        self, worker_id: str, limit: int, now: datetime, lease: timedelta
+        self,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        *,
+        exclude: Collection[str] = (),
     ) -> list[JobRecord]:
+        now = self._clock()
         now_ts = now.timestamp()
         self._requeue_expired_leases(now_ts)
+        excluded = frozenset(exclude)
+        token = new_lease_token()
         lease_expires_at = now + lease
-        expires_ts = lease_expires_at.timestamp()
         claimed: list[JobRecord] = []
+        # Excluded entries are popped to look past them, then pushed back:
+        # they stay due for other claimers.
+        skipped: list[tuple[float, int, float, int, str]] = []
         due = self._due
         while due and len(claimed) < limit and due[0][0] <= now_ts:
-            _, _, token, job_id = heapq.heappop(due)
-            if self._tokens.get(job_id) != token:
+            entry = heapq.heappop(due)
+            job_id = entry[4]
+            if self._versions.get(job_id) != entry[3]:
                 continue
-            record = self._jobs[job_id]
-            taken = JobRecord(
-                id=record.id,
-                name=record.name,
-                payload=record.payload,
-                state=JobState.PROCESSING,
-                created_at=record.created_at,
-                next_try_at=record.next_try_at,
-                attempts=record.attempts + 1,
-                last_try_at=now,
-                last_error=record.last_error,
-                done_handlers=record.done_handlers,
-                lease_owner=worker_id,
-                lease_expires_at=lease_expires_at,
-            )
-            self._jobs[job_id] = taken
-            token = next(self._sequence)
-            self._tokens[job_id] = token
-            heapq.heappush(self._leases, (expires_ts, token, job_id))
-            claimed.append(taken)
+            if job_id in excluded:
+                skipped.append(entry)
+                continue
+            claimed.append(self._take(job_id, worker_id, now, lease_expires_at, token))
+        for entry in skipped:
+            heapq.heappush(due, entry)
         return claimed
 
+    def _take(
+        self, job_id: str, worker_id: str, now: datetime, lease_expires_at: datetime, token: str
+    ) -> JobRecord:
+        """Hold one due job under a new lease, and track its expiry."""
+        record = self._jobs[job_id]
+        taken = replace(
+            record,
+            state=JobState.PROCESSING,
+            attempts=record.attempts + 1,
+            last_try_at=now,
+            finished_at=None,
+            lease_owner=worker_id,
+            lease_expires_at=lease_expires_at,
+            lease_token=token,
+        )
+        self._jobs[job_id] = taken
+        self._push_lease(job_id, lease_expires_at)
+        return taken
+
     async def extend_leases(
-        self, worker_id: str, job_ids: Collection[str], expires_at: datetime
-    ) -> None:
-        expires_ts = expires_at.timestamp()
-        for job_id in job_ids:
-            record = self._owned(worker_id, job_id)
+        self, worker_id: str, leases: Mapping[str, str], lease: timedelta
+    ) -> set[str]:
+        lease_expires_at = self._clock() + lease
+        renewed: set[str] = set()
+        for job_id in sorted(leases):
+            record = self._held(job_id, leases[job_id])
             if record is None:
                 continue
-            self._jobs[job_id] = replace(record, lease_expires_at=expires_at)
-            token = next(self._sequence)
-            self._tokens[job_id] = token
-            heapq.heappush(self._leases, (expires_ts, token, job_id))
+            self._jobs[job_id] = replace(record, lease_expires_at=lease_expires_at)
+            self._push_lease(job_id, lease_expires_at)
+            renewed.add(job_id)
+        return renewed
 
-    async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> int:
-        applied = 0
+    async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> set[str]:
+        applied: set[str] = set()
         requeued = False
-        for outcome in outcomes:
-            record = self._owned(worker_id, outcome.job_id)
+        for outcome in sorted(outcomes, key=lambda o: o.job_id):
+            record = self._held(outcome.job_id, outcome.lease_token)
             if record is None:
                 continue
             updated = replace(
@@ -131,14 +164,15 @@ class MemoryJobStore:
                 finished_at=outcome.finished_at,
                 lease_owner=None,
                 lease_expires_at=None,
+                lease_token=None,
             )
             self._jobs[outcome.job_id] = updated
             if updated.state in PENDING_STATES:
                 self._push_due(updated)
                 requeued = True
             else:
-                self._tokens.pop(outcome.job_id, None)
-            applied += 1
+                self._versions.pop(outcome.job_id, None)
+            applied.add(outcome.job_id)
         if requeued:
             self._wake()
         return applied
@@ -173,51 +207,50 @@ class MemoryJobStore:
         record = self._jobs.get(job_id)
         if record is None or record.state not in expected:
             return None
+        released = replace(
+            record, state=state, lease_owner=None, lease_expires_at=None, lease_token=None
+        )
         if state in PENDING_STATES:
-            updated = replace(
-                record,
-                state=state,
-                next_try_at=now,
-                finished_at=None,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
+            updated = replace(released, next_try_at=now, finished_at=None)
             self._jobs[job_id] = updated
             self._push_due(updated)
             self._wake()
         else:
             finished_at = now if state in FINISHED_STATES else None
-            updated = replace(
-                record,
-                state=state,
-                finished_at=finished_at,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
+            updated = replace(released, finished_at=finished_at)
             self._jobs[job_id] = updated
-            self._tokens.pop(job_id, None)
+            self._versions.pop(job_id, None)
         return updated
 
     async def delete(self, job_id: str) -> bool:
-        self._tokens.pop(job_id, None)
+        self._versions.pop(job_id, None)
         return self._jobs.pop(job_id, None) is not None
 
-    async def purge(self, states: Collection[JobState], finished_before: datetime) -> int:
+    async def purge(
+        self,
+        states: Collection[JobState],
+        finished_before: datetime,
+        *,
+        limit: int | None = None,
+    ) -> int:
         wanted = frozenset(states) & FINISHED_STATES
         doomed = [
-            job_id
-            for job_id, record in self._jobs.items()
+            record
+            for record in self._jobs.values()
             if record.state in wanted
             and record.finished_at is not None
             and record.finished_at < finished_before
         ]
-        for job_id in doomed:
-            del self._jobs[job_id]
-            self._tokens.pop(job_id, None)
+        if limit is not None:
+            # The oldest first, as a caller pausing between chunks would expect.
+            doomed = heapq.nsmallest(max(limit, 0), doomed, key=_finished_at)
+        for record in doomed:
+            del self._jobs[record.id]
+            self._versions.pop(record.id, None)
         return len(doomed)
 
     async def wait_for_work(self, timeout: float) -> None:
-        wait = min(timeout, self._seconds_until_due(time.time()))
+        wait = min(timeout, self._seconds_until_due(self._clock().timestamp()))
         if wait <= 0:
             return
         if self._wakeup is None or self._wakeup.is_set():
@@ -239,7 +272,24 @@ class MemoryJobStore:
         self._workers.pop(worker_id, None)
 
     async def upsert_schedule(self, schedule: ScheduleRecord) -> None:
-        self._schedules[schedule.id] = schedule
+        stored = self._schedules.get(schedule.id)
+        if stored is None:
+            self._schedules[schedule.id] = schedule
+            return
+        # The stored next tick stays unless the timing changed: a concurrent
+        # fire may have moved it already, and that tick must not fire twice.
+        retimed = (schedule.cron_expression, schedule.timezone) != (
+            stored.cron_expression,
+            stored.timezone,
+        )
+        self._schedules[schedule.id] = replace(
+            stored,
+            job_class=schedule.job_class,
+            cron_expression=schedule.cron_expression,
+            timezone=schedule.timezone,
+            updated_at=schedule.updated_at,
+            next_fire_at=schedule.next_fire_at if retimed else stored.next_fire_at,
+        )
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         return self._schedules.get(schedule_id)
@@ -269,30 +319,44 @@ class MemoryJobStore:
         return True
 
     def _push_due(self, record: JobRecord) -> None:
-        token = next(self._sequence)
-        self._tokens[record.id] = token
-        entry = (record.next_try_at.timestamp(), record.attempts, token, record.id)
+        version = next(self._sequence)
+        self._versions[record.id] = version
+        entry = (
+            record.next_try_at.timestamp(),
+            record.attempts,
+            record.created_at.timestamp(),
+            version,
+            record.id,
+        )
         heapq.heappush(self._due, entry)
 
-    def _owned(self, worker_id: str, job_id: str) -> JobRecord | None:
+    def _push_lease(self, job_id: str, lease_expires_at: datetime) -> None:
+        version = next(self._sequence)
+        self._versions[job_id] = version
+        heapq.heappush(self._leases, (lease_expires_at.timestamp(), version, job_id))
+
+    def _held(self, job_id: str, token: str | None) -> JobRecord | None:
+        """The job if it is processing under ``token``: the token alone decides."""
         record = self._jobs.get(job_id)
         if record is None or record.state is not JobState.PROCESSING:
             return None
-        return record if record.lease_owner == worker_id else None
+        if token is None or record.lease_token != token:
+            return None
+        return record
 
     def _requeue_expired_leases(self, now_ts: float) -> None:
         leases = self._leases
         while leases and leases[0][0] <= now_ts:
-            _, token, job_id = heapq.heappop(leases)
-            if self._tokens.get(job_id) == token:
+            _, version, job_id = heapq.heappop(leases)
+            if self._versions.get(job_id) == version:
                 self._push_due(self._jobs[job_id])
 
     def _seconds_until_due(self, now_ts: float) -> float:
         """Seconds until the earliest pending job or lease falls due (inf if none)."""
-        due, leases, tokens = self._due, self._leases, self._tokens
-        while due and tokens.get(due[0][3]) != due[0][2]:
+        due, leases, versions = self._due, self._leases, self._versions
+        while due and versions.get(due[0][4]) != due[0][3]:
             heapq.heappop(due)
-        while leases and tokens.get(leases[0][2]) != leases[0][1]:
+        while leases and versions.get(leases[0][2]) != leases[0][1]:
             heapq.heappop(leases)
         earliest = min(due[0][0] if due else math.inf, leases[0][0] if leases else math.inf)
         return earliest - now_ts
@@ -300,3 +364,8 @@ class MemoryJobStore:
     def _wake(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
+
+
+def _finished_at(record: JobRecord) -> datetime:
+    assert record.finished_at is not None  # purge only looks at finished jobs
+    return record.finished_at

@@ -2,13 +2,19 @@
 
 asyncpg with a connection pool. A claim locks due rows with ``FOR UPDATE
 SKIP LOCKED``, so concurrent workers pass each other instead of queueing on
-the same rows; each batch operation (add, claim, finish, extend_leases) is
-one statement and one round trip, and so is firing a recurring job's tick (a
-compare-and-set of its next fire time that stores the tick's job). New and
-requeued jobs ``NOTIFY`` a channel per schema that idle workers ``LISTEN`` on
-through a dedicated connection; polling is the fallback whenever that
-connection is down. While the server cannot be reached every call raises
-``StoreUnavailableError``, and the pool reconnects by itself once it answers.
+the same rows, and hands them out under a new lease token; renewals and
+outcomes apply only under that token, and lock their rows in id order first,
+so that overlapping batches of two workers queue instead of deadlocking. Each
+batch operation (add, claim, finish, extend_leases) is one statement and one
+round trip, and so is firing a recurring job's tick (a compare-and-set of its
+next fire time that stores the tick's job). The server's clock decides: due
+times, leases and finish stamps come from its ``now()``, and new jobs are
+rebased on it. New and requeued jobs ``NOTIFY`` a channel per schema that
+idle workers ``LISTEN`` on through a dedicated connection; polling is the
+fallback whenever that connection is down. While the server cannot be reached
+every call raises ``StoreUnavailableError``, and the pool reconnects by
+itself once it answers; values the server refuses (a NUL character in a text)
+raise ``StoreRejectedError``.
 
 The tables live in their own PostgreSQL schema (``store.schema``), created on
 first open under an advisory lock and versioned in ``schema_version``.
@@ -18,22 +24,28 @@ asyncpg runs on asyncio only: this store does not run under trio.
 from __future__ import annotations
 
 import builtins
+import functools
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
 import asyncpg
 
-from ..exceptions import SchemaVersionError, StoreError, StoreUnavailableError
+from ..exceptions import (
+    SchemaVersionError,
+    StoreError,
+    StoreRejectedError,
+    StoreUnavailableError,
+)
 from ..records import JobOutcome, JobRecord, JobState, ScheduleRecord, WorkerInfo
 from ._postgres_settings import PostgresSettings, describe_dsn
 from ._postgres_sql import SCHEMA_VERSION, Statements, advisory_lock_key, migrations
 from ._postgres_wakeup import LOST_CONNECTION_ERRORS, WakeUps
 from ._unavailable import reports_unavailable
-from .base import STALE_WORKER_SECONDS
+from .base import PURGE_CHUNK_ROWS, STALE_WORKER_SECONDS, new_lease_token
 
 __all__ = ["PostgresJobStore", "PostgresSettings"]
 
@@ -55,9 +67,10 @@ _CONNECTION_ERRORS = (
 # connection dropped or reset (socket errors, asyncpg's "connection was closed
 # in the middle of operation"), no answer within a timeout, a server that shuts
 # down or refuses new sessions, and, when the pool reconnects, a refused login.
-# SQL errors, asyncpg's InterfaceError (a misused API) and DataError (a value
-# of the wrong type) mean a bug and pass unchanged, unless aclose() ran during
-# the call (see _unavailable_after).
+# Refused values are StoreRejectedError (see _REFUSED_VALUE_ERRORS); other SQL
+# errors (a duplicate id among them) and asyncpg's InterfaceError (a misused
+# API) mean a bug and pass unchanged, unless aclose() ran during the call (see
+# _unavailable_after).
 _UNAVAILABLE_ERRORS = (
     OSError,
     TimeoutError,
@@ -69,8 +82,35 @@ _UNAVAILABLE_ERRORS = (
     asyncpg.InvalidAuthorizationSpecificationError,
     asyncpg.InvalidCatalogNameError,
 )
+# What the server (or asyncpg, encoding a parameter) raises for values it
+# refuses: a NUL character or a lone surrogate in a text, text the database
+# encoding cannot hold, a value out of range or too large for a column or an
+# index entry. Sending the same values again would fail again.
+_REFUSED_VALUE_ERRORS = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
 _STATES = {state.value: state for state in JobState}
 _NO_HANDLERS = "[]"
+
+
+S = TypeVar("S", bound="PostgresJobStore")
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _refuses_values(
+    method: Callable[Concatenate[S, P], Awaitable[T]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
+    """Raise ``StoreRejectedError``, chained to the driver's exception, where the
+    server refuses the values ``method`` sends. Each call is one statement, so
+    a refused one wrote nothing."""
+
+    @functools.wraps(method)
+    async def refusing(store: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(store, *args, **kwargs)
+        except _REFUSED_VALUE_ERRORS as exc:
+            raise store._rejected(method.__name__, exc) from exc
+
+    return refusing
 
 
 class PostgresJobStore:
@@ -213,6 +253,14 @@ class PostgresJobStore:
             "the store reconnects by itself once the server answers."
         )
 
+    def _rejected(self, call: str, exc: Exception) -> StoreRejectedError:
+        return StoreRejectedError(
+            f"PostgreSQL store at {self._address} refused the values of {call} "
+            f"({_reason(exc)}); nothing was written. The same values would be refused "
+            "again: remove or replace the offending one (a NUL character in a text, "
+            "a value too large)."
+        )
+
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise StoreError(
@@ -224,6 +272,7 @@ class PostgresJobStore:
     # -- jobs ----------------------------------------------------------------------------
 
     @reports_unavailable
+    @_refuses_values
     async def add(self, records: Sequence[JobRecord]) -> None:
         if records:
             await self._require_pool().execute(
@@ -231,27 +280,54 @@ class PostgresJobStore:
             )
 
     @reports_unavailable
+    async def now(self) -> datetime:
+        now: datetime = await self._require_pool().fetchval(self._sql.now)
+        return now
+
+    @reports_unavailable
+    @_refuses_values
     async def claim(
-        self, worker_id: str, limit: int, now: datetime, lease: timedelta
+        self,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        *,
+        exclude: Collection[str] = (),
     ) -> list[JobRecord]:
         if limit <= 0:
             return []
-        rows = await self._require_pool().fetch(self._sql.claim, worker_id, now, limit, now + lease)
+        rows = await self._require_pool().fetch(
+            self._sql.claim,
+            worker_id,
+            limit,
+            lease.total_seconds(),
+            list(exclude),
+            new_lease_token(),
+        )
         return [_record(row) for row in rows]
 
     @reports_unavailable
+    @_refuses_values
     async def extend_leases(
-        self, worker_id: str, job_ids: Collection[str], expires_at: datetime
-    ) -> None:
-        if job_ids:
-            await self._require_pool().execute(
-                self._sql.extend_leases, worker_id, list(job_ids), expires_at
-            )
+        self, worker_id: str, leases: Mapping[str, str], lease: timedelta
+    ) -> set[str]:
+        if not leases:
+            return set()
+        row = await self._require_pool().fetchrow(
+            self._sql.extend_leases,
+            worker_id,
+            list(leases),
+            list(leases.values()),
+            lease.total_seconds(),
+        )
+        assert row is not None  # scalar subqueries always return their row
+        return _ids(row[0])
 
     @reports_unavailable
-    async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> int:
+    @_refuses_values
+    async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> set[str]:
         if not outcomes:
-            return 0
+            return set()
         row = await self._require_pool().fetchrow(
             self._sql.finish,
             worker_id,
@@ -261,18 +337,21 @@ class PostgresJobStore:
             [o.next_try_at for o in outcomes],
             [o.last_error for o in outcomes],
             [_encode_handlers(o.done_handlers) for o in outcomes],
-            [o.finished_at for o in outcomes],
+            [o.finished_at is not None for o in outcomes],
+            [o.lease_token for o in outcomes],
             self._sql.channel,
         )
-        assert row is not None  # an aggregate always returns its row
-        return int(row[0])
+        assert row is not None  # scalar subqueries always return their row
+        return _ids(row[0])
 
     @reports_unavailable
+    @_refuses_values
     async def get(self, job_id: str) -> JobRecord | None:
         row = await self._require_pool().fetchrow(self._sql.get, job_id)
         return None if row is None else _record(row)
 
     @reports_unavailable
+    @_refuses_values
     async def list(
         self, states: Collection[JobState] | None = None, *, limit: int = 100, offset: int = 0
     ) -> builtins.list[JobRecord]:
@@ -285,6 +364,7 @@ class PostgresJobStore:
         return [_record(row) for row in rows]
 
     @reports_unavailable
+    @_refuses_values
     async def count_by_state(self, now: datetime) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
         for shown, count in await self._require_pool().fetch(self._sql.count_by_state, now):
@@ -292,6 +372,7 @@ class PostgresJobStore:
         return counts
 
     @reports_unavailable
+    @_refuses_values
     async def transition(
         self,
         job_id: str,
@@ -311,15 +392,44 @@ class PostgresJobStore:
         return None if row is None else _record(row)
 
     @reports_unavailable
+    @_refuses_values
     async def delete(self, job_id: str) -> bool:
         status = await self._require_pool().execute(self._sql.delete, job_id)
         return _row_count(status) > 0
 
     @reports_unavailable
-    async def purge(self, states: Collection[JobState], finished_before: datetime) -> int:
+    @_refuses_values
+    async def purge(
+        self,
+        states: Collection[JobState],
+        finished_before: datetime,
+        *,
+        limit: int | None = None,
+    ) -> int:
         wanted = [state.value for state in states]
-        status = await self._require_pool().execute(self._sql.purge, wanted, finished_before)
-        return _row_count(status)
+        if limit is not None:
+            # A caller pausing between chunks: skip the turn when another purges.
+            return await self._purge_chunk(self._sql.purge_if_free, wanted, finished_before, limit)
+        # Everything: short statements that each hold their locks for
+        # milliseconds, waiting for their turn behind another purger's chunk.
+        purged = 0
+        while True:
+            chunk = await self._purge_chunk(
+                self._sql.purge_in_turn, wanted, finished_before, PURGE_CHUNK_ROWS
+            )
+            purged += chunk
+            if chunk < PURGE_CHUNK_ROWS:
+                return purged
+
+    async def _purge_chunk(
+        self, statement: str, states: builtins.list[str], finished_before: datetime, limit: int
+    ) -> int:
+        if limit <= 0:
+            return 0
+        purged: int = await self._require_pool().fetchval(
+            statement, states, finished_before, limit, self._sql.purge_lock_key
+        )
+        return purged
 
     # -- wake-up -------------------------------------------------------------------------
 
@@ -330,6 +440,7 @@ class PostgresJobStore:
     # -- workers ---------------------------------------------------------------------------
 
     @reports_unavailable
+    @_refuses_values
     async def heartbeat(self, worker: WorkerInfo) -> None:
         await self._require_pool().execute(
             self._sql.heartbeat,
@@ -343,17 +454,20 @@ class PostgresJobStore:
         )
 
     @reports_unavailable
+    @_refuses_values
     async def list_workers(self, seen_since: datetime) -> builtins.list[WorkerInfo]:
         rows = await self._require_pool().fetch(self._sql.list_workers, seen_since)
         return [WorkerInfo(*row) for row in rows]
 
     @reports_unavailable
+    @_refuses_values
     async def remove_worker(self, worker_id: str) -> None:
         await self._require_pool().execute(self._sql.remove_worker, worker_id)
 
     # -- recurring jobs --------------------------------------------------------------------
 
     @reports_unavailable
+    @_refuses_values
     async def upsert_schedule(self, schedule: ScheduleRecord) -> None:
         await self._require_pool().execute(
             self._sql.upsert_schedule,
@@ -368,6 +482,7 @@ class PostgresJobStore:
         )
 
     @reports_unavailable
+    @_refuses_values
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         row = await self._require_pool().fetchrow(self._sql.get_schedule, schedule_id)
         return None if row is None else ScheduleRecord(*row)
@@ -378,11 +493,13 @@ class PostgresJobStore:
         return [ScheduleRecord(*row) for row in rows]
 
     @reports_unavailable
+    @_refuses_values
     async def delete_schedule(self, schedule_id: str) -> bool:
         status = await self._require_pool().execute(self._sql.delete_schedule, schedule_id)
         return _row_count(status) > 0
 
     @reports_unavailable
+    @_refuses_values
     async def fire_schedule(
         self,
         schedule_id: str,
@@ -456,7 +573,13 @@ def _record(row: asyncpg.Record) -> JobRecord:
         lease_owner=row[10],
         lease_expires_at=row[11],
         finished_at=row[12],
+        lease_token=row[13],
     )
+
+
+def _ids(ids: builtins.list[str] | None) -> set[str]:
+    """The ids an ``array_agg`` returned: NULL when no row matched."""
+    return set() if ids is None else set(ids)
 
 
 def _row_count(status: str) -> int:

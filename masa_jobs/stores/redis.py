@@ -5,7 +5,7 @@ Data layout. Every key starts with the hash tag ``{prefix}`` (setting
 store's keys in one slot, where one script may touch them all::
 
     {p}:job:<id>           hash: name payload state created next attempts seq
-                           [last_try error done owner lease finished]
+                           [last_try error done owner lease token finished]
     {p}:pending            zset of pending jobs, scored by next_try_at; the member is
                            <attempts, 8 hex><seq, 16 hex><id>, so jobs due at the same
                            time order by attempts, then by insertion
@@ -15,6 +15,7 @@ store's keys in one slot, where one script may touch them all::
     {p}:done:<state>       zset by finished_at, for purge and counts
                            (succeeded, dead, cancelled)
     {p}:seq                counter of insertions
+    {p}:purge-lock         the random token of the purger at work (SET NX PX)
     {p}:wake               list of wake-up tokens that idle workers pop (BLPOP)
     {p}:workers            hash worker id -> heartbeat JSON; {p}:workers:seen by last seen
     {p}:schedule:<id>      hash of a recurring job: job_class cron timezone next created
@@ -26,18 +27,25 @@ set score (a double) until the year 2255; a field that is None is absent
 
 Every operation is one round trip: the state changes are Lua scripts (atomic:
 claim moves expired leases back to pending, pops up to N due jobs and leases
-them; finish records a whole batch, checking the lease owner). ``wait_for_work``
-pops a wake-up token with BLPOP on a connection pool of its own. redis-py
-reconnects by itself when the server comes back; until then every method
-raises ``StoreUnavailableError`` (a lost or refused connection, a timeout), and
-the worker backs off and retries.
+them under a new token; finish records a whole batch where each token still
+holds its job). The scripts read the server's ``TIME`` for every due time and
+lease, so that the workers' clocks decide nothing. A job hash keeps the
+``token`` of the claim that holds it; a job leased before tokens existed has
+none, so only a new claim (after its lease expires) can finish it.
+``wait_for_work`` pops a wake-up token with BLPOP on a connection pool of its
+own. redis-py reconnects by itself when the server comes back; until then
+every method raises ``StoreUnavailableError`` (a lost or refused connection, a
+timeout, a server that cannot write for now), and the worker backs off and
+retries. A write whose values Redis or a script refuses raises
+``StoreRejectedError`` from ``finish`` (and from ``add`` for a text that cannot
+be encoded); ``add`` keeps raising the script's ``ResponseError`` for an id
+that exists already.
 """
 
 from __future__ import annotations
 
 import builtins
 import math
-import time
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -47,11 +55,19 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..exceptions import StoreError, StoreUnavailableError
+from ..exceptions import StoreError, StoreRejectedError, StoreUnavailableError
 from ..records import (
     FINISHED_STATES,
     JobOutcome,
@@ -59,7 +75,6 @@ from ..records import (
     JobState,
     ScheduleRecord,
     WorkerInfo,
-    utcnow,
 )
 from ._redis_codec import (
     CLAIM_FIELDS,
@@ -68,6 +83,8 @@ from ._redis_codec import (
     claimed_record,
     corrupt_outcome,
     job_args,
+    micros,
+    moment,
     outcome_args,
     read_record,
     read_schedule,
@@ -79,7 +96,7 @@ from ._redis_codec import (
 from ._redis_scripts import SCRIPTS
 from ._redis_settings import ENV_PREFIX, RedisStoreSettings, redacted
 from ._unavailable import reports_unavailable
-from .base import STALE_WORKER_SECONDS
+from .base import PURGE_CHUNK_ROWS, STALE_WORKER_SECONDS, new_lease_token
 
 __all__ = ["RedisJobStore", "RedisStoreSettings"]
 
@@ -90,15 +107,28 @@ MAX_SIGNAL_WAIT_SECONDS = 1.0
 MIN_BLOCK_SECONDS = 0.001
 # Expired leases moved back to pending per claim: bounds the script's run time.
 REQUEUE_PER_CLAIM = 1000
-# Finished jobs removed per purge script call, for the same reason.
-PURGE_PER_CALL = 1000
 _ALL_GROUPS = ("pending", "processing", "succeeded", "dead", "cancelled")
 # What a call meets when Redis cannot be used: redis-py's ConnectionError (lost,
 # reset or refused connections, a refused login, a server still loading its
-# data) and TimeoutError, and the socket errors it may let through. A
-# ResponseError (a script's refusal, such as a duplicate id, or a full Redis)
-# passes unchanged.
-_UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+# data) and TimeoutError, and the socket errors it may let through; and the
+# replies of a server that cannot write for now (full, a read-only replica
+# after a failover, a cluster or primary down). Any other ResponseError (a
+# script's refusal, such as a duplicate id) passes unchanged, except in finish
+# where it means the batch was refused (StoreRejectedError).
+_UNAVAILABLE_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    TimeoutError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+    ClusterDownError,
+    MasterDownError,
+)
+# Error codes of such replies that redis-py has no class for: a script running
+# too long, snapshots failing (writes refused), too few replicas.
+_UNAVAILABLE_CODES = ("BUSY", "MISCONF", "NOREPLICAS")
 
 
 class RedisJobStore:
@@ -163,46 +193,74 @@ class RedisJobStore:
         args: list[Any] = []
         for record in records:
             args += job_args(record)
-        await self._run("add", args)
+        try:
+            await self._run("add", args)
+        except UnicodeError as exc:
+            # Refused before anything was sent. (A duplicate id stays the
+            # script's ResponseError.)
+            raise self._rejected(f"a batch of {len(records)} job(s)", exc) from exc
+
+    @reports_unavailable
+    async def now(self) -> datetime:
+        seconds, microseconds = await self._require().time()
+        return moment(seconds * 1_000_000 + microseconds)
 
     @reports_unavailable
     async def claim(
-        self, worker_id: str, limit: int, now: datetime, lease: timedelta
+        self,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        *,
+        exclude: Collection[str] = (),
     ) -> list[JobRecord]:
         if limit <= 0:
             return []
-        expires_at = now + lease
-        args = [us(now), limit, us(expires_at), worker_id, REQUEUE_PER_CLAIM]
-        reply = await self._run("claim", args)
+        token = new_lease_token()
+        args = [limit, micros(lease), worker_id, token, REQUEUE_PER_CLAIM, *set(exclude)]
+        now_us, expires_us, reply = await self._run("claim", args)
+        now, expires_at = moment(now_us), moment(expires_us)
         claimed: list[JobRecord] = []
         corrupt: list[JobOutcome] = []
         for i in range(0, len(reply), CLAIM_FIELDS):
             values = reply[i : i + CLAIM_FIELDS]
             try:
-                claimed.append(claimed_record(values, worker_id, now, expires_at))
+                claimed.append(claimed_record(values, worker_id, now, expires_at, token))
             except DECODE_ERRORS as exc:
-                corrupt.append(corrupt_outcome(values[0], values[1], now, exc))
+                corrupt.append(corrupt_outcome(values[0], values[1], now, token, exc))
         if corrupt:
             await self.finish(worker_id, corrupt)
         return claimed
 
     @reports_unavailable
     async def extend_leases(
-        self, worker_id: str, job_ids: Collection[str], expires_at: datetime
-    ) -> None:
-        if job_ids:
-            await self._run("extend", [worker_id, us(expires_at), *job_ids])
+        self, worker_id: str, leases: Mapping[str, str], lease: timedelta
+    ) -> set[str]:
+        if not leases:
+            return set()
+        args: list[Any] = [micros(lease)]
+        for job_id, token in leases.items():
+            args += (job_id, token)
+        renewed: list[str] = await self._run("extend", args)
+        return set(renewed)
 
     @reports_unavailable
-    async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> int:
+    async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> set[str]:
         if not outcomes:
-            return 0
-        now = utcnow()
-        args: list[Any] = [worker_id]
+            return set()
+        args: list[Any] = []
         for outcome in outcomes:
-            args += outcome_args(outcome, now)
-        applied: int = await self._run("finish", args)
-        return applied
+            args += outcome_args(outcome)
+        try:
+            applied: list[str] = await self._run("finish", args)
+        except (ResponseError, UnicodeError) as exc:
+            # The script checks the whole batch before its first write, and a
+            # text that cannot be encoded never leaves this process: nothing
+            # of the batch was written.
+            if _is_unavailable(exc):
+                raise
+            raise self._rejected(f"a batch of {len(outcomes)} outcome(s)", exc) from exc
+        return set(applied)
 
     @reports_unavailable
     async def get(self, job_id: str) -> JobRecord | None:
@@ -247,22 +305,40 @@ class RedisJobStore:
         return bool(await self._run("delete", [job_id]))
 
     @reports_unavailable
-    async def purge(self, states: Collection[JobState], finished_before: datetime) -> int:
+    async def purge(
+        self,
+        states: Collection[JobState],
+        finished_before: datetime,
+        *,
+        limit: int | None = None,
+    ) -> int:
         wanted = [state.value for state in states if state in FINISHED_STATES]
+        if not wanted:
+            return 0
+        before = us(finished_before)
+        if limit is not None:
+            # One chunk under the purge lock ({p}:purge-lock), which the script
+            # takes (SET NX PX with a token of ours), and releases if it still
+            # holds our token: a purger that finds it held removes nothing,
+            # and a crash between two calls cannot leave it behind.
+            if limit <= 0:
+                return 0
+            removed: int = await self._run("purge", [before, limit, new_lease_token(), *wanted])
+            return removed
         total = 0
-        while wanted:
-            removed: int = await self._run("purge", [us(finished_before), PURGE_PER_CALL, *wanted])
+        while True:
+            removed = await self._run("purge", [before, PURGE_CHUNK_ROWS, "", *wanted])
             total += removed
-            if removed < PURGE_PER_CALL:
-                break
-        return total
+            if removed < PURGE_CHUNK_ROWS:
+                return total
 
     @reports_unavailable
     async def wait_for_work(self, timeout: float) -> None:
-        first_pending, first_lease = await self._run("probe", [])
-        now_us = time.time() * 1e6
+        # The earliest due time and the server's now come from one script: the
+        # wait is measured on the server's clock, whatever this host's says.
+        now_us, first_pending, first_lease = await self._run("probe", [])
         due_us = min(float(s) for s in (first_pending, first_lease, math.inf) if s is not None)
-        wait = min(timeout, MAX_SIGNAL_WAIT_SECONDS, (due_us - now_us) / 1e6)
+        wait = min(timeout, MAX_SIGNAL_WAIT_SECONDS, (due_us - int(now_us)) / 1e6)
         if wait <= 0:
             return
         blocking = self._blocking
@@ -344,9 +420,14 @@ class RedisJobStore:
             f"store.url ({ENV_PREFIX}URL) and that the server is running and reachable"
         )
 
+    def _rejected(self, batch: str, exc: Exception) -> StoreRejectedError:
+        return StoreRejectedError(
+            f"the redis store at {self.address} refused {batch} and stored none of it: {exc}"
+        )
+
     def _unavailable_after(self, exc: Exception) -> StoreUnavailableError | None:
         """``StoreUnavailableError`` for a call that met a connection-level failure."""
-        if not isinstance(exc, _UNAVAILABLE_ERRORS):
+        if not _is_unavailable(exc):
             return None
         if self._client is None:
             # aclose() ran during the call and closed its connection.
@@ -372,6 +453,13 @@ class RedisJobStore:
     async def _run(self, script: str, args: builtins.list[Any]) -> Any:
         self._require()
         return await self._scripts[script](keys=self._keys, args=[self._tag, *args])
+
+
+def _is_unavailable(exc: Exception) -> bool:
+    """Whether ``exc`` means that Redis cannot serve now (the same call may succeed later)."""
+    if isinstance(exc, _UNAVAILABLE_ERRORS):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(_UNAVAILABLE_CODES)
 
 
 def _groups(states: Collection[JobState]) -> tuple[str, ...]:

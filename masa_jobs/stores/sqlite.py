@@ -22,6 +22,10 @@ closes that window, at the price of one disk flush per transaction.
 Wake-up: jobs added by this process set an in-process event at once; jobs
 added by other processes are seen by polling, at least every second and
 earlier when the earliest scheduled job falls due sooner.
+
+Time: the processes sharing a file share one machine's clock, so due times and
+leases are compared with this process's clock (``utcnow``, or the ``clock``
+given to the store, for tests). Records are stored as given, not rebased.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import os
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,7 +44,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from ..exceptions import StoreError, StoreUnavailableError
+from ..exceptions import StoreError, StoreRejectedError, StoreUnavailableError
 from ..records import (
     FINISHED_STATES,
     PENDING_STATES,
@@ -72,7 +77,7 @@ from ._sqlite_schema import (
     to_us_or_none,
     with_states,
 )
-from .base import STALE_WORKER_SECONDS
+from .base import PURGE_CHUNK_ROWS, STALE_WORKER_SECONDS, new_lease_token
 
 __all__ = ["SqliteJobStore"]
 
@@ -80,10 +85,14 @@ T = TypeVar("T")
 
 # Jobs added by other processes are noticed within this many seconds.
 CROSS_PROCESS_POLL_SECONDS = 1.0
-# Finished jobs removed per transaction by ``purge``: the write lock is
-# released between chunks, so that claims go on during a large purge.
-PURGE_CHUNK = 1000
 _MICROSECOND = timedelta(microseconds=1)
+# What sqlite3 raises for a value it cannot store: a text that is not valid
+# UTF-8 (a lone surrogate), an integer beyond 64 bits, a text or blob longer
+# than SQLite's limit. The same write would fail again.
+_REFUSED_VALUES = (sqlite3.DataError, UnicodeEncodeError, OverflowError)
+# What reading a damaged row raises (a text where a number belongs, a time
+# beyond what ``datetime`` holds, JSON that does not parse).
+_UNREADABLE = (ValueError, TypeError, KeyError, OverflowError)
 
 
 class SqliteJobStore:
@@ -107,7 +116,9 @@ class SqliteJobStore:
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT_SECONDS,
         synchronous: str = "normal",
         table_prefix: str = DEFAULT_TABLE_PREFIX,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        self._clock = clock
         self._settings = SqliteSettings.of(
             path, busy_timeout=busy_timeout, synchronous=synchronous, table_prefix=table_prefix
         )
@@ -170,6 +181,11 @@ class SqliteJobStore:
             raise StoreUnavailableError(
                 f"the SQLite store at {str(self._path)!r} failed: {exc}"
             ) from exc
+        except _REFUSED_VALUES as exc:
+            # The transaction rolled back: nothing of the write was stored.
+            raise StoreRejectedError(
+                f"the SQLite store at {str(self._path)!r} refused a value: {exc}"
+            ) from exc
 
     # -- jobs --------------------------------------------------------------------
 
@@ -197,52 +213,82 @@ class SqliteJobStore:
                 return job_id
         return None
 
+    async def now(self) -> datetime:
+        return self._clock()
+
     async def claim(
-        self, worker_id: str, limit: int, now: datetime, lease: timedelta
+        self,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        *,
+        exclude: Collection[str] = (),
     ) -> list[JobRecord]:
         if limit <= 0:
             return []
-        now_us = to_us(now)
-        expires_us = now_us + lease // _MICROSECOND
-        return await self._run(self._claim, worker_id, limit, now_us, expires_us)
+        taker = _Taker(worker_id, frozenset(exclude), new_lease_token())
+        return await self._run(self._claim, taker, limit, lease)
 
     def _claim(
-        self, connection: sqlite3.Connection, worker_id: str, limit: int, now: int, expires: int
+        self, connection: sqlite3.Connection, taker: _Taker, limit: int, lease: timedelta
     ) -> list[JobRecord]:
-        sql = self._sql
         with write_transaction(connection):
-            rows = connection.execute(sql.due_pending, (now, limit)).fetchall()
-            expired = connection.execute(sql.due_expired, (now, limit)).fetchall()
-            if expired:
-                rows = sorted(rows + expired, key=claim_key)[:limit]
-            if rows:
-                connection.executemany(
-                    sql.take, [(now, worker_id, expires, row[0]) for row in rows]
-                )
+            # The clock is read under the write lock: no claim of another
+            # process can come between this time and the rows it selects.
+            now = to_us(self._clock())
+            expires = now + lease // _MICROSECOND
+            rows = self._due_rows(connection, now, limit, taker.exclude)
+            # Written in id order, like every multi-row write of the stores.
+            taken = sorted(rows, key=lambda row: str(row[1]))
+            connection.executemany(
+                self._sql.take,
+                [(now, taker.worker_id, expires, taker.token, row[0]) for row in taken],
+            )
             claimed: list[JobRecord] = []
             broken: list[Row] = []
             for row in rows:
                 try:
-                    claimed.append(record_from_row(_as_taken(row, now, worker_id, expires)))
-                except (ValueError, TypeError, KeyError) as exc:
+                    claimed.append(record_from_row(_as_taken(row, now, taker, expires)))
+                except _UNREADABLE as exc:
                     # No handler can run a record that cannot be read: dead at
                     # once, with the reason, instead of failing every claim.
-                    broken.append(_dead_row(row, now, worker_id, exc))
+                    broken.append(_dead_row(row, now, taker.token, exc))
             if broken:
-                connection.executemany(sql.finish, broken)
+                broken.sort(key=lambda row: str(row[6]))
+                connection.executemany(self._sql.finish, broken)
         return claimed
 
-    async def extend_leases(
-        self, worker_id: str, job_ids: Collection[str], expires_at: datetime
-    ) -> None:
-        expires = to_us(expires_at)
-        rows = [(expires, job_id, worker_id) for job_id in job_ids]
-        if rows:
-            await self._run(self._write_many, self._sql.extend_lease, rows)
+    def _due_rows(
+        self, connection: sqlite3.Connection, now: int, limit: int, exclude: frozenset[str]
+    ) -> list[Row]:
+        """Up to ``limit`` due rows outside ``exclude``, in claim order."""
+        # Excluded ids are dropped here rather than in SQL: each takes at most
+        # one place, so ``limit + len(exclude)`` rows of each query suffice.
+        wanted = limit + len(exclude)
+        rows = connection.execute(self._sql.due_pending, (now, wanted)).fetchall()
+        expired = connection.execute(self._sql.due_expired, (now, wanted)).fetchall()
+        if expired:
+            rows = sorted(rows + expired, key=claim_key)
+        return [row for row in rows if row[1] not in exclude][:limit]
 
-    async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> int:
+    async def extend_leases(
+        self, worker_id: str, leases: Mapping[str, str], lease: timedelta
+    ) -> set[str]:
+        if not leases:
+            return set()
+        return await self._run(self._extend_leases, leases, lease)
+
+    def _extend_leases(
+        self, connection: sqlite3.Connection, leases: Mapping[str, str], lease: timedelta
+    ) -> set[str]:
+        with write_transaction(connection):
+            expires = to_us(self._clock()) + lease // _MICROSECOND
+            rows = [(expires, job_id, leases[job_id]) for job_id in sorted(leases)]
+            return self._applied(connection, self._sql.extend_lease, rows)
+
+    async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> set[str]:
         if not outcomes:
-            return 0
+            return set()
         rows = [
             (
                 o.state.value,
@@ -252,13 +298,26 @@ class SqliteJobStore:
                 encode_handlers(o.done_handlers),
                 to_us_or_none(o.finished_at),
                 o.job_id,
-                worker_id,
+                o.lease_token,
             )
-            for o in outcomes
+            for o in sorted(outcomes, key=lambda o: o.job_id)
         ]
-        applied = await self._run(self._write_many, self._sql.finish, rows)
-        if any(o.state in PENDING_STATES for o in outcomes):
+        applied = await self._run(self._finish, rows)
+        if any(o.state in PENDING_STATES and o.job_id in applied for o in outcomes):
             self._wake()
+        return applied
+
+    def _finish(self, connection: sqlite3.Connection, rows: list[Row]) -> set[str]:
+        with write_transaction(connection):
+            return self._applied(connection, self._sql.finish, rows)
+
+    @staticmethod
+    def _applied(connection: sqlite3.Connection, statement: str, rows: list[Row]) -> set[str]:
+        """Run a fenced update (job id and token last) per row; the ids it applied to."""
+        applied: set[str] = set()
+        for row in rows:
+            if connection.execute(statement, row).rowcount:
+                applied.add(row[-2])
         return applied
 
     def _write_many(self, connection: sqlite3.Connection, statement: str, rows: list[Row]) -> int:
@@ -340,18 +399,28 @@ class SqliteJobStore:
     async def delete(self, job_id: str) -> bool:
         return await self._run(self._write_many, self._sql.delete, [(job_id,)]) > 0
 
-    async def purge(self, states: Collection[JobState], finished_before: datetime) -> int:
+    async def purge(
+        self,
+        states: Collection[JobState],
+        finished_before: datetime,
+        *,
+        limit: int | None = None,
+    ) -> int:
         values = sorted(s.value for s in frozenset(states) & FINISHED_STATES)
-        if not values:
+        if not values or (limit is not None and limit <= 0):
             return 0
         query = with_states(self._sql.purge_chunk, len(values))
-        params = (*values, to_us(finished_before), PURGE_CHUNK)
+        chunk = PURGE_CHUNK_ROWS if limit is None else limit
+        params = (*values, to_us(finished_before), chunk)
+        if limit is not None:
+            return await self._run(self._write_many, query, [params])
         purged = 0
-        # One transaction per chunk: other operations run between them.
+        # One transaction per chunk: the write lock is released between
+        # chunks, so that claims go on during a large purge.
         while True:
             removed = await self._run(self._write_many, query, [params])
             purged += removed
-            if removed < PURGE_CHUNK:
+            if removed < chunk:
                 return purged
 
     # -- waiting -----------------------------------------------------------------
@@ -379,7 +448,7 @@ class SqliteJobStore:
         stamps: list[int] = [us for us in row or () if us is not None]
         if not stamps:
             return math.inf
-        return (min(stamps) - to_us(utcnow())) / 1_000_000
+        return (min(stamps) - to_us(self._clock())) / 1_000_000
 
     def _wake(self) -> None:
         if self._wakeup is not None:
@@ -469,10 +538,19 @@ class SqliteJobStore:
         await self._run(self._write_many, self._sql.remove_worker, [(worker_id,)])
 
 
-def _as_taken(row: Row, now: int, worker_id: str, expires: int) -> Row:
+@dataclass(frozen=True, slots=True)
+class _Taker:
+    """Who claims, which ids it never takes, and the lease token of this claim."""
+
+    worker_id: str
+    exclude: frozenset[str]
+    token: str
+
+
+def _as_taken(row: Row, now: int, taker: _Taker, expires: int) -> Row:
     """A claimed row as the ``take`` update left it: (rowid, id, name, payload),
     state, (created_at, next_try_at), attempts, last_try_at, (last_error,
-    done_handlers), lease_owner, lease_expires_at, finished_at."""
+    done_handlers), lease_owner, lease_expires_at, finished_at, lease_token."""
     return (
         *row[:4],
         "processing",
@@ -480,9 +558,10 @@ def _as_taken(row: Row, now: int, worker_id: str, expires: int) -> Row:
         row[7] + 1,
         now,
         *row[9:11],
-        worker_id,
+        taker.worker_id,
         expires,
         row[13],
+        taker.token,
     )
 
 
@@ -493,14 +572,14 @@ def _unreadable(job_id: object, exc: Exception) -> str:
     )
 
 
-def _dead_row(row: Row, now: int, worker_id: str, exc: Exception) -> Row:
+def _dead_row(row: Row, now: int, token: str, exc: Exception) -> Row:
     """``finish`` values that make an unreadable claimed row dead, with the reason."""
     attempts = row[7] + 1 if isinstance(row[7], int) else 1
-    return ("dead", attempts, now, _unreadable(row[1], exc), "[]", now, row[1], worker_id)
+    return ("dead", attempts, now, _unreadable(row[1], exc), "[]", now, row[1], token)
 
 
 def _readable(row: Row) -> JobRecord:
     try:
         return record_from_row(row)
-    except (ValueError, TypeError, KeyError) as exc:
+    except _UNREADABLE as exc:
         raise StoreError(_unreadable(row[1], exc)) from exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio
@@ -18,6 +19,7 @@ from dependency_injector.wiring import Provide, inject
 from pydantic import BaseModel
 
 from masa_jobs import BackgroundJob, BackgroundJobOptions, JobRecord, JobStore, Worker
+from masa_jobs.records import utcnow
 
 T = TypeVar("T")
 
@@ -119,6 +121,16 @@ class InjectedSaluter(BackgroundJob[Salute]):
 
     async def execute(self, args: Salute) -> None:
         record_call(f"salute:{self.greeting}", args.key)
+
+
+class ShiftedClock:
+    """The real clock plus an offset a test can change: a skewed machine."""
+
+    def __init__(self, offset: timedelta = timedelta()) -> None:
+        self.offset = offset
+
+    def __call__(self) -> datetime:
+        return utcnow() + self.offset
 
 
 ALL_HANDLERS = (GreetJob, FlakySteady, FlakyFailing, DoomedJob, BlockingJob, StrictJob)

@@ -28,7 +28,7 @@ from masa_jobs.exceptions import InvalidScheduleError, ScheduleNotFoundError
 from masa_jobs.records import WorkerInfo, utcnow
 
 from .schedule_jobs import LEAP_DAY, DeclaredReport, on
-from .support import ALL_HANDLERS, Flaky, Greet
+from .support import ALL_HANDLERS, Flaky, Greet, ShiftedClock
 
 pytestmark = pytest.mark.anyio
 
@@ -40,8 +40,13 @@ class Unregistered(BaseModel):
 
 
 @pytest.fixture
-def store() -> MemoryJobStore:
-    return MemoryJobStore()
+def clock() -> ShiftedClock:
+    return ShiftedClock()
+
+
+@pytest.fixture
+def store(clock: ShiftedClock) -> MemoryJobStore:
+    return MemoryJobStore(clock=clock)
 
 
 @pytest.fixture
@@ -53,7 +58,7 @@ def manager(store: MemoryJobStore) -> DefaultJobManager:
 
 async def finish_as(store: MemoryJobStore, job_id: str, state: JobState) -> None:
     """Claim the job and record ``state`` for it, as a worker would."""
-    claimed = await store.claim("worker-1", 100, utcnow(), LEASE)
+    claimed = await store.claim("worker-1", 100, LEASE)
     record = next(r for r in claimed if r.id == job_id)
     others = [r for r in claimed if r.id != job_id]
     outcomes = [
@@ -64,13 +69,20 @@ async def finish_as(store: MemoryJobStore, job_id: str, state: JobState) -> None
             next_try_at=record.next_try_at,
             last_error="RuntimeError: boom" if state is JobState.DEAD else None,
             finished_at=utcnow(),
+            lease_token=record.lease_token,
         ),
         *(
-            JobOutcome(job_id=r.id, state=JobState.ENQUEUED, attempts=0, next_try_at=utcnow())
+            JobOutcome(
+                job_id=r.id,
+                state=JobState.ENQUEUED,
+                attempts=0,
+                next_try_at=utcnow(),
+                lease_token=r.lease_token,
+            )
             for r in others
         ),
     ]
-    assert await store.finish("worker-1", outcomes) == len(outcomes)
+    assert await store.finish("worker-1", outcomes) == {o.job_id for o in outcomes}
 
 
 async def total(manager: DefaultJobManager) -> int:
@@ -282,7 +294,7 @@ async def test_retry_a_dead_job(manager: DefaultJobManager, store: MemoryJobStor
 
     assert info.state is JobState.ENQUEUED
     assert info.id == job_id
-    claimed = await store.claim("worker-2", 10, utcnow(), LEASE)
+    claimed = await store.claim("worker-2", 10, LEASE)
     assert [r.id for r in claimed] == [job_id]
 
 
@@ -313,7 +325,7 @@ async def test_retry_of_a_succeeded_job_is_refused(
 
 @pytest.mark.parametrize("delay", [None, 3600])
 async def test_cancel_a_pending_job(
-    manager: DefaultJobManager, store: MemoryJobStore, delay: int | None
+    manager: DefaultJobManager, store: MemoryJobStore, clock: ShiftedClock, delay: int | None
 ) -> None:
     job_id = await manager.enqueue(Greet(key="x"), delay=delay)
 
@@ -324,7 +336,8 @@ async def test_cancel_a_pending_job(
     assert record is not None
     assert record.state is JobState.CANCELLED
     assert record.finished_at is not None
-    assert await store.claim("worker-1", 10, utcnow() + timedelta(hours=2), LEASE) == []
+    clock.offset = timedelta(hours=2)
+    assert await store.claim("worker-1", 10, LEASE) == []
 
 
 async def test_cancel_refuses_jobs_that_started_or_ended(
@@ -333,7 +346,7 @@ async def test_cancel_refuses_jobs_that_started_or_ended(
     cancelled = await manager.enqueue(Greet(key="a"))
     await manager.cancel(cancelled)
     running = await manager.enqueue(Greet(key="b"))
-    await store.claim("worker-1", 10, utcnow(), LEASE)
+    await store.claim("worker-1", 10, LEASE)
 
     with pytest.raises(InvalidJobStateError, match="is cancelled; only a job that is enqueued"):
         await manager.cancel(cancelled)

@@ -24,6 +24,8 @@ DEFAULTS: dict[str, Any] = {
     "retention": 7 * 24 * 3600,
     "missed_ticks": "coalesce",
     "misfire_grace": 60.0,
+    "unknown_job_timeout": 24 * 3600,
+    "max_error_length": 16 * 1024,
     "job_packages": (),
 }
 

@@ -31,6 +31,7 @@ EXPECTED_ALL = [
     "InvalidJobArgsError",
     "InvalidJobStateError",
     "InvalidScheduleError",
+    "JobContext",
     "JobInfo",
     "JobManager",
     "JobNotFoundError",
@@ -62,6 +63,7 @@ EXPECTED_ALL = [
     "Worker",
     "WorkerInfo",
     "__version__",
+    "current_job",
     "get_job_name",
     "job_name",
 ]
@@ -114,7 +116,7 @@ def test_every_exported_error_derives_from_the_root() -> None:
         if inspect.isclass(obj := getattr(masa_jobs, name)) and issubclass(obj, Exception)
     ]
 
-    assert len(errors) == 19
+    assert len(errors) == 20
     assert all(issubclass(error, masa_jobs.MasaJobsError) for error in errors)
 
 

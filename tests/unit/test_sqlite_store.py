@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,17 @@ import pytest
 from containers import BackgroundJobContainer, load_env
 from masa_jobs import (
     ConfigurationError,
+    JobOutcome,
     JobRecord,
     JobState,
     SchemaVersionError,
     StoreError,
+    StoreRejectedError,
     StoreUnavailableError,
 )
-from masa_jobs.records import ScheduleRecord, utcnow
+from masa_jobs.records import FINISHED_STATES, ScheduleRecord, utcnow
+from masa_jobs.stores import sqlite as sqlite_module
+from masa_jobs.stores._sqlite_schema import MIGRATIONS, Statements
 from masa_jobs.stores.base import Store
 from masa_jobs.stores.sqlite import SqliteJobStore
 
@@ -159,7 +164,7 @@ async def test_a_store_that_is_not_open_says_so(tmp_path: Path) -> None:
     async with opened(tmp_path / "jobs.db"):
         pass
     with pytest.raises(StoreError, match="not open"):
-        await store.claim("worker-1", 1, utcnow(), LEASE)
+        await store.claim("worker-1", 1, LEASE)
 
 
 @pytest.mark.anyio
@@ -194,7 +199,7 @@ async def test_first_open_creates_a_versioned_schema_in_wal_mode(tmp_path: Path)
 
     assert {"masa_jobs", "masa_workers", "masa_schema_version"} <= tables(path)
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [(1,)]
+        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [(2,)]
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
@@ -252,13 +257,13 @@ async def test_a_write_lock_held_too_long_elsewhere_is_a_clear_error(tmp_path: P
         try:
             other.execute("BEGIN IMMEDIATE")
             with pytest.raises(StoreUnavailableError, match="locked") as caught:
-                await store.claim("worker-1", 10, utcnow(), LEASE)
+                await store.claim("worker-1", 10, LEASE)
             assert str(path) in str(caught.value)
             other.execute("ROLLBACK")
         finally:
             other.close()
 
-        assert len(await store.claim("worker-1", 10, utcnow(), LEASE)) == 1
+        assert len(await store.claim("worker-1", 10, LEASE)) == 1
 
 
 @pytest.mark.anyio
@@ -285,6 +290,212 @@ async def test_a_job_added_by_another_connection_wakes_a_waiter_by_polling(
     assert woken_after[0] <= 0.1 + 1.5
 
 
+class FakeClock:
+    """A clock that moves only when told to: the store's time in these tests."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def outcome(record: JobRecord, state: JobState, **fields: Any) -> JobOutcome:
+    values: dict[str, Any] = {
+        "job_id": record.id,
+        "state": state,
+        "attempts": record.attempts,
+        "next_try_at": record.next_try_at,
+        "finished_at": utcnow() if state.is_finished else None,
+        "lease_token": record.lease_token,
+    }
+    return JobOutcome(**{**values, **fields})
+
+
+@pytest.mark.anyio
+async def test_an_injected_clock_decides_due_times_and_leases(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with opened(tmp_path / "jobs.db", clock=clock) as store:
+        assert await store.now() == T0
+        later = job(state=JobState.SCHEDULED, created_at=T0, next_try_at=T0 + timedelta(hours=1))
+        await store.add([later])
+        assert await store.claim("worker-1", 10, LEASE) == []
+
+        clock.advance(3600)
+        [held] = await store.claim("worker-1", 10, LEASE)
+        assert held.last_try_at == T0 + timedelta(hours=1)
+        assert held.lease_expires_at == held.last_try_at + LEASE
+        assert held.lease_token is not None
+
+        clock.advance(59)
+        assert await store.claim("worker-2", 10, LEASE) == []
+        assert await store.extend_leases("worker-1", {held.id: held.lease_token}, LEASE) == {
+            held.id
+        }
+        assert await store.get(held.id) == replace(held, lease_expires_at=clock.now + LEASE)
+
+        clock.advance(61)
+        [again] = await store.claim("worker-2", 10, LEASE)
+        assert (again.id, again.attempts, again.last_try_at) == (held.id, 2, clock.now)
+        assert again.lease_token not in (None, held.lease_token)
+        assert await store.finish("worker-1", [outcome(held, JobState.SUCCEEDED)]) == set()
+
+
+@pytest.mark.anyio
+async def test_wait_for_work_reads_the_injected_clock(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with opened(tmp_path / "jobs.db", clock=clock) as store:
+        await store.add(
+            [job(state=JobState.SCHEDULED, created_at=T0, next_try_at=T0 + timedelta(days=1))]
+        )
+        started = anyio.current_time()
+        await store.wait_for_work(0.1)
+        assert anyio.current_time() - started >= 0.05
+
+        clock.advance(86400)
+        with anyio.fail_after(1):
+            await store.wait_for_work(30)
+
+
+@pytest.mark.anyio
+async def test_claim_looks_past_any_number_of_excluded_jobs(tmp_path: Path) -> None:
+    created = utcnow()
+    # In claim order: the first is the most overdue.
+    records = [
+        job(created_at=created, next_try_at=created - timedelta(seconds=10 - i)) for i in range(10)
+    ]
+    async with opened(tmp_path / "jobs.db") as store:
+        await store.add(records)
+
+        claimed = await store.claim(
+            "worker-1", 2, LEASE, exclude=[r.id for r in records[:5]] + ["unknown"]
+        )
+
+        assert [r.id for r in claimed] == [records[5].id, records[6].id]
+        assert [r.id for r in await store.claim("worker-1", 10, LEASE)] == [
+            r.id for r in records[:5] + records[7:]
+        ]
+
+
+@pytest.mark.anyio
+async def test_a_value_sqlite_cannot_store_is_refused_and_nothing_of_the_batch_is_written(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.db"
+    async with opened(path) as store:
+        await store.add([job(), job()])
+        held = await store.claim("worker-1", 2, LEASE)
+        # A lone surrogate is not UTF-8: sqlite3 cannot bind it.
+        errors = ["a plain error", "a lone \ud800 surrogate"]
+        outcomes = [
+            outcome(record, JobState.DEAD, last_error=error)
+            for record, error in zip(held, errors, strict=True)
+        ]
+
+        with pytest.raises(StoreRejectedError) as caught:
+            await store.finish("worker-1", outcomes)
+
+        assert str(path) in str(caught.value)
+        for record in held:
+            after = await store.get(record.id)
+            assert after is not None
+            assert (after.state, after.last_error) == (JobState.PROCESSING, None)
+            assert after.lease_token == record.lease_token
+        assert await store.finish("worker-1", outcomes[:1]) == {held[0].id}
+
+        refused = job(payload='{"text": "\udfff"}')
+        with pytest.raises(StoreRejectedError):
+            await store.add([job(), refused])
+        assert len(await store.list()) == 2
+
+
+def finished(count: int) -> list[JobRecord]:
+    done_at = utcnow() - timedelta(hours=1)
+    return [
+        job(state=JobState.SUCCEEDED, attempts=1, finished_at=done_at, next_try_at=done_at)
+        for _ in range(count)
+    ]
+
+
+@pytest.mark.anyio
+async def test_purge_without_a_limit_removes_everything_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "PURGE_CHUNK_ROWS", 2)
+    async with opened(tmp_path / "jobs.db") as store:
+        await store.add(finished(5))
+
+        assert await store.purge(FINISHED_STATES, utcnow()) == 5
+        assert await store.list() == []
+
+
+@pytest.mark.anyio
+async def test_purge_with_a_limit_removes_one_chunk(tmp_path: Path) -> None:
+    async with opened(tmp_path / "jobs.db") as store:
+        await store.add(finished(5))
+
+        assert await store.purge(FINISHED_STATES, utcnow(), limit=3) == 3
+        assert await store.purge(FINISHED_STATES, utcnow(), limit=0) == 0
+        assert await store.purge(FINISHED_STATES, utcnow(), limit=3) == 2
+        assert await store.list() == []
+
+
+# -- upgrading a file ----------------------------------------------------------------
+
+
+def create_version_1_file(path: Path, now: datetime) -> tuple[str, str]:
+    """A file as masa-jobs with schema version 1 left it: one pending job, one held."""
+    sql = Statements.for_prefix("masa_")
+    pending, held = uuid4().hex, uuid4().hex
+    now_us = int(now.timestamp() * 1_000_000)
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute(sql.create_version_table)
+        for statement in MIGRATIONS[1]:
+            connection.execute(statement.format(p="masa_"))
+        connection.execute(sql.write_version, (1,))
+        insert = (
+            "INSERT INTO masa_jobs (id, name, payload, state, created_at, next_try_at, "
+            "attempts, done_handlers, lease_owner, lease_expires_at) "
+            "VALUES (?, 'old.job', '{}', ?, ?, ?, ?, '[]', ?, ?)"
+        )
+        connection.execute(insert, (pending, "enqueued", now_us, now_us, 0, None, None))
+        # Held by a worker of the older version, whose lease ran out.
+        expired = now_us - 1_000_000
+        connection.execute(insert, (held, "processing", now_us, now_us, 1, "old-worker", expired))
+        connection.commit()
+    return pending, held
+
+
+@pytest.mark.anyio
+async def test_a_version_1_file_is_upgraded_in_place_to_lease_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    pending, held = create_version_1_file(path, utcnow() - timedelta(minutes=5))
+
+    async with opened(path) as store:
+        before = await store.get(held)
+        assert before is not None
+        assert (before.state, before.lease_owner, before.lease_token) == (
+            JobState.PROCESSING,
+            "old-worker",
+            None,
+        )
+        # No token holds a job claimed before the upgrade: no outcome applies to it.
+        assert await store.finish("old-worker", [outcome(before, JobState.SUCCEEDED)]) == set()
+
+        claimed = {record.id: record for record in await store.claim("worker-1", 10, LEASE)}
+
+    assert set(claimed) == {pending, held}
+    assert claimed[held].attempts == 2
+    assert all(record.lease_token for record in claimed.values())
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [(2,)]
+        tokens = connection.execute("SELECT DISTINCT lease_token FROM masa_jobs").fetchall()
+    assert tokens == [(claimed[held].lease_token,)]
+
+
 # -- several processes -------------------------------------------------------------
 
 CLAIMER = """
@@ -308,14 +519,14 @@ async def main(path: str, worker: str, go: str) -> None:
         time.sleep(0.005)
     taken = []
     try:
-        while batch := await store.claim(worker, 7, utcnow(), timedelta(seconds=60)):
+        while batch := await store.claim(worker, 7, timedelta(seconds=60)):
             taken.extend(job.id for job in batch)
             outcomes = [
                 JobOutcome(job.id, JobState.SUCCEEDED, job.attempts, job.next_try_at,
-                           finished_at=utcnow())
+                           finished_at=utcnow(), lease_token=job.lease_token)
                 for job in batch
             ]
-            assert await store.finish(worker, outcomes) == len(batch)
+            assert await store.finish(worker, outcomes) == {job.id for job in batch}
     finally:
         await store.aclose()
     print(json.dumps(taken))
@@ -407,7 +618,7 @@ def test_processes_opening_a_new_file_at_once_create_one_schema(tmp_path: Path) 
     assert [p.returncode for p in processes] == [0] * count, errors
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT COUNT(*) FROM masa_jobs").fetchone() == (count,)
-        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [(1,)]
+        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [(2,)]
 
 
 # -- schedules -----------------------------------------------------------------------

@@ -236,21 +236,46 @@ async def test_args_that_no_longer_validate_are_dead_at_once(
     assert calls_of("greet") == ["after"]
 
 
-async def test_a_name_without_an_args_type_is_dead_at_once(
-    store: MemoryJobStore, manager: DefaultJobManager
+async def test_a_name_without_a_handler_waits_without_using_attempts(
+    store: MemoryJobStore, manager: DefaultJobManager, caplog: pytest.LogCaptureFixture
 ) -> None:
     orphan = raw_record("moved.away.OldArgs", '{"key": "a"}')
 
     async with running(make_worker(store)):
         await store.add([orphan])
         greet = await manager.enqueue(Greet(key="after"))
-        dead = await wait_for_record(store, orphan.id, in_state(JobState.DEAD))
         await wait_for_record(store, greet, in_state(JobState.SUCCEEDED))
+        waiting = await wait_for_record(store, orphan.id, lambda r: r.last_try_at is not None)
+        waiting = await wait_for_record(store, orphan.id, in_state(JobState.SCHEDULED))
+
+    assert waiting.attempts == 0
+    assert waiting.last_error is None
+    assert waiting.last_try_at is not None
+    assert waiting.next_try_at > waiting.last_try_at
+    warnings = [r for r in caplog.records if "moved.away.OldArgs" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelname == "WARNING"
+    assert "put back for a worker that has it" in warnings[0].getMessage()
+
+
+async def test_a_name_without_a_handler_is_dead_after_the_unknown_job_timeout(
+    store: MemoryJobStore, manager: DefaultJobManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    orphan = raw_record("moved.away.OldArgs", '{"key": "a"}')
+
+    async with running(make_worker(store, unknown_job_timeout=0.2)):
+        await store.add([orphan])
+        dead = await wait_for_record(store, orphan.id, in_state(JobState.DEAD), timeout=15)
 
     assert dead.attempts == 1
     assert dead.last_error is not None
-    assert "no args type is registered for job name 'moved.away.OldArgs'" in dead.last_error
+    assert "no handler for this job name: 'moved.away.OldArgs'" in dead.last_error
+    assert "unknown_job_timeout" in dead.last_error
     assert "retry the job" in dead.last_error
+    [logged] = [r for r in caplog.records if "is dead" in r.getMessage()]
+    assert logged.levelname == "ERROR"
+    assert orphan.id in logged.getMessage()
+    assert "moved.away.OldArgs" in logged.getMessage()
 
 
 # -- scheduling ----------------------------------------------------------------------
@@ -452,7 +477,7 @@ async def test_a_lease_is_renewed_while_a_long_job_runs(
         # Past the first lease: without renewal another worker would take the job now.
         await wait_until(lambda: utcnow() > first_expiry + timedelta(seconds=0.05))
 
-        stolen = await store.claim("intruder", 10, utcnow(), timedelta(seconds=30))
+        stolen = await store.claim("intruder", 10, timedelta(seconds=30))
 
         held = await store.get(job_id)
         assert stolen == []

@@ -1,0 +1,61 @@
+"""What a running handler may know about the job it runs: ``current_job()``.
+
+A context variable, set by the executor around the handlers of one job, so
+that a handler (or anything it calls) can log or record its job id, attempt
+and lease without the ``execute(args)`` signature growing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from .exceptions import MasaJobsError
+from .records import JobRecord
+
+__all__ = ["JobContext", "current_job"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """The job being executed: ``attempt`` counts executions started, this one
+    included; ``lease_token`` is the fencing value of the claim that runs it."""
+
+    id: str
+    name: str
+    attempt: int
+    worker_id: str | None
+    lease_token: str | None
+
+
+_current: ContextVar[JobContext | None] = ContextVar("masa_jobs_current_job", default=None)
+
+
+def current_job() -> JobContext:
+    """The job the calling handler runs; ``MasaJobsError`` outside a handler."""
+    context = _current.get()
+    if context is None:
+        raise MasaJobsError(
+            "current_job() was called outside a running job: call it from a handler's "
+            "execute() (or code it calls), not at import time or from a request handler"
+        )
+    return context
+
+
+@contextmanager
+def running(record: JobRecord) -> Iterator[JobContext]:
+    """Make ``record`` the current job for the duration of the block."""
+    context = JobContext(
+        id=record.id,
+        name=record.name,
+        attempt=record.attempts,
+        worker_id=record.lease_owner,
+        lease_token=record.lease_token,
+    )
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
