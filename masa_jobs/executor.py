@@ -7,6 +7,7 @@ a job's own failure, so one broken job cannot take the worker down.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,9 @@ logger = logging.getLogger("masa_jobs.worker")
 UNKNOWN_JOB_RECHECK_SECONDS = 5.0
 # One warning per unknown job name per minute: visible, not a flood.
 UNKNOWN_JOB_WARNING_SECONDS = 60.0
+# How a waiting job's last_error says since when it waits.
+_WAITING_SINCE = "waiting since"
+_WAITING_SINCE_PATTERN = re.compile(rf"{_WAITING_SINCE} (\S+) for a worker that has it")
 
 
 class JobExecutor:
@@ -115,12 +119,15 @@ class JobExecutor:
     def _unknown(self, record: JobRecord, what: str, why: str) -> JobOutcome:
         """A job this worker cannot run: back to the queue for a worker that can.
 
-        It uses no attempt. Only once it has waited ``unknown_job_timeout``
-        (on the store's clock: created and last tried) is it dead: by then no
-        worker that knows it has run for that long, which is a mistake to see.
+        It uses no attempt. The wait is counted from the first time a worker
+        without the handler claimed it (kept in ``last_error``, where an
+        operator sees why the job waits), on the store's clock; only after
+        ``unknown_job_timeout`` of it is the job dead: by then no worker that
+        knows it has run for that long, which is a mistake someone must see.
         """
-        waited = (record.last_try_at or record.created_at) - record.created_at
-        if waited >= self._unknown_job_timeout:
+        now = record.last_try_at or record.next_try_at
+        since = _waiting_since(record.last_error) or now
+        if now - since >= self._unknown_job_timeout:
             return _dead(
                 record,
                 f"{why}: {what!r}; no worker that knows it ran it within unknown_job_timeout "
@@ -134,8 +141,10 @@ class JobExecutor:
             job_id=record.id,
             state=JobState.SCHEDULED,
             attempts=record.attempts - 1,
-            next_try_at=(record.last_try_at or record.next_try_at) + recheck,
-            last_error=record.last_error,
+            next_try_at=now + recheck,
+            last_error=(
+                f"{why}: {what!r}; {_WAITING_SINCE} {since.isoformat()} for a worker that has it"
+            ),
             done_handlers=record.done_handlers,
             lease_token=record.lease_token,
         )
@@ -231,3 +240,14 @@ def _dead(record: JobRecord, reason: str, done: tuple[str, ...] | None = None) -
         finished_at=utcnow(),
         lease_token=record.lease_token,
     )
+
+
+def _waiting_since(last_error: str | None) -> datetime | None:
+    """When a job began to wait for a worker with its handler, if it does."""
+    found = _WAITING_SINCE_PATTERN.search(last_error or "")
+    if found is None:
+        return None
+    try:
+        return datetime.fromisoformat(found.group(1))
+    except ValueError:
+        return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 from uuid import uuid4
@@ -249,13 +250,28 @@ async def test_a_name_without_a_handler_waits_without_using_attempts(
         waiting = await wait_for_record(store, orphan.id, in_state(JobState.SCHEDULED))
 
     assert waiting.attempts == 0
-    assert waiting.last_error is None
+    assert waiting.last_error is not None
+    assert "no handler for this job name: 'moved.away.OldArgs'; waiting since" in waiting.last_error
     assert waiting.last_try_at is not None
     assert waiting.next_try_at > waiting.last_try_at
     warnings = [r for r in caplog.records if "moved.away.OldArgs" in r.getMessage()]
     assert len(warnings) == 1
     assert warnings[0].levelname == "WARNING"
     assert "put back for a worker that has it" in warnings[0].getMessage()
+
+
+async def test_a_long_delayed_job_without_a_handler_waits_from_its_first_claim(
+    store: MemoryJobStore,
+) -> None:
+    orphan = raw_record("moved.away.OldArgs", '{"key": "a"}')
+    orphan = replace(orphan, created_at=orphan.created_at - timedelta(days=2))
+
+    async with running(make_worker(store, unknown_job_timeout=3600)):
+        await store.add([orphan])
+        waiting = await wait_for_record(store, orphan.id, lambda r: r.last_error is not None)
+
+    assert waiting.state is JobState.SCHEDULED
+    assert waiting.attempts == 0
 
 
 async def test_a_name_without_a_handler_is_dead_after_the_unknown_job_timeout(
