@@ -8,10 +8,9 @@ flusher, so a durable store pays one round trip for many jobs.
 Leases are fenced: every claim hands out a lease token, and renewals and
 outcomes carry it, so a worker that froze or lost the store past its lease
 cannot overwrite the run of the worker that took the job over; such a
-refusal is logged (``lease lost``) and counted. Deadlines are kept on this
-process's monotonic clock from the moment a claim or renewal was sent, which
-is never later than the store's own deadline: a prefetched job whose lease may
-have lapsed is renewed before it starts, and dropped unrun if that is refused.
+refusal is logged (``lease lost``) and counted (``HeldJobs``). A prefetched
+job whose lease may have lapsed is renewed before it starts, and dropped
+unrun if that is refused; claims exclude the jobs this worker still holds.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._leases import HeldJobs
 from ._outage import OutageLog
 from ._text import clean_error
 from .executor import JobExecutor
@@ -48,9 +48,6 @@ logger = logging.getLogger("masa_jobs.worker")
 # Lease renewals (and heartbeats) per lease period: two may fail before a
 # live job's lease lapses.
 LEASE_RENEWALS_PER_PERIOD = 3
-# A prefetched job with less than this share of its lease left is renewed
-# before it starts, so that it never starts on a lease that may have lapsed.
-START_RENEWAL_SHARE = 0.5
 # How often finished jobs past their retention are purged, on average; each
 # worker draws its own interval around it so that workers do not purge together.
 MAINTENANCE_INTERVAL_SECONDS = 60.0
@@ -76,19 +73,6 @@ LOGGED_REASON_LENGTH = 500
 def default_worker_id() -> str:
     """``host:pid:random``: unique across machines, readable in logs."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
-
-
-class _Held:
-    """A job this worker claimed and has not recorded yet."""
-
-    __slots__ = ("deadline", "lost", "record")
-
-    def __init__(self, record: JobRecord, deadline: float) -> None:
-        self.record = record
-        # Monotonic time by which the lease surely holds (sent time + lease).
-        self.deadline = deadline
-        # Whether a lease loss was logged: it is logged and counted once.
-        self.lost = False
 
 
 class Worker:
@@ -124,19 +108,15 @@ class Worker:
         self._claim_scope: anyio.CancelScope | None = None
         self._job_scopes: set[anyio.CancelScope] = set()
         # Claimed jobs whose outcome is not stored yet: their leases are renewed.
-        self._held: dict[str, _Held] = {}
-        # Ids of the outcomes being written right now.
-        self._flushing: set[str] = set()
+        self._held = HeldJobs(store, self.worker_id, options.lease_timeout)
         self._outcomes: list[JobOutcome] = []
         self._in_flight = 0
         self._consumers_done = False
         self._outcome_added: anyio.Event | None = None
         self._slot_freed: anyio.Event | None = None
         self._error_backoff = FIRST_ERROR_BACKOFF_SECONDS
-        self._leases_lost = 0
         self._claim_log = self._outage_log("claiming jobs")
         self._wait_log = self._outage_log("waiting for new jobs")
-        self._renew_log = self._outage_log("renewing leases")
         self._beat_log = self._outage_log("writing its heartbeat")
         self._outcome_log = self._outage_log("recording outcomes")
         self._purge_log = self._outage_log("purging old jobs")
@@ -151,7 +131,7 @@ class Worker:
     @property
     def leases_lost(self) -> int:
         """How many held jobs this worker lost to a lapsed lease since it was built."""
-        return self._leases_lost
+        return self._held.leases_lost
 
     def stop(self) -> None:
         """Stop claiming; running jobs get ``shutdown_timeout`` to finish."""
@@ -186,7 +166,6 @@ class Worker:
         self._stop_requested = False
         self._consumers_done = False
         self._held.clear()
-        self._flushing.clear()
         self._outcomes.clear()
         self._job_scopes.clear()
         self._in_flight = 0
@@ -253,9 +232,7 @@ class Worker:
             return []
         self._claim_log.succeeded()
         self._error_backoff = FIRST_ERROR_BACKOFF_SECONDS
-        deadline = sent + self._options.lease_timeout
-        for job in jobs:
-            self._held[job.id] = _Held(job, deadline)
+        self._held.add(jobs, sent)
         return jobs
 
     async def _wait_for_work(self) -> None:
@@ -280,7 +257,7 @@ class Worker:
                     # Claimed but never started: hand it back as if untouched.
                     self._add_outcome(_released(record, started=False))
                     continue
-                if not await self._lease_live(record.id):
+                if not await self._held.live(record.id):
                     self._drop(record.id)
                     continue
                 await self._execute(record)
@@ -301,33 +278,9 @@ class Worker:
             outcome = _released(record, started=True, done=tuple(done))
         self._add_outcome(outcome)
 
-    async def _lease_live(self, job_id: str) -> bool:
-        """Whether this worker surely still holds the job: renewed first if in doubt."""
-        held = self._held.get(job_id)
-        if held is None or held.lost:
-            return False
-        remaining = held.deadline - time.monotonic()
-        if remaining >= self._options.lease_timeout * START_RENEWAL_SHARE:
-            return True
-        sent = time.monotonic()
-        try:
-            renewed = await self._store.extend_leases(
-                self.worker_id, {job_id: _token(held.record)}, self._lease
-            )
-        except Exception as exc:
-            self._renew_log.failed(exc)
-            # Unconfirmed: start only while the lease it had surely holds.
-            return remaining > 0
-        self._renew_log.succeeded()
-        if job_id in renewed:
-            held.deadline = sent + self._options.lease_timeout
-            return True
-        self._lease_lost(held, "its lease lapsed before it started; not run")
-        return False
-
     def _drop(self, job_id: str) -> None:
         """Forget a claimed job without running it (its lease is no longer ours)."""
-        self._held.pop(job_id, None)
+        self._held.forget((job_id,))
         self._slot_released()
 
     def _add_outcome(self, outcome: JobOutcome) -> None:
@@ -347,11 +300,10 @@ class Worker:
             self._slot_freed.set()
 
     def _log_dead(self, outcome: JobOutcome) -> None:
-        held = self._held.get(outcome.job_id)
         logger.error(
             "job %s (%s) is dead after %d attempts: %s",
             outcome.job_id,
-            held.record.name if held is not None else "?",
+            self._held.name_of(outcome.job_id),
             outcome.attempts,
             _summary(outcome.last_error or ""),
         )
@@ -372,13 +324,12 @@ class Worker:
                 continue
             batch, self._outcomes = self._outcomes, []
             ids = {outcome.job_id for outcome in batch}
-            self._flushing |= ids
+            self._held.writing(ids, active=True)
             try:
                 await self._write_outcomes(batch)
             finally:
-                self._flushing -= ids
-            for job_id in ids:
-                self._held.pop(job_id, None)
+                self._held.writing(ids, active=False)
+            self._held.forget(ids)
 
     async def _write_outcomes(
         self, batch: Sequence[JobOutcome], *, last_resort: bool = False
@@ -401,7 +352,7 @@ class Worker:
                 self._outcome_log.failed(exc)
             else:
                 self._outcome_log.succeeded()
-                self._report_refused(batch, applied)
+                self._held.report_refused(batch, applied)
                 return
             if self._consumers_done:
                 now = anyio.current_time()
@@ -448,34 +399,6 @@ class Worker:
         self._log_dead(dead)
         await self._write_outcomes((dead,), last_resort=True)
 
-    def _report_refused(self, batch: Sequence[JobOutcome], applied: set[str]) -> None:
-        """Log and count every outcome the store refused: its lease was lost."""
-        if len(applied) == len(batch):
-            return
-        for outcome in batch:
-            if outcome.job_id in applied:
-                continue
-            held = self._held.get(outcome.job_id)
-            if held is None:
-                held = _Held(_unknown_record(outcome), 0.0)
-            self._lease_lost(
-                held, f"its outcome ({outcome.state}) was refused: another worker took it over"
-            )
-
-    def _lease_lost(self, held: _Held, why: str) -> None:
-        if held.lost:
-            return
-        held.lost = True
-        self._leases_lost += 1
-        logger.warning(
-            "job %s (%s): lease lost on attempt %d: %s. Another worker may run it again; "
-            "see docs/stores/index.md#lost-leases",
-            held.record.id,
-            held.record.name,
-            held.record.attempts,
-            why,
-        )
-
     # -- heartbeat, leases, maintenance -------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
@@ -485,32 +408,12 @@ class Worker:
         try:
             while True:
                 # Separate steps: a failed heartbeat must not cost live leases.
-                await self._renew_leases()
+                await self._held.renew()
                 await self._beat(started_at)
                 await anyio.sleep(interval)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(interval):
                 await self._forget_worker()
-
-    async def _renew_leases(self) -> None:
-        leases = {job_id: _token(h.record) for job_id, h in self._held.items() if not h.lost}
-        if not leases:
-            return
-        sent = time.monotonic()
-        try:
-            renewed = await self._store.extend_leases(self.worker_id, leases, self._lease)
-        except Exception as exc:
-            self._renew_log.failed(exc)
-            return
-        self._renew_log.succeeded()
-        for job_id, token in leases.items():
-            held = self._held.get(job_id)
-            if held is None or _token(held.record) != token:
-                continue  # recorded meanwhile
-            if job_id in renewed:
-                held.deadline = sent + self._options.lease_timeout
-            elif job_id not in self._flushing:
-                self._lease_lost(held, "renewal refused: another worker claimed it")
 
     async def _beat(self, started_at: datetime) -> None:
         info = WorkerInfo(
@@ -569,9 +472,9 @@ class Worker:
         """On cancellation: store what is known and put every other held job back."""
         recorded = {outcome.job_id for outcome in self._outcomes}
         outcomes = self._outcomes + [
-            _released(held.record, started=True)
-            for job_id, held in self._held.items()
-            if job_id not in recorded and not held.lost
+            _released(record, started=True)
+            for record in self._held.unlost()
+            if record.id not in recorded
         ]
         self._outcomes = []
         if not outcomes:
@@ -590,10 +493,6 @@ def _transient(exc: Exception) -> bool:
     return isinstance(exc, (OSError, TimeoutError))
 
 
-def _token(record: JobRecord) -> str:
-    return record.lease_token or ""
-
-
 def _summary(reason: str) -> str:
     """One line of a reason: a traceback's first and last lines."""
     lines = [line.strip() for line in reason.splitlines() if line.strip()]
@@ -601,19 +500,6 @@ def _summary(reason: str) -> str:
     if len(text) > LOGGED_REASON_LENGTH:
         text = text[: LOGGED_REASON_LENGTH - 3] + "..."
     return text
-
-
-def _unknown_record(outcome: JobOutcome) -> JobRecord:
-    """A stand-in for a held job this worker no longer tracks, for a log line."""
-    return JobRecord(
-        id=outcome.job_id,
-        name="?",
-        payload="",
-        state=JobState.PROCESSING,
-        created_at=outcome.next_try_at,
-        next_try_at=outcome.next_try_at,
-        attempts=outcome.attempts,
-    )
 
 
 def _released(

@@ -5,6 +5,11 @@ factory, an async context manager that yields a fresh, empty, *unopened* store
 and cleans up after it (drop a schema, delete a key prefix ...). The ``store``
 fixture opens it before each test and closes it afterwards. Stores whose
 driver does not run under trio say so and are skipped on that backend.
+
+A store on a server (``network=True``) keeps time on the server's clock and
+rebases the records it is given (``add``) on it; a store on this machine uses
+the local clock and stores records as given. The ``store_spec`` fixture tells
+a test which kind it runs on.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class StoreSpec:
     name: str
     factory: StoreFactory
     supports_trio: bool = True
+    network: bool = False
 
 
 @asynccontextmanager
@@ -82,16 +88,22 @@ async def redis_store(tmp_path: Path) -> AsyncIterator[JobStore]:
 STORES: tuple[StoreSpec, ...] = (
     StoreSpec("memory", memory_store),
     StoreSpec("sqlite", sqlite_store),
-    StoreSpec("postgres", postgres_store, supports_trio=False),
-    StoreSpec("redis", redis_store, supports_trio=False),
+    StoreSpec("postgres", postgres_store, supports_trio=False, network=True),
+    StoreSpec("redis", redis_store, supports_trio=False, network=True),
 )
 
 
 @pytest.fixture(params=[pytest.param(spec, id=spec.name) for spec in STORES])
+def store_spec(request: pytest.FixtureRequest) -> StoreSpec:
+    """The store the test runs on; ``store`` is an opened instance of it."""
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
 async def store(
-    request: pytest.FixtureRequest, anyio_backend: tuple[str, object], tmp_path: Path
+    store_spec: StoreSpec, anyio_backend: tuple[str, object], tmp_path: Path
 ) -> AsyncIterator[JobStore]:
-    spec: StoreSpec = request.param
+    spec = store_spec
     if anyio_backend[0] == "trio" and not spec.supports_trio:
         pytest.skip(f"the {spec.name} store does not run under trio")
     async with spec.factory(tmp_path) as job_store:

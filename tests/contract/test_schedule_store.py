@@ -2,12 +2,14 @@
 
 ``fire_schedule`` is the primitive that makes a tick fire once across any
 number of schedulers: a compare-and-set of ``next_fire_at`` that stores the
-tick's job in the same transaction. Timestamps use whole milliseconds: a store
+tick's job in the same transaction. ``upsert_schedule`` is atomic too, and an
+update never undoes what a fire did. Timestamps use whole milliseconds: a store
 must keep at least that precision.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from uuid import uuid4
@@ -111,20 +113,70 @@ async def test_list_schedules_by_id(schedules: Store) -> None:
     assert await schedules.list_schedules() == [a_schedule(i) for i in ("a", "b", "c")]
 
 
-async def test_upsert_replaces_the_schedule_with_the_same_id(schedules: Store) -> None:
-    await schedules.upsert_schedule(a_schedule(last_fire_at=TICK - timedelta(minutes=5)))
+async def test_upsert_updates_the_schedule_with_the_same_id(schedules: Store) -> None:
+    earlier = TICK - timedelta(minutes=5)
+    await schedules.upsert_schedule(a_schedule(last_fire_at=earlier))
     changed = a_schedule(
         job_class="app.reports.OtherReport",
         cron_expression="0 3 * * *",
         timezone="UTC",
         next_fire_at=TICK + timedelta(hours=15),
+        created_at=T0 + timedelta(seconds=1),
         updated_at=T0 + timedelta(seconds=1),
         last_fire_at=TICK,
     )
 
     await schedules.upsert_schedule(changed)
 
-    assert await schedules.list_schedules() == [changed]
+    # Created once, and fired only by fire_schedule: an update keeps both stamps.
+    assert await schedules.list_schedules() == [
+        replace(changed, created_at=T0, last_fire_at=earlier)
+    ]
+
+
+async def test_an_update_of_an_unchanged_cron_keeps_the_tick_a_fire_moved(
+    schedules: Store,
+) -> None:
+    schedule = a_schedule()
+    await schedules.upsert_schedule(schedule)
+    # A scheduler fires the tick while an operator, who read the schedule
+    # before, saves it with the same cron and time zone.
+    assert await schedules.fire_schedule(schedule.id, TICK, NEXT_TICK, a_tick(schedule))
+    saved = a_schedule(
+        job_class="app.reports.RenamedReport",
+        next_fire_at=TICK,
+        created_at=T0 + timedelta(days=1),
+        updated_at=T0 + timedelta(seconds=5),
+    )
+
+    await schedules.upsert_schedule(saved)
+
+    after = await stored(schedules, schedule.id)
+    assert after == replace(saved, next_fire_at=NEXT_TICK, created_at=T0, last_fire_at=TICK)
+    # The tick cannot fire twice.
+    assert await schedules.fire_schedule(schedule.id, TICK, NEXT_TICK, a_tick(schedule)) is False
+    assert len(await all_jobs(schedules)) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"cron_expression": "0 * * * *"}, {"timezone": "Asia/Tokyo"}],
+    ids=["cron", "timezone"],
+)
+async def test_an_update_of_the_timing_replaces_the_next_tick(
+    schedules: Store, change: dict[str, str]
+) -> None:
+    schedule = a_schedule()
+    await schedules.upsert_schedule(schedule)
+    assert await schedules.fire_schedule(schedule.id, TICK, NEXT_TICK, a_tick(schedule))
+    retimed_tick = TICK + timedelta(hours=1)
+    saved = a_schedule(next_fire_at=retimed_tick, updated_at=T0 + timedelta(seconds=5), **change)
+
+    await schedules.upsert_schedule(saved)
+
+    after = await stored(schedules, schedule.id)
+    assert after == replace(saved, created_at=T0, last_fire_at=TICK)
+    assert after.next_fire_at == retimed_tick
 
 
 async def test_delete_schedule(schedules: Store) -> None:
@@ -189,14 +241,15 @@ async def test_the_tick_job_is_stored_with_the_schedule_and_claimable(schedules:
         JobState.ENQUEUED,
         0,
     )
-    assert got.next_try_at == job.next_try_at
+    # Due as the tick says; a network store rebases it on its clock.
+    assert got.next_try_at - got.created_at == job.next_try_at - job.created_at
     tick = ScheduleTick.model_validate_json(got.payload)
     assert (tick.schedule_id, tick.job_class, tick.fire_at) == (
         schedule.id,
         schedule.job_class,
         TICK,
     )
-    claimed = await schedules.claim("worker-1", 10, job.next_try_at, LEASE)
+    claimed = await schedules.claim("worker-1", 10, LEASE)
     assert [record.id for record in claimed] == [job.id]
 
 
