@@ -95,12 +95,18 @@ async def _finish(
 ) -> str:
     """Store ``job``, then claim and finish it as a worker would."""
     await store.add([job])
-    [claimed] = await store.claim(WORKER, 1, job.next_try_at, LEASE)
+    [claimed] = await store.claim(WORKER, 1, LEASE)
     assert claimed.id == job.id
     outcome = JobOutcome(
-        job.id, state, claimed.attempts, job.next_try_at, last_error=error, finished_at=finished_at
+        job.id,
+        state,
+        claimed.attempts,
+        job.next_try_at,
+        last_error=error,
+        finished_at=finished_at,
+        lease_token=claimed.lease_token,
     )
-    assert await store.finish(WORKER, [outcome]) == 1
+    assert await store.finish(WORKER, [outcome]) == {job.id}
     return job.id
 
 

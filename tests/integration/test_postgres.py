@@ -1,12 +1,14 @@
-"""What only the PostgreSQL store does: its errors, schema, wake-up and recovery."""
+"""What only the PostgreSQL store does: its errors, schema, wake-up, recovery, and
+fenced leases on the server's clock under concurrency."""
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
@@ -21,10 +23,12 @@ from masa_jobs.exceptions import (
     ConfigurationError,
     SchemaVersionError,
     StoreError,
+    StoreRejectedError,
     StoreUnavailableError,
 )
-from masa_jobs.records import JobOutcome, JobRecord, utcnow
-from masa_jobs.stores._postgres_sql import SCHEMA_VERSION
+from masa_jobs.records import FINISHED_STATES, JobOutcome, JobRecord, ScheduleRecord, utcnow
+from masa_jobs.stores import postgres
+from masa_jobs.stores._postgres_sql import SCHEMA_VERSION, advisory_lock_key
 from masa_jobs.stores.postgres import PostgresJobStore
 from tests.services import POSTGRES_DSN, require_service, unique_name
 
@@ -40,6 +44,7 @@ PROMPTLY = 10.0
 LONG_WAIT = 120.0
 # Small store timeouts for outage tests: a call fails within them.
 OUTAGE_TIMEOUTS = {"connect_timeout": 1, "command_timeout": 2}
+LEASE = timedelta(seconds=30)
 
 
 def _fresh_schema() -> Iterator[str]:
@@ -76,8 +81,15 @@ async def raw_connection() -> AsyncIterator[asyncpg.Connection]:
         await connection.close()
 
 
-def job(*, delay: float = 0.0, name: str = "integration-work", payload: str = "{}") -> JobRecord:
-    now = utcnow()
+def job(
+    *,
+    delay: float = 0.0,
+    name: str = "integration-work",
+    payload: str = "{}",
+    skew: timedelta = timedelta(0),
+) -> JobRecord:
+    """A new job due after ``delay`` seconds, made by a caller whose clock is off by ``skew``."""
+    now = utcnow() + skew
     return JobRecord(
         id=uuid4().hex,
         name=name,
@@ -85,6 +97,26 @@ def job(*, delay: float = 0.0, name: str = "integration-work", payload: str = "{
         state=JobState.SCHEDULED if delay else JobState.ENQUEUED,
         created_at=now,
         next_try_at=now + timedelta(seconds=delay),
+    )
+
+
+def lease_of(*records: JobRecord) -> dict[str, str]:
+    """What ``extend_leases`` takes for jobs a claim returned: id -> lease token."""
+    leases = {}
+    for record in records:
+        assert record.lease_token is not None
+        leases[record.id] = record.lease_token
+    return leases
+
+
+def succeeded(record: JobRecord) -> JobOutcome:
+    return JobOutcome(
+        record.id,
+        JobState.SUCCEEDED,
+        record.attempts,
+        utcnow(),
+        finished_at=utcnow(),
+        lease_token=record.lease_token,
     )
 
 
@@ -244,26 +276,124 @@ async def test_a_schema_from_a_newer_version_is_refused(schema: str) -> None:
         await store.list()
 
 
+# The tables as masa-jobs created them at schema version 1, verbatim: the
+# starting point of every deployment that upgrades in place.
+_VERSION_1_TABLES = """
+CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE {s}.schema_version (
+    version integer NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE {s}.jobs (
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    id text PRIMARY KEY,
+    name text NOT NULL,
+    payload text NOT NULL,
+    state text NOT NULL CHECK (state IN ('scheduled', 'enqueued', 'processing', 'succeeded',
+                                         'dead', 'cancelled')),
+    created_at timestamptz NOT NULL,
+    next_try_at timestamptz NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    last_try_at timestamptz,
+    last_error text,
+    done_handlers jsonb NOT NULL DEFAULT '[]',
+    lease_owner text,
+    lease_expires_at timestamptz,
+    finished_at timestamptz
+) WITH (autovacuum_vacuum_scale_factor = 0.02);
+CREATE INDEX jobs_due ON {s}.jobs (next_try_at, attempts, seq)
+    WHERE state IN ('scheduled', 'enqueued');
+CREATE INDEX jobs_leases ON {s}.jobs (lease_expires_at) WHERE state = 'processing';
+CREATE INDEX jobs_finished ON {s}.jobs (finished_at)
+    WHERE state IN ('succeeded', 'dead', 'cancelled');
+CREATE TABLE {s}.schedules (
+    id text PRIMARY KEY,
+    job_class text NOT NULL,
+    cron_expression text NOT NULL,
+    timezone text NOT NULL,
+    next_fire_at timestamptz NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    last_fire_at timestamptz
+);
+CREATE TABLE {s}.workers (
+    id text PRIMARY KEY,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    started_at timestamptz NOT NULL,
+    last_seen_at timestamptz NOT NULL,
+    running_jobs integer NOT NULL
+);
+INSERT INTO {s}.schema_version (version) VALUES (1);
+"""
+
+
+async def test_a_version_1_schema_is_migrated_in_place_and_keeps_its_jobs(schema: str) -> None:
+    waiting, held = job(), job()
+    async with raw_connection() as connection:
+        await connection.execute(_VERSION_1_TABLES.format(s=f'"{schema}"'))
+        # A job waiting, and one a version-1 worker held when it was cut off.
+        await connection.execute(
+            f'INSERT INTO "{schema}".jobs (id, name, payload, state, created_at, next_try_at, '
+            "attempts, lease_owner, lease_expires_at) VALUES "
+            "($1, 'integration-work', '{}', 'enqueued', now(), now(), 0, NULL, NULL), "
+            "($2, 'integration-work', '{}', 'processing', now(), now(), 1, 'old-worker', now())",
+            waiting.id,
+            held.id,
+        )
+
+    async with opened(schema) as store:
+        # The old worker's job has no token: it is due again once its lease ends.
+        before = await _stored(store, held.id)
+        assert (before.state, before.lease_owner, before.lease_token) == (
+            JobState.PROCESSING,
+            "old-worker",
+            None,
+        )
+        claimed = await store.claim("worker-1", 10, LEASE)
+    async with opened(schema):  # a second open finds version 2 and migrates nothing
+        pass
+
+    assert {record.id for record in claimed} == {waiting.id, held.id}
+    assert all(record.lease_token for record in claimed)
+    assert {record.id: record.attempts for record in claimed} == {waiting.id: 1, held.id: 2}
+    async with raw_connection() as connection:
+        column = await connection.fetchval(
+            "SELECT data_type FROM information_schema.columns "
+            "WHERE table_schema = $1 AND table_name = 'jobs' AND column_name = 'lease_token'",
+            schema,
+        )
+        versions = await connection.fetch(
+            f'SELECT version FROM "{schema}".schema_version ORDER BY version'
+        )
+    assert column == "text"
+    assert [row["version"] for row in versions] == [1, 2]
+    assert SCHEMA_VERSION == 2
+
+
+async def _stored(store: PostgresJobStore, job_id: str) -> JobRecord:
+    record = await store.get(job_id)
+    assert record is not None
+    return record
+
+
 async def test_schemas_keep_their_jobs_apart(schema: str, other_schema: str) -> None:
     async with opened(schema) as mine, opened(other_schema) as theirs:
         await mine.add([job()])
         assert await theirs.list() == []
-        assert await theirs.claim("worker-1", 10, utcnow(), timedelta(seconds=30)) == []
+        assert await theirs.claim("worker-1", 10, LEASE) == []
 
 
 async def test_strict_commit_mode_works_and_relaxed_mode_leaves_the_session_alone(
     schema: str,
 ) -> None:
-    lease = timedelta(seconds=30)
     for relaxed in (False, True):
         async with opened(schema, relaxed_commit=relaxed, pool_max_size=1) as store:
             await store.add([job()])
-            [claimed] = await store.claim("worker-1", 1, utcnow(), lease)
-            await store.extend_leases("worker-1", [claimed.id], utcnow() + lease)
-            done = JobOutcome(
-                claimed.id, JobState.SUCCEEDED, claimed.attempts, utcnow(), finished_at=utcnow()
-            )
-            assert await store.finish("worker-1", [done]) == 1
+            [claimed] = await store.claim("worker-1", 1, LEASE)
+            renewed = await store.extend_leases("worker-1", lease_of(claimed), LEASE)
+            assert renewed == {claimed.id}
+            assert await store.finish("worker-1", [succeeded(claimed)]) == {claimed.id}
             # The one pooled connection ran those statements: its session setting is intact.
             assert await store._require_pool().fetchval("SHOW synchronous_commit") == "on"
 
@@ -376,7 +506,7 @@ async def test_an_outage_raises_store_unavailable_and_the_store_recovers_by_itse
             proxy.cut()
             calls: dict[str, Callable[[], Awaitable[object]]] = {
                 "add": lambda: store.add([job()]),
-                "claim": lambda: store.claim("worker-1", 10, utcnow(), timedelta(seconds=30)),
+                "claim": lambda: store.claim("worker-1", 10, LEASE),
                 "get": lambda: store.get(kept.id),
             }
             for name, call in calls.items():
@@ -400,7 +530,7 @@ async def test_an_outage_raises_store_unavailable_and_the_store_recovers_by_itse
 
             await wait_until(serving, timeout=LONG_WAIT)
             await store.add([job()])
-            assert len(await store.claim("worker-1", 10, utcnow(), timedelta(seconds=30))) == 2
+            assert len(await store.claim("worker-1", 10, LEASE)) == 2
             # An error that is not about the connection keeps its own type.
             with pytest.raises(asyncpg.UniqueViolationError):
                 await store.add([kept])
@@ -447,7 +577,7 @@ async def test_the_store_recovers_by_itself_when_its_connections_are_killed(sche
 
         await wait_until(works, timeout=LONG_WAIT)
         await store.add([job()])
-        assert len(await store.claim("worker-1", 10, utcnow(), timedelta(seconds=30))) == 2
+        assert len(await store.claim("worker-1", 10, LEASE)) == 2
     finally:
         await store.aclose()
 
@@ -497,3 +627,335 @@ async def test_a_corrupt_record_ends_dead_and_the_worker_carries_on(schema: str)
 async def _succeeded(manager: Any, job_id: str) -> bool:
     info = await manager.get(job_id)
     return info is not None and info.state is JobState.SUCCEEDED
+
+
+# -- fenced leases on the server's clock ----------------------------------------------------
+
+HOURS_OFF = timedelta(hours=3)
+
+
+async def test_new_jobs_are_rebased_on_the_servers_clock(schema: str) -> None:
+    # Callers whose clocks are hours off: "now" and "in 60 s" mean the server's.
+    ahead, behind = job(skew=HOURS_OFF), job(delay=60, skew=-HOURS_OFF)
+    async with opened(schema) as store:
+        before = await store.now()
+        await store.add([ahead, behind])
+        after = await store.now()
+
+        claimed = await store.claim("worker-1", 10, LEASE)
+        waiting = await _stored(store, behind.id)
+
+    assert [record.id for record in claimed] == [ahead.id]
+    assert before <= claimed[0].created_at <= after
+    assert before <= waiting.created_at <= after
+    assert waiting.next_try_at - waiting.created_at == timedelta(seconds=60)
+
+
+async def test_a_claim_stamps_the_servers_time_and_a_new_token(schema: str) -> None:
+    async with opened(schema) as store:
+        await store.add([job(), job()])
+        before = await store.now()
+        claimed = await store.claim("worker-1", 10, LEASE)
+        after = await store.now()
+
+    assert len(claimed) == 2
+    tokens = {record.lease_token for record in claimed}
+    assert len(tokens) == 1  # one claim, one token
+    assert None not in tokens
+    for record in claimed:
+        assert record.last_try_at is not None
+        assert record.lease_expires_at is not None
+        assert before <= record.last_try_at <= after
+        assert record.lease_expires_at - record.last_try_at == LEASE
+
+
+async def test_an_expired_lease_stays_its_holders_until_claimed_again_unless_excluded(
+    schema: str,
+) -> None:
+    async with opened(schema) as store:
+        await store.add([job()])
+        [first] = await store.claim("worker-1", 1, timedelta(0))  # expires at once
+        # The holder is still running it: its own claims pass it by.
+        assert await store.claim("worker-1", 1, LEASE, exclude=[first.id]) == []
+        # Expired but not claimed again: the token still holds it.
+        assert await store.extend_leases("worker-1", lease_of(first), timedelta(0)) == {first.id}
+
+        [second] = await store.claim("worker-2", 1, LEASE)
+
+        assert (second.id, second.attempts) == (first.id, 2)
+        assert second.lease_token != first.lease_token
+        assert await store.extend_leases("worker-1", lease_of(first), LEASE) == set()
+        assert await store.finish("worker-1", [succeeded(first)]) == set()
+        assert (await _stored(store, first.id)).lease_token == second.lease_token
+        assert await store.finish("worker-2", [succeeded(second)]) == {second.id}
+        done = await _stored(store, second.id)
+        assert done.state is JobState.SUCCEEDED
+        assert (done.lease_owner, done.lease_expires_at, done.lease_token) == (None, None, None)
+        assert done.finished_at is not None
+
+
+async def test_a_final_outcome_is_stamped_with_the_servers_time(schema: str) -> None:
+    async with opened(schema) as store:
+        await store.add([job()])
+        [claimed] = await store.claim("worker-1", 1, LEASE)
+        before = await store.now()
+        outcome = replace(succeeded(claimed), finished_at=utcnow() - HOURS_OFF)
+        assert await store.finish("worker-1", [outcome]) == {claimed.id}
+        after = await store.now()
+
+        finished_at = (await _stored(store, claimed.id)).finished_at
+
+    assert finished_at is not None
+    assert before <= finished_at <= after
+
+
+async def test_the_wait_for_work_is_counted_on_the_servers_clock(schema: str) -> None:
+    async with opened(schema) as store:
+        pool = store._require_pool()
+        assert await store._wake_ups.seconds_to_wait(pool, 600) == 600  # nothing to wait for
+        await store.add([job(delay=300, skew=-HOURS_OFF)])
+        # Due in 300 s of the server's time, whatever the caller's clock said.
+        assert 0 < await store._wake_ups.seconds_to_wait(pool, 600) <= 300
+        await store.add([job(skew=HOURS_OFF)])
+        assert await store._wake_ups.seconds_to_wait(pool, 600) <= 0
+        with anyio.fail_after(PROMPTLY):
+            await store.wait_for_work(3600)
+
+
+# -- refused values ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad_text",
+    [
+        pytest.param("boom\x00tail", id="nul"),  # the server refuses NUL in text
+        pytest.param("boom\ud800tail", id="lone-surrogate"),  # asyncpg cannot encode it
+    ],
+)
+async def test_a_refused_value_in_an_outcome_writes_nothing_of_the_batch(
+    schema: str, bad_text: str
+) -> None:
+    async with opened(schema) as store:
+        await store.add([job(), job()])
+        claimed = await store.claim("worker-1", 2, LEASE)
+        good, bad = (succeeded(record) for record in claimed)
+        bad = replace(bad, state=JobState.DEAD, last_error=bad_text)
+
+        with pytest.raises(StoreRejectedError) as caught:
+            await store.finish("worker-1", [good, bad])
+
+        message = str(caught.value)
+        assert "PostgreSQL store" in message
+        assert "finish" in message
+        assert "nothing was written" in message
+        assert isinstance(caught.value.__cause__, asyncpg.DataError)
+        for record in claimed:  # both still held, as claimed
+            assert await store.get(record.id) == record
+        # The same batch with the value cleaned applies whole.
+        cleaned = replace(bad, last_error="boom tail")
+        assert await store.finish("worker-1", [good, cleaned]) == {r.id for r in claimed}
+
+
+async def test_refused_values_in_other_writes_store_nothing(schema: str) -> None:
+    async with opened(schema) as store:
+        with pytest.raises(StoreRejectedError, match=r"refused the values of add"):
+            await store.add([job(), job(payload='{"key": "a\x00b"}')])
+        # In JSON, where the server refuses the escaped \u0000.
+        with pytest.raises(StoreRejectedError, match=r"refused the values of add"):
+            await store.add([replace(job(), done_handlers=("on_done\x00",))])
+        assert await store.list() == []
+
+        now = utcnow()
+        schedule = ScheduleRecord("nightly", "app.Nightly", "0 0 * * *\x00", "UTC", now, now, now)
+        with pytest.raises(StoreRejectedError, match=r"refused the values of upsert_schedule"):
+            await store.upsert_schedule(schedule)
+        assert await store.list_schedules() == []
+
+
+# -- locks: purge and concurrent writers --------------------------------------------------
+
+
+async def finished_jobs(store: PostgresJobStore, count: int) -> list[JobRecord]:
+    await store.add([job() for _ in range(count)])
+    claimed = await store.claim("worker-1", count, LEASE)
+    assert len(claimed) == count
+    assert len(await store.finish("worker-1", [succeeded(r) for r in claimed])) == count
+    return claimed
+
+
+async def count_jobs(schema: str) -> int:
+    async with raw_connection() as connection:
+        count: int = await connection.fetchval(f'SELECT count(*) FROM "{schema}".jobs')
+    return count
+
+
+async def test_a_bounded_purge_removes_at_most_its_limit_and_nothing_without_the_lock(
+    schema: str,
+) -> None:
+    cutoff = utcnow() + timedelta(hours=1)
+    async with opened(schema) as store, raw_connection() as other_purger:
+        await finished_jobs(store, 7)
+        await store.add([job()])  # pending: never purged
+
+        assert await store.purge(FINISHED_STATES, cutoff, limit=3) == 3
+        assert await count_jobs(schema) == 5
+
+        key = advisory_lock_key(schema, "purge")
+        await other_purger.execute("SELECT pg_advisory_lock($1)", key)
+        assert await store.purge(FINISHED_STATES, cutoff, limit=3) == 0
+        assert await count_jobs(schema) == 5
+        await other_purger.execute("SELECT pg_advisory_unlock($1)", key)
+
+        assert await store.purge(FINISHED_STATES, cutoff, limit=3) == 3
+        assert await store.purge(FINISHED_STATES, cutoff, limit=3) == 1
+        assert await store.purge(FINISHED_STATES, cutoff, limit=3) == 0
+        assert [record.state for record in await store.list()] == [JobState.ENQUEUED]
+
+
+def test_the_purge_lock_is_the_schemas_own() -> None:
+    # Neither the set-up lock of the schema nor another schema's purge lock.
+    keys = {
+        advisory_lock_key("masa_jobs"),
+        advisory_lock_key("masa_jobs", "purge"),
+        advisory_lock_key("masa_jobs_2", "purge"),
+    }
+    assert len(keys) == 3
+
+
+async def test_a_full_purge_removes_everything_in_chunks_and_waits_its_turn(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres, "PURGE_CHUNK_ROWS", 2)
+    cutoff = utcnow() + timedelta(hours=1)
+    async with opened(schema) as store, raw_connection() as other_purger:
+        await finished_jobs(store, 7)
+        await store.add([job()])
+        key = advisory_lock_key(schema, "purge")
+        await other_purger.execute("SELECT pg_advisory_lock($1)", key)
+        purged: list[int] = []
+
+        async def purge_all() -> None:
+            purged.append(await store.purge(FINISHED_STATES, cutoff))
+
+        async def waiting_for_the_lock() -> bool:
+            waiting: int = await other_purger.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND ((classid::bigint << 32) | objid::bigint) = $1",
+                key,
+            )
+            return waiting > 0
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(purge_all)
+            await wait_until(waiting_for_the_lock, timeout=PROMPTLY)
+            assert purged == []
+            await other_purger.execute("SELECT pg_advisory_unlock($1)", key)
+
+        assert purged == [7]
+        assert await count_jobs(schema) == 1
+
+
+async def test_renewals_and_outcomes_in_opposite_orders_never_deadlock(schema: str) -> None:
+    # Two workers' statements on the same 50 rows, one batch in ascending id
+    # order and one descending, round after round: rows locked in the order of
+    # each batch would deadlock within a few rounds. Fencing decides which
+    # outcome of each job applies: exactly one of the two.
+    rounds = 200
+    async with opened(schema) as coordinator, opened(schema) as one, opened(schema) as other:
+        await hold_jobs_elsewhere(schema, 5000)
+        await coordinator.add([job() for _ in range(50)])
+        for _ in range(rounds):
+            claimed = sorted(await coordinator.claim("worker-1", 50, LEASE), key=_job_id)
+            assert len(claimed) == 50
+            applied: list[set[str]] = []
+            with anyio.fail_after(LONG_WAIT):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_renew_and_finish, one, claimed, applied)
+                    tg.start_soon(_renew_and_finish, other, claimed[::-1], applied)
+
+            first, second = applied
+            assert first | second == {record.id for record in claimed}
+            assert not first & second
+
+
+async def hold_jobs_elsewhere(schema: str, count: int) -> None:
+    """Jobs other workers hold for a day, statistics up to date: the planner then
+    reaches a batch's rows through the primary key, in the batch's order, as it
+    does on a busy production table (on a tiny one it scans every held job)."""
+    async with raw_connection() as connection:
+        await connection.execute(
+            f'INSERT INTO "{schema}".jobs (id, name, payload, state, created_at, next_try_at, '
+            "attempts, lease_owner, lease_expires_at, lease_token) "
+            "SELECT 'elsewhere-' || n, 'integration-work', '{}', 'processing', now(), now(), 1, "
+            "'worker-' || n % 7, now() + interval '1 day', md5(n::text) "
+            "FROM generate_series(1, $1) AS n",
+            count,
+        )
+        await connection.execute(f'ANALYZE "{schema}".jobs')
+
+
+async def _renew_and_finish(
+    store: PostgresJobStore, batch: Sequence[JobRecord], applied: list[set[str]]
+) -> None:
+    leases = lease_of(*batch)
+    assert await store.extend_leases("worker-1", leases, LEASE) <= set(leases)
+    applied.append(await store.finish("worker-1", [retried(r) for r in batch]))
+
+
+def _job_id(record: JobRecord) -> str:
+    return record.id
+
+
+def retried(record: JobRecord) -> JobOutcome:
+    """Put back to run again at once: the next round claims it again."""
+    return JobOutcome(
+        record.id,
+        JobState.SCHEDULED,
+        record.attempts,
+        _long_ago(),
+        last_error="retry",
+        lease_token=record.lease_token,
+    )
+
+
+def _long_ago() -> datetime:
+    return utcnow() - HOURS_OFF
+
+
+# -- recurring jobs ------------------------------------------------------------------------
+
+
+async def test_a_schedule_update_keeps_the_fired_tick_unless_the_cron_changes(
+    schema: str,
+) -> None:
+    created = utcnow() - timedelta(days=1)
+    first_tick = created + timedelta(hours=1)
+    schedule = ScheduleRecord(
+        "nightly", "app.Nightly", "0 * * * *", "UTC", first_tick, created, created
+    )
+    async with opened(schema) as store:
+        await store.upsert_schedule(schedule)
+        next_tick = first_tick + timedelta(hours=1)
+        assert await store.fire_schedule("nightly", first_tick, next_tick, job())
+
+        # A deploy re-declares the same schedule with the tick it computed before the fire.
+        same = replace(schedule, job_class="app.Renamed", created_at=utcnow(), updated_at=utcnow())
+        await store.upsert_schedule(same)
+        kept = await store.get_schedule("nightly")
+        assert kept == replace(
+            schedule,
+            job_class="app.Renamed",
+            next_fire_at=next_tick,
+            updated_at=same.updated_at,
+            last_fire_at=first_tick,
+        )
+
+        changed = replace(same, cron_expression="30 * * * *", next_fire_at=first_tick)
+        await store.upsert_schedule(changed)
+        moved = await store.get_schedule("nightly")
+        assert moved is not None
+        assert (moved.next_fire_at, moved.created_at, moved.last_fire_at) == (
+            first_tick,
+            created,
+            first_tick,
+        )

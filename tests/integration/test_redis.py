@@ -5,20 +5,25 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 from urllib.parse import urlsplit
 from uuid import uuid4
 
 import anyio
 import pytest
 import redis.asyncio
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
 from containers import BackgroundJobContainer
 from masa_jobs import JobManager, JobState, MasaApp
-from masa_jobs.exceptions import ConfigurationError, StoreError, StoreUnavailableError
-from masa_jobs.records import JobRecord, WorkerInfo, utcnow
+from masa_jobs.exceptions import (
+    ConfigurationError,
+    StoreError,
+    StoreRejectedError,
+    StoreUnavailableError,
+)
+from masa_jobs.records import JobOutcome, JobRecord, WorkerInfo, utcnow
 from masa_jobs.stores import redis as redis_store_module
 from masa_jobs.stores.redis import RedisJobStore
 from tests.services import REDIS_URL, require_service, unique_name
@@ -36,6 +41,8 @@ NO_FALLBACK_POLL_SECONDS = 60.0
 # Guards against a hang; far above what any step should take, even under load.
 HANG_GUARD_SECONDS = 20.0
 LEASE = timedelta(seconds=30)
+# A lease that has expired by the next call: the lease of a worker cut off.
+EXPIRED = timedelta(0)
 # Small store timeouts for outage tests: a call fails within them.
 OUTAGE_TIMEOUTS = {"connect_timeout": 1, "command_timeout": 2}
 
@@ -152,6 +159,23 @@ async def write_raw_job(client: redis.asyncio.Redis, prefix: str, **fields: str 
     # Member: 8 hex digits of attempts, 16 of the insertion counter, then the id.
     await client.zadd(f"{tag}pending", {f"{0:08x}{0:016x}{job_id}": now_us})
     return job_id
+
+
+async def server_time(client: redis.asyncio.Redis) -> datetime:
+    """What the server's TIME command answers."""
+    seconds, microseconds = await client.time()
+    return datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=microseconds)
+
+
+def succeeded(record: JobRecord, token: str | None) -> JobOutcome:
+    return JobOutcome(
+        job_id=record.id,
+        state=JobState.SUCCEEDED,
+        attempts=record.attempts,
+        next_try_at=record.next_try_at,
+        finished_at=utcnow(),
+        lease_token=token,
+    )
 
 
 # -- configuration and bad addresses ------------------------------------------------
@@ -289,6 +313,242 @@ async def _succeeded(manager: JobManager, job_id: str) -> bool:
     return info is not None and info.state is JobState.SUCCEEDED
 
 
+# -- fenced leases on the server's clock ---------------------------------------------
+
+
+async def test_a_new_claim_fences_off_the_worker_whose_lease_expired(prefix: str) -> None:
+    async with opened(prefix) as store:
+        job = new_job()
+        await store.add([job])
+        [first] = await store.claim("worker-a", 10, EXPIRED)
+        [second] = await store.claim("worker-b", 10, LEASE)
+        assert first.lease_token is not None
+        assert second.lease_token is not None
+        assert second.lease_token != first.lease_token
+        assert second.attempts == first.attempts + 1
+
+        # The late worker's renewal and outcome are refused and change nothing.
+        assert await store.extend_leases("worker-a", {job.id: first.lease_token}, LEASE) == set()
+        assert await store.finish("worker-a", [succeeded(first, first.lease_token)]) == set()
+        held = await store.get(job.id)
+        assert held is not None
+        assert held.state is JobState.PROCESSING
+        assert (held.lease_owner, held.lease_token) == ("worker-b", second.lease_token)
+        assert held.lease_expires_at == second.lease_expires_at
+
+        # The holder's token still works, and the finished job keeps no lease.
+        assert await store.extend_leases("worker-b", {job.id: second.lease_token}, LEASE) == {
+            job.id
+        }
+        assert await store.finish("worker-b", [succeeded(second, second.lease_token)]) == {job.id}
+        done = await store.get(job.id)
+        assert done is not None
+        assert done.state is JobState.SUCCEEDED
+        assert (done.lease_owner, done.lease_expires_at, done.lease_token) == (None, None, None)
+
+
+async def test_an_expired_lease_is_still_its_holders_until_claimed_again(prefix: str) -> None:
+    async with opened(prefix) as store:
+        job = new_job()
+        await store.add([job])
+        [held] = await store.claim("worker-a", 10, EXPIRED)
+        assert held.lease_token is not None
+        assert await store.extend_leases("worker-a", {job.id: held.lease_token}, LEASE) == {job.id}
+        # Renewed: nobody can take it now.
+        assert await store.claim("worker-b", 10, LEASE) == []
+
+
+async def test_excluded_expired_jobs_stay_with_the_excluder_and_go_to_others(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Few expired leases moved per claim: the claim must read past the excluded
+    # ones, which stay at the head of the leases.
+    monkeypatch.setattr(redis_store_module, "REQUEUE_PER_CLAIM", 1)
+    async with opened(prefix) as store:
+        running = [new_job() for _ in range(3)]
+        await store.add(running)
+        held = await store.claim("worker-a", 10, EXPIRED)
+        assert {record.id for record in held} == {job.id for job in running}
+        other = new_job()
+        await store.add([other])
+        excluded = [job.id for job in running]
+        [first] = await store.claim("worker-a", 10, EXPIRED, exclude=excluded)
+        assert first.id == other.id
+
+        # Every lease has expired; worker-a takes back only the job it does not run.
+        [again] = await store.claim("worker-a", 10, LEASE, exclude=excluded)
+        assert again.id == other.id
+        for record in held:
+            stored = await store.get(record.id)
+            assert stored is not None
+            assert stored.state is JobState.PROCESSING
+            assert stored.lease_token == record.lease_token
+
+        # Another worker does claim them, one expired lease per claim here.
+        taken = [await store.claim("worker-b", 10, LEASE) for _ in excluded]
+        assert [len(batch) for batch in taken] == [1, 1, 1]
+        assert {batch[0].id for batch in taken} == set(excluded)
+
+
+async def test_an_excluded_pending_job_is_not_claimed(prefix: str) -> None:
+    async with opened(prefix) as store:
+        mine, theirs = new_job(), new_job()
+        await store.add([mine, theirs])
+        [claimed] = await store.claim("worker-a", 10, LEASE, exclude=[mine.id])
+        assert claimed.id == theirs.id
+        assert [r.id for r in await store.claim("worker-b", 10, LEASE)] == [mine.id]
+
+
+async def test_claim_stamps_the_servers_time(prefix: str) -> None:
+    async with opened(prefix) as store, raw_redis() as client:
+        await store.add([new_job()])
+        before = await server_time(client)
+        [claimed] = await store.claim("worker", 10, LEASE)
+        after = await server_time(client)
+        assert claimed.last_try_at is not None
+        assert before <= claimed.last_try_at <= after
+        assert claimed.lease_expires_at == claimed.last_try_at + LEASE
+        stored = await store.get(claimed.id)
+        assert stored == claimed
+        now = await store.now()
+        assert after <= now <= await server_time(client)
+
+
+async def test_add_rebases_a_job_on_the_servers_clock(prefix: str) -> None:
+    async with opened(prefix) as store, raw_redis() as client:
+        # A caller whose clock is an hour slow, enqueuing with a 10 s delay.
+        created = utcnow() - timedelta(hours=1)
+        job = new_job(created_at=created, next_try_at=created + timedelta(seconds=10))
+        before = await server_time(client)
+        await store.add([job])
+        after = await server_time(client)
+        stored = await store.get(job.id)
+        assert stored is not None
+        assert before <= stored.created_at <= after
+        assert stored.next_try_at - stored.created_at == timedelta(seconds=10)
+        assert await store.claim("worker", 10, LEASE) == []
+
+
+async def test_a_final_outcome_is_finished_at_the_servers_time(prefix: str) -> None:
+    async with opened(prefix) as store, raw_redis() as client:
+        await store.add([new_job()])
+        [claimed] = await store.claim("worker", 10, LEASE)
+        outcome = succeeded(claimed, claimed.lease_token)
+        outcome = JobOutcome(**{**_fields(outcome), "finished_at": utcnow() - timedelta(days=1)})
+        before = await server_time(client)
+        assert await store.finish("worker", [outcome]) == {claimed.id}
+        after = await server_time(client)
+        done = await store.get(claimed.id)
+        assert done is not None
+        assert done.finished_at is not None
+        assert before <= done.finished_at <= after
+
+
+def _fields(outcome: JobOutcome) -> dict[str, Any]:
+    return {name: getattr(outcome, name) for name in JobOutcome.__slots__}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"last_error": "a lone surrogate \ud800"},
+        # Not an integer: the script refuses it before its first write.
+        {"attempts": cast(int, 1.5)},
+    ],
+    ids=["unencodable-text", "refused-by-the-script"],
+)
+async def test_a_refused_outcome_writes_nothing_of_its_batch(
+    prefix: str, bad: dict[str, Any]
+) -> None:
+    async with opened(prefix) as store:
+        await store.add([new_job(), new_job()])
+        good, other = await store.claim("worker", 10, LEASE)
+        refused = JobOutcome(**{**_fields(succeeded(other, other.lease_token)), **bad})
+        with pytest.raises(StoreRejectedError, match="redis store") as caught:
+            await store.finish("worker", [succeeded(good, good.lease_token), refused])
+        assert not isinstance(caught.value, StoreUnavailableError)
+        for record in (good, other):
+            stored = await store.get(record.id)
+            assert stored is not None
+            assert stored.state is JobState.PROCESSING
+        assert await store.finish("worker", [succeeded(good, good.lease_token)]) == {good.id}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        ReadOnlyError("You can't write against a read only replica."),
+        ResponseError("BUSY Redis is busy running a script."),
+    ],
+    ids=["full", "read-only-replica", "busy"],
+)
+async def test_a_server_that_cannot_write_for_now_is_unavailable_not_a_refusal(
+    prefix: str, monkeypatch: pytest.MonkeyPatch, error: ResponseError
+) -> None:
+    async with opened(prefix) as store:
+        await store.add([new_job()])
+        [claimed] = await store.claim("worker", 10, LEASE)
+
+        async def refuse(**_: Any) -> None:
+            raise error
+
+        monkeypatch.setitem(store._scripts, "finish", refuse)
+        with pytest.raises(StoreUnavailableError) as caught:
+            await store.finish("worker", [succeeded(claimed, claimed.lease_token)])
+        assert caught.value.__cause__ is error
+
+
+async def test_a_purge_while_another_holds_the_lock_removes_nothing(prefix: str) -> None:
+    async with opened(prefix) as store, raw_redis() as client:
+        jobs = [new_job() for _ in range(3)]
+        await store.add(jobs)
+        claimed = await store.claim("worker", 10, LEASE)
+        outcomes = [succeeded(record, record.lease_token) for record in claimed]
+        assert len(await store.finish("worker", outcomes)) == 3
+        later = await store.now() + timedelta(seconds=1)
+        lock = "{" + prefix + "}:purge-lock"
+        await client.set(lock, "another-purger", px=30_000)
+
+        assert await store.purge([JobState.SUCCEEDED], later, limit=10) == 0
+        assert len(await store.list([JobState.SUCCEEDED])) == 3
+        assert await client.get(lock) == "another-purger"  # not ours to release
+
+        await client.delete(lock)
+        assert await store.purge([JobState.SUCCEEDED], later, limit=2) == 2
+        assert await client.exists(lock) == 0  # released after the chunk
+        assert await store.purge([JobState.SUCCEEDED], later, limit=2) == 1
+        assert await store.list() == []
+
+
+async def test_a_purge_without_limit_removes_everything_in_chunks(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_store_module, "PURGE_CHUNK_ROWS", 2)
+    async with opened(prefix) as store:
+        await store.add([new_job() for _ in range(5)])
+        claimed = await store.claim("worker", 10, LEASE)
+        await store.finish("worker", [succeeded(r, r.lease_token) for r in claimed])
+        later = await store.now() + timedelta(seconds=1)
+        assert await store.purge([JobState.SUCCEEDED], later) == 5
+        assert await store.list() == []
+
+
+async def test_the_wait_for_a_scheduled_job_is_measured_on_the_servers_clock(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_store_module, "MAX_SIGNAL_WAIT_SECONDS", NO_FALLBACK_POLL_SECONDS)
+    async with opened(prefix) as store, raw_redis() as client:
+        # Due 0.3 s from now on the server, whatever the caller's clock says.
+        created = utcnow() - timedelta(hours=3)
+        await store.add([new_job(created_at=created, next_try_at=created + timedelta(seconds=0.3))])
+        [stored] = await store.list()
+        with anyio.fail_after(HANG_GUARD_SECONDS):
+            while await store.claim("worker", 10, LEASE) == []:
+                await store.wait_for_work(NO_FALLBACK_POLL_SECONDS)
+        assert await server_time(client) >= stored.next_try_at
+
+
 # -- key prefixes -------------------------------------------------------------------
 
 
@@ -302,7 +562,7 @@ async def test_stores_with_different_prefixes_share_nothing(prefix: str, other_p
         assert await theirs.get(job.id) is None
         assert await theirs.list() == []
         assert sum((await theirs.count_by_state(utcnow())).values()) == 0
-        assert await theirs.claim("worker", 10, utcnow(), LEASE) == []
+        assert await theirs.claim("worker", 10, LEASE) == []
         assert await theirs.list_workers(now - LEASE) == []
         assert [record.id for record in await mine.list()] == [job.id]
 
@@ -375,7 +635,7 @@ async def test_the_store_recovers_by_itself_after_a_connection_cut(
                 return counts[JobState.ENQUEUED] == 1
 
             await wait_until(serving, timeout=HANG_GUARD_SECONDS)
-            assert len(await store.claim("worker", 10, utcnow(), LEASE)) == 1
+            assert len(await store.claim("worker", 10, LEASE)) == 1
 
             # The blocking connection came back too: a signal still ends a wait.
             woken = anyio.Event()
@@ -408,7 +668,7 @@ async def test_an_outage_raises_store_unavailable_and_the_store_recovers_by_itse
                 proxy.cut()
                 calls: dict[str, Callable[[], Awaitable[object]]] = {
                     "add": lambda: store.add([new_job()]),
-                    "claim": lambda: store.claim("worker", 10, utcnow(), LEASE),
+                    "claim": lambda: store.claim("worker", 10, LEASE),
                     "get": lambda: store.get(kept.id),
                 }
                 for name, call in calls.items():
@@ -435,7 +695,7 @@ async def test_an_outage_raises_store_unavailable_and_the_store_recovers_by_itse
 
                 await wait_until(serving, timeout=HANG_GUARD_SECONDS)
                 await store.add([new_job()])
-                assert len(await store.claim("worker", 10, utcnow(), LEASE)) == 2
+                assert len(await store.claim("worker", 10, LEASE)) == 2
                 # An error that is not about the connection keeps its own type.
                 with pytest.raises(ResponseError, match="exists already"):
                     await store.add([kept])
