@@ -57,21 +57,34 @@ class FaultyStore:
         self.refuse_marker: str | None = None
         self.finish_calls: list[int] = []
 
+        self.down = False
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        attribute = getattr(self.inner, name)
+        if not callable(attribute):
+            return attribute
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise StoreUnavailableError("test store: connection refused")
+            return await attribute(*args, **kwargs)
+
+        return call
 
     async def extend_leases(self, worker_id: str, leases: Any, lease: timedelta) -> set[str]:
-        if self.fail_renewals:
+        if self.fail_renewals or self.down:
             raise StoreUnavailableError("test store: renewals cut off")
         return await self.inner.extend_leases(worker_id, leases, lease)
 
     async def heartbeat(self, worker: Any) -> None:
-        if self.fail_heartbeats:
+        if self.fail_heartbeats or self.down:
             raise StoreUnavailableError("test store: heartbeat refused")
         await self.inner.heartbeat(worker)
 
     async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> set[str]:
         self.finish_calls.append(len(outcomes))
+        if self.down:
+            raise StoreUnavailableError("test store: connection refused")
         if self.finish_failures > 0:
             self.finish_failures -= 1
             raise StoreUnavailableError("test store: connection lost")
@@ -157,6 +170,36 @@ def test_an_outage_logs_one_error_then_one_line_when_it_ends(
     assert records[0].exc_info is not None
     assert "reachable again" in records[1].getMessage()
     assert "500 failures" in records[1].getMessage()
+
+
+async def test_an_outage_is_a_few_log_lines_not_a_flood(
+    store: FaultyStore,
+    inner: MemoryJobStore,
+    manager: DefaultJobManager,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="masa_jobs")
+    release = gate("long")
+    started = signal("long")
+    job_id = await manager.enqueue(Blocking(key="long"))
+    worker = make_worker(store, lease_timeout=0.3, poll_interval=0.05)
+
+    async with running(worker):
+        with anyio.fail_after(2):
+            await started.wait()
+        caplog.clear()
+        store.down = True
+        await anyio.sleep(1.0)  # the outage itself: every loop fails many times
+        store.down = False
+        release.set()
+        done = await wait_for_record(inner, job_id, in_state(JobState.SUCCEEDED))
+        await wait_until(lambda: any("reachable again" in r.getMessage() for r in caplog.records))
+
+    assert done.attempts == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    # One traceback per failing loop (claiming, renewing, heartbeat, at most a few more).
+    assert 1 <= len(errors) <= 6, [r.getMessage() for r in errors]
+    assert len(caplog.records) <= 20, [r.getMessage() for r in caplog.records]
 
 
 # -- outcomes the store refuses or cannot take ----------------------------------------
