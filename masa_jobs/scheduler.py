@@ -52,6 +52,9 @@ class Scheduler:
         self._scope: anyio.CancelScope | None = None
         self._stop_requested = False
         self._outage = OutageLog(logger, "the scheduler: reading the schedules")
+        # (id, cron, time zone) of stored schedules that cannot fire, logged
+        # once each: a broken record must not flood the log every second.
+        self._broken: set[tuple[str, str, str]] = set()
 
     def stop(self) -> None:
         self._stop_requested = True
@@ -120,7 +123,15 @@ class Scheduler:
         try:
             cron = CronSchedule(schedule.cron_expression, schedule.timezone)
         except InvalidScheduleError as exc:
-            logger.error("recurring job %s cannot fire: %s", schedule.id, exc)
+            key = (schedule.id, schedule.cron_expression, schedule.timezone)
+            if key not in self._broken:
+                self._broken.add(key)
+                logger.error(
+                    "recurring job %s cannot fire: %s. It stays stored and does not fire "
+                    "until it is fixed (add_or_update_schedule) or removed",
+                    schedule.id,
+                    exc,
+                )
             return None
         grace = timedelta(seconds=self._options.misfire_grace)
         missed = now - schedule.next_fire_at > grace

@@ -577,6 +577,20 @@ class FailingFireStore(MemoryJobStore):
         raise ConnectionError("store unreachable")
 
 
+async def test_a_schedule_that_cannot_fire_is_logged_once(
+    store: MemoryJobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = a_schedule("broken", next_fire_at=whole_seconds_ago(1), timezone="Mars/Base")
+    await store.upsert_schedule(broken)
+    scheduler = scheduler_on(store)
+
+    with caplog.at_level(logging.ERROR, logger="masa_jobs.scheduler"):
+        for _ in range(5):
+            await scheduler.fire_due()
+
+    assert caplog.text.count("recurring job broken cannot fire") == 1
+
+
 async def test_a_store_error_while_firing_is_retried_after_a_pause(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
