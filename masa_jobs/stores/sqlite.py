@@ -59,6 +59,7 @@ from ._sqlite_connection import (
     DEFAULT_BUSY_TIMEOUT_SECONDS,
     DEFAULT_TABLE_PREFIX,
     SqliteSettings,
+    checkpoint,
     connect,
     write_transaction,
 )
@@ -413,7 +414,11 @@ class SqliteJobStore:
         chunk = PURGE_CHUNK_ROWS if limit is None else limit
         params = (*values, to_us(finished_before), chunk)
         if limit is not None:
-            return await self._run(self._write_many, query, [params])
+            removed = await self._run(self._write_many, query, [params])
+            if removed < chunk:
+                # The end of a maintenance pass (about once a minute): bound the log.
+                await self._run(checkpoint)
+            return removed
         purged = 0
         # One transaction per chunk: the write lock is released between
         # chunks, so that claims go on during a large purge.
@@ -421,6 +426,7 @@ class SqliteJobStore:
             removed = await self._run(self._write_many, query, [params])
             purged += removed
             if removed < chunk:
+                await self._run(checkpoint)
                 return purged
 
     # -- waiting -----------------------------------------------------------------

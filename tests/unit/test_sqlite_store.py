@@ -32,7 +32,7 @@ from masa_jobs import (
 from masa_jobs.records import FINISHED_STATES, ScheduleRecord, utcnow
 from masa_jobs.stores import sqlite as sqlite_module
 from masa_jobs.stores._sqlite_schema import MIGRATIONS, Statements
-from masa_jobs.stores.base import Store
+from masa_jobs.stores.base import PURGE_CHUNK_ROWS, Store
 from masa_jobs.stores.sqlite import SqliteJobStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -507,7 +507,7 @@ import anyio
 
 from masa_jobs import JobOutcome, JobState
 from masa_jobs.records import ScheduleRecord, utcnow
-from masa_jobs.stores.base import Store
+from masa_jobs.stores.base import PURGE_CHUNK_ROWS, Store
 from masa_jobs.stores.sqlite import SqliteJobStore
 
 
@@ -699,3 +699,30 @@ async def test_a_tick_whose_job_cannot_be_stored_does_not_fire(tmp_path: Path) -
 
         assert await store.get_schedule("nightly") == schedule()
         assert len(await store.list()) == 1
+
+
+@pytest.mark.anyio
+async def test_a_maintenance_purge_truncates_the_write_ahead_log(tmp_path: Path) -> None:
+    path = tmp_path / "wal.sqlite3"
+    store = SqliteJobStore(path)
+    await store.open()
+    try:
+        now = utcnow()
+        records = [
+            JobRecord(
+                id=f"job-{n}",
+                name="n",
+                payload="x" * 2000,
+                state=JobState.ENQUEUED,
+                created_at=now,
+                next_try_at=now,
+            )
+            for n in range(2000)
+        ]
+        await store.add(records)
+        wal = path.with_name(path.name + "-wal")
+        assert wal.stat().st_size > 1024 * 1024
+        await store.purge(FINISHED_STATES, now - timedelta(days=1), limit=PURGE_CHUNK_ROWS)
+        assert wal.stat().st_size == 0
+    finally:
+        await store.aclose()
