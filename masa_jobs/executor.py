@@ -33,6 +33,9 @@ logger = logging.getLogger("masa_jobs.worker")
 # worker which knows it (a new release) picks it up within seconds, rarely
 # enough that an old worker does not spin on it.
 UNKNOWN_JOB_RECHECK_SECONDS = 5.0
+# A failure's log line carries at most this much of the exception's text; the
+# whole text (cleaned and capped) is in the job's last_error.
+LOGGED_EXCEPTION_LENGTH = 500
 # One warning per unknown job name per minute: visible, not a flood.
 UNKNOWN_JOB_WARNING_SECONDS = 60.0
 # How a waiting job's last_error says since when it waits.
@@ -186,12 +189,12 @@ class JobExecutor:
             await run()
         except Exception as exc:
             logger.warning(
-                "job %s (%s) failed in %s on attempt %d: %r",
+                "job %s (%s) failed in %s on attempt %d: %s",
                 record.id,
                 record.name,
                 name,
                 record.attempts,
-                exc,
+                _shortened(repr(exc)),
             )
             return f"{name} failed:\n{''.join(traceback.format_exception(exc))}"
         return None
@@ -251,3 +254,9 @@ def _waiting_since(last_error: str | None) -> datetime | None:
         return datetime.fromisoformat(found.group(1))
     except ValueError:
         return None
+
+
+def _shortened(text: str) -> str:
+    if len(text) <= LOGGED_EXCEPTION_LENGTH:
+        return text
+    return f"{text[: LOGGED_EXCEPTION_LENGTH - 20]}... [{len(text)} characters]"

@@ -102,15 +102,18 @@ end
 
 -- Adds the jobs whose fields start at ARGV[first], 10 per job; all or none. Each
 -- is rebased on the server's clock: created now, due after the same delay as given.
+-- An id that exists already is refused with the error DUPLICATE <index in the
+-- batch, from 0>: the id itself stays out of the reply (it may be any text).
 local function add_jobs(first, n)
   for i = 0, n - 1 do
     local b = first + i * 10
     local id = ARGV[b]
     if redis.call('EXISTS', JOB .. id) == 1 then
-      return redis.error_reply('a job with id ' .. id .. ' exists already')
+      return redis.error_reply('DUPLICATE ' .. i .. ' a job with this id exists already')
     end
     if not (is_int(ARGV[b + 4]) and is_int(ARGV[b + 5])) then
-      return redis.error_reply('job ' .. id .. ': its created and due times are not integers')
+      return redis.error_reply('job ' .. i .. ' of the batch: its created and due times '
+                               .. 'are not integers')
     end
   end
   local now = clock()
@@ -155,53 +158,63 @@ _ADD = """
 return add_jobs(2, (#ARGV - 1) / 10)
 """
 
-# ARGV: key tag, limit, lease (microseconds), worker id, lease token, expired leases
-# moved per call, then the ids never to claim. Returns now, the lease expiry and the
-# claimed jobs: per job id attempts name payload created next error done.
+# ARGV: key tag, limit, lease (microseconds), worker id, lease token, then the ids
+# never to claim.
+# Returns now, the lease expiry and the claimed jobs: per job id attempts name
+# payload created next error done.
+#
+# Expired leases are taken first (they were due before any pending job that is
+# due now), directly from the leases zset; an expired lease this claim does not
+# take stays its holder's, token and all, so that holder can still renew it or
+# record its outcome (fencing: only a new claim ends a lease).
 _CLAIM = """
 local limit, worker, token = tonumber(ARGV[2]), ARGV[4], ARGV[5]
 local now = clock()
 local now_text, lease = int(now), int(now + tonumber(ARGV[3]))
 -- The excluded ids are jobs the claimer still runs: an expired one stays in the
--- leases (still its own, its token still valid) at the head of the zset, so
--- both lookups read past as many entries as are excluded.
-local excluded, skip = {}, #ARGV - 6
-for i = 7, #ARGV do excluded[ARGV[i]] = true end
+-- leases at the head of the zset, so the lookups read past as many entries.
+local excluded, skip = {}, #ARGV - 5
+for i = 6, #ARGV do excluded[ARGV[i]] = true end
+local out, taken = {}, 0
+local function take(id, key)
+  local f = redis.call('HMGET', key, 'attempts', 'name', 'payload', 'created', 'next',
+                       'error', 'done')
+  if not f[2] then
+    redis.call('ZREM', K_LEASES, id)
+    return
+  end
+  taken = taken + 1
+  local attempts = num(f[1], 0) + 1
+  redis.call('HSET', key, 'state', 'processing', 'attempts', attempts,
+             'last_try', now_text, 'owner', worker, 'lease', lease, 'token', token)
+  redis.call('ZADD', K_LEASES, lease, id)
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, attempts, f[2], f[3]
+  out[n + 5], out[n + 6], out[n + 7], out[n + 8] = f[4], f[5], f[6], f[7]
+end
 local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now_text,
-                           'LIMIT', 0, tonumber(ARGV[6]) + skip)
+                           'LIMIT', 0, limit + skip)
 for _, id in ipairs(expired) do
+  if taken >= limit then break end
   if not excluded[id] then
     local key = JOB .. id
-    local f = redis.call('HMGET', key, 'state', 'next', 'attempts', 'seq', 'created')
-    redis.call('ZREM', K_LEASES, id)
-    if f[1] == 'processing' then
-      redis.call('HSET', key, 'state', 'enqueued')
-      redis.call('HDEL', key, 'owner', 'lease', 'token')
-      push_pending(id, score(f[2], now_text), f[3], f[4], f[5])
+    if redis.call('HGET', key, 'state') == 'processing' then
+      take(id, key)
+    else
+      redis.call('ZREM', K_LEASES, id)
     end
   end
 end
-local members = redis.call('ZRANGEBYSCORE', K_PENDING, '-inf', now_text,
-                           'LIMIT', 0, limit + skip)
-local out, taken = {}, 0
-for _, m in ipairs(members) do
-  if taken >= limit then break end
-  local id = string.sub(m, MEMBER_HEAD + 1)
-  if not excluded[id] then
-    taken = taken + 1
-    local key = JOB .. id
-    redis.call('ZREM', K_PENDING, m)
-    redis.call('ZREM', K_CREATED.pending, id)
-    local f = redis.call('HMGET', key, 'attempts', 'name', 'payload', 'created', 'next',
-                         'error', 'done')
-    if f[2] then
-      local attempts = num(f[1], 0) + 1
-      redis.call('HSET', key, 'state', 'processing', 'attempts', attempts,
-                 'last_try', now_text, 'owner', worker, 'lease', lease, 'token', token)
-      redis.call('ZADD', K_LEASES, lease, id)
-      local n = #out
-      out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, attempts, f[2], f[3]
-      out[n + 5], out[n + 6], out[n + 7], out[n + 8] = f[4], f[5], f[6], f[7]
+if taken < limit then
+  local members = redis.call('ZRANGEBYSCORE', K_PENDING, '-inf', now_text,
+                             'LIMIT', 0, limit - taken + skip)
+  for _, m in ipairs(members) do
+    if taken >= limit then break end
+    local id = string.sub(m, MEMBER_HEAD + 1)
+    if not excluded[id] then
+      redis.call('ZREM', K_PENDING, m)
+      redis.call('ZREM', K_CREATED.pending, id)
+      take(id, JOB .. id)
     end
   end
 end
