@@ -137,7 +137,9 @@ class HeldJobs:
             if job_id in renewed:
                 held.deadline = sent + self._lease_seconds
             elif job_id not in self._writing:
-                self._lost(held, "renewal refused: another worker claimed it")
+                self._lost(
+                    held, "renewal refused: the job was claimed again after its lease lapsed"
+                )
 
     def report_refused(self, batch: Sequence[JobOutcome], applied: Collection[str]) -> None:
         """Log and count every outcome the store refused: its lease was lost."""
@@ -150,7 +152,9 @@ class HeldJobs:
             if held is None:
                 held = _Held(_stand_in(outcome), 0.0)
             self._lost(
-                held, f"its outcome ({outcome.state}) was refused: another worker took it over"
+                held,
+                f"its outcome ({outcome.state}) was refused: the job was claimed again "
+                "after its lease lapsed (or deleted)",
             )
 
     def _lost(self, held: _Held, why: str) -> None:
