@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from dependency_injector import providers
 
 from masa_jobs import BackgroundJobOptions, JobManager, MasaApp
+from masa_jobs.stores.base import Store
 
 from ._app_loader import load_container
 from ._app_setup import apply_settings, build_app, jobs_container, store_name
@@ -32,11 +33,16 @@ _ENQUEUE_ONLY = {"disable_background_job": True}
 
 @dataclass(frozen=True, slots=True)
 class OperatorApp:
-    """What an operator command works with, the store open."""
+    """What an operator command works with, the store open.
+
+    ``job_store`` is the manager's store, for the few reads the manager has no
+    method for (how many jobs a purge would remove).
+    """
 
     manager: JobManager
     options: BackgroundJobOptions
     store: str
+    job_store: Store
 
 
 def run_operation(spec: str, app_dir: Path, operation: Callable[[OperatorApp], Awaitable[T]]) -> T:
@@ -73,7 +79,9 @@ def _load(spec: str, app_dir: Path) -> OperatorApp:
     if config is not None:
         config.from_dict({"options": _ENQUEUE_ONLY})
     build_app(container)
-    target = OperatorApp(jobs.job_manager(), _enqueue_only_options(jobs), store_name(jobs))
+    target = OperatorApp(
+        jobs.job_manager(), _enqueue_only_options(jobs), store_name(jobs), jobs.job_store()
+    )
     if target.store == "memory":
         stderr_console().print(
             "warning: the memory store keeps jobs inside the process that runs them, so this "

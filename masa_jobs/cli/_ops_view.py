@@ -5,12 +5,14 @@ seconds where they tell something (one job, a worker's heartbeat). A table
 is printed at its natural width, wider than the terminal if need be: an id
 cut short or folded could not be copied into the next command.
 Table cells are plain ``Text``: a job name or an error message holding
-``[brackets]`` is shown as it is, never read as rich markup.
+``[brackets]`` is shown as it is, never read as rich markup. Everything that
+comes from the store goes through ``_escape``: control characters show as
+escapes, never reach the terminal, and a long last error or long args keep
+their start and end around a mark saying how much was cut.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -25,6 +27,7 @@ from rich.text import Text
 from masa_jobs import JobInfo, JobState, ScheduleInfo, WorkerInfo
 
 from ._common import stdout_console
+from ._escape import json_text, printable, shorten
 
 __all__ = [
     "JsonOption",
@@ -33,6 +36,7 @@ __all__ = [
     "job_json",
     "job_table",
     "jobs_table",
+    "last_error_text",
     "print_json",
     "print_table",
     "schedule_json",
@@ -43,6 +47,10 @@ __all__ = [
 ]
 
 NOT_SET = "-"
+# What `show` prints of a longer last error or args, without --full: the end
+# of a traceback alone runs to a few thousand characters.
+SHOWN_ERROR_CHARS = 4000
+SHOWN_ARGS_CHARS = 2000
 _UNBOUNDED = 1_000_000
 
 JsonOption = Annotated[
@@ -51,8 +59,8 @@ JsonOption = Annotated[
 
 
 def print_json(value: Any) -> None:
-    """``value`` as indented JSON on stdout."""
-    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    """``value`` as indented JSON on stdout, control characters escaped the JSON way."""
+    typer.echo(json_text(value, indent=2))
 
 
 def print_table(table: Table) -> None:
@@ -84,7 +92,7 @@ def _table(title: str, *columns: str) -> Table:
 
 
 def _row(table: Table, *cells: object) -> None:
-    table.add_row(*(Text(str(cell)) for cell in cells))
+    table.add_row(*(Text(printable(str(cell))) for cell in cells))
 
 
 def counts_json(counts: dict[JobState, int]) -> dict[str, int]:
@@ -131,12 +139,19 @@ def jobs_table(title: str, infos: Iterable[JobInfo]) -> Table:
     return table
 
 
-def job_table(info: JobInfo) -> Table:
-    """One job, a field per row (its last error is printed below it, in full)."""
-    table = Table(title=f"Job {info.id}", title_justify="left", show_header=False, box=box.SIMPLE)
+def job_table(info: JobInfo, *, full: bool = False) -> Table:
+    """One job, a field per row (its last error is printed below it: ``last_error_text``).
+
+    The args are JSON; when longer than ``SHOWN_ARGS_CHARS`` they keep their
+    start and end, unless ``full``.
+    """
+    title = Text(f"Job {printable(info.id)}")
+    table = Table(title=title, title_justify="left", show_header=False, box=box.SIMPLE)
     table.add_column("field", style="bold")
     table.add_column("value")
-    args = NOT_SET if info.args is None else json.dumps(info.args, ensure_ascii=False)
+    args = NOT_SET if info.args is None else json_text(info.args)
+    if not full:
+        args = shorten(args, SHOWN_ARGS_CHARS, "--full shows them all")
     for field, value in (
         ("name", info.name),
         ("state", info.state.value),
@@ -148,6 +163,21 @@ def job_table(info: JobInfo) -> Table:
     ):
         _row(table, field, value)
     return table
+
+
+def last_error_text(info: JobInfo, *, full: bool, hint: str) -> str:
+    """``last error:`` and the job's last error, lines kept, control characters escaped.
+
+    Longer than ``SHOWN_ERROR_CHARS``, it keeps its first and last lines around
+    a line saying how many characters were cut and ``hint`` (how to see them),
+    unless ``full``.
+    """
+    if info.last_error is None:
+        return "last error: none"
+    error = (
+        info.last_error if full else shorten(info.last_error, SHOWN_ERROR_CHARS, hint, lines=True)
+    )
+    return "last error:\n" + printable(error, keep_newlines=True)
 
 
 def schedule_json(info: ScheduleInfo) -> dict[str, Any]:

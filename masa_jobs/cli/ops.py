@@ -3,26 +3,30 @@
 Like every operator command (``ops_fleet`` has the recurring jobs and the
 workers), they take the APP argument of ``masa-jobs worker`` and open the
 same store, but never run a worker or fire a recurring job (see ``_operator``).
+
+``delete``, ``cancel`` and ``purge`` cannot be undone (no command brings a
+cancelled job back: ``retry`` takes dead jobs only): on a terminal they ask
+first, without one they need ``--yes`` (see ``_confirm``). ``retry`` acts at
+once: it runs jobs that were meant to run, and only the ones named.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from masa_jobs import (
-    InvalidJobStateError,
-    JobInfo,
-    JobManager,
-    JobNotFoundError,
-    JobState,
-)
+from masa_jobs import JobInfo, JobManager, JobState
+from masa_jobs.records import FINISHED_STATES, PENDING_STATES, utcnow
+from masa_jobs.stores.base import Store
 
-from ._common import AppArgument, AppDirOption, fail, stderr_console, stdout_console
+from ._common import AppArgument, AppDirOption, fail, stdout_console
+from ._confirm import DryRunOption, YesOption, confirmed, must_ask
+from ._escape import printable
+from ._job_actions import SOME_FAILED_EXIT_CODE, JobAction, act_on_each
 from ._operator import OperatorApp, run_operation
 from ._ops_view import (
     JsonOption,
@@ -31,15 +35,16 @@ from ._ops_view import (
     job_json,
     job_table,
     jobs_table,
+    last_error_text,
     print_json,
     print_table,
 )
 
 __all__ = ["cancel", "delete", "jobs", "purge", "retry", "show"]
 
-# Exit code when some of the given ids could not be acted on (the others were).
-SOME_FAILED_EXIT_CODE = 1
 DEFAULT_LIMIT = 20
+# Finished jobs read per query when counting what a purge would remove.
+PURGE_COUNT_PAGE = 1000
 
 JobIdArgument = Annotated[
     str, typer.Argument(metavar="JOB_ID", help="The job's id.", show_default=False)
@@ -47,6 +52,12 @@ JobIdArgument = Annotated[
 JobIdsArgument = Annotated[
     list[str],
     typer.Argument(metavar="JOB_ID...", help="One or more job ids.", show_default=False),
+]
+FullOption = Annotated[
+    bool,
+    typer.Option(
+        "--full", help="Print long args and a long last error whole, not their start and end."
+    ),
 ]
 HERE = Path(".")
 
@@ -93,10 +104,15 @@ def jobs(
 def show(
     app: AppArgument,
     job_id: JobIdArgument,
+    full: FullOption = False,
     as_json: JsonOption = False,
     app_dir: AppDirOption = HERE,
 ) -> None:
-    """Show one job: its state, attempts, times, args and last error (with its traceback)."""
+    """Show one job: its state, attempts, times, args and last error (with its traceback).
+
+    Control characters from the store are shown as escapes (\\x1b, \\r, \\u202e);
+    long args and a long last error keep their start and end unless --full.
+    """
 
     async def fetch(target: OperatorApp) -> JobInfo | None:
         return await target.manager.get(job_id)
@@ -108,75 +124,79 @@ def show(
         print_json(job_json(info))
         return
     # Fitted to the terminal: long args wrap (the id is in the title).
-    stdout_console().print(job_table(info))
-    typer.echo("last error: none" if info.last_error is None else f"last error:\n{info.last_error}")
+    stdout_console().print(job_table(info, full=full))
+    whole = f"`masa-jobs show {printable(app)} {printable(job_id)} --full` prints them all"
+    typer.echo(last_error_text(info, full=full, hint=whole))
 
 
-def retry(app: AppArgument, job_ids: JobIdsArgument, app_dir: AppDirOption = HERE) -> None:
+async def _retry_one(manager: JobManager, job_id: str) -> str:
+    info = await manager.retry(job_id)
+    return f"retried {printable(job_id)} ({printable(info.name)}): {info.state.value}"
+
+
+async def _cancel_one(manager: JobManager, job_id: str) -> str:
+    info = await manager.cancel(job_id)
+    return f"cancelled {printable(job_id)} ({printable(info.name)})"
+
+
+async def _delete_one(manager: JobManager, job_id: str) -> str:
+    await manager.delete(job_id)
+    return f"deleted {printable(job_id)}"
+
+
+RETRY = JobAction("retry", "retried", frozenset({JobState.DEAD}), _retry_one)
+CANCEL = JobAction("cancel", "cancelled", PENDING_STATES, _cancel_one)
+DELETE = JobAction("delete", "deleted", frozenset(JobState), _delete_one)
+
+
+def retry(
+    app: AppArgument,
+    job_ids: JobIdsArgument,
+    dry_run: DryRunOption = False,
+    app_dir: AppDirOption = HERE,
+) -> None:
     """Run dead jobs again, now: each goes back to enqueued for one more attempt.
 
     Prints a line per id; an id that is unknown or not dead gets an error line
     on stderr, the others are still retried, and the exit code is then 1.
     """
-
-    async def one(manager: JobManager, job_id: str) -> str:
-        info = await manager.retry(job_id)
-        return f"retried {job_id} ({info.name}): {info.state.value}"
-
-    _for_each(app, app_dir, job_ids, one)
+    act_on_each(app, app_dir, job_ids, RETRY, ask=False, dry_run=dry_run)
 
 
-def cancel(app: AppArgument, job_ids: JobIdsArgument, app_dir: AppDirOption = HERE) -> None:
+def cancel(
+    app: AppArgument,
+    job_ids: JobIdsArgument,
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
+    app_dir: AppDirOption = HERE,
+) -> None:
     """Cancel jobs that have not started (scheduled or enqueued): they will not run.
 
-    Prints a line per id; an id that is unknown or already started gets an
-    error line on stderr, the others are still cancelled, and the exit code is then 1.
+    It cannot be undone: on a terminal it asks first, without one it needs
+    --yes. Prints a line per id; an id that is unknown or already started gets
+    an error line on stderr, the others are still cancelled, and the exit code
+    is then 1.
     """
-
-    async def one(manager: JobManager, job_id: str) -> str:
-        info = await manager.cancel(job_id)
-        return f"cancelled {job_id} ({info.name})"
-
-    _for_each(app, app_dir, job_ids, one)
+    ask = must_ask("cancel", yes=yes, dry_run=dry_run)
+    act_on_each(app, app_dir, job_ids, CANCEL, ask=ask, dry_run=dry_run)
 
 
-def delete(app: AppArgument, job_ids: JobIdsArgument, app_dir: AppDirOption = HERE) -> None:
+def delete(
+    app: AppArgument,
+    job_ids: JobIdsArgument,
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
+    app_dir: AppDirOption = HERE,
+) -> None:
     """Remove jobs from the store, whatever their state.
 
-    A job a worker is running at the time still runs to its end, but its
-    outcome is not recorded. Prints a line per id; an unknown id gets an error
-    line on stderr, the others are still deleted, and the exit code is then 1.
+    On a terminal it asks first, without one it needs --yes. A job a worker is
+    running at the time still runs to its end, but its outcome is not recorded.
+    Prints a line per id; an unknown id gets an error line on stderr, the
+    others are still deleted, and the exit code is then 1.
     """
-
-    async def one(manager: JobManager, job_id: str) -> str:
-        await manager.delete(job_id)
-        return f"deleted {job_id}"
-
-    _for_each(app, app_dir, job_ids, one)
-
-
-def _for_each(
-    app: str,
-    app_dir: Path,
-    job_ids: list[str],
-    action: Callable[[JobManager, str], Awaitable[str]],
-) -> None:
-    """Apply ``action`` to each id once, in order; exit 1 if any was refused."""
-
-    async def each(target: OperatorApp) -> int:
-        refused = 0
-        for job_id in dict.fromkeys(job_ids):
-            try:
-                done = await action(target.manager, job_id)
-            except (JobNotFoundError, InvalidJobStateError) as exc:
-                stderr_console().print(f"error: {exc}", markup=False)
-                refused += 1
-            else:
-                typer.echo(done)
-        return refused
-
-    if run_operation(app, app_dir, each):
-        raise typer.Exit(SOME_FAILED_EXIT_CODE)
+    ask = must_ask("delete", yes=yes, dry_run=dry_run)
+    act_on_each(app, app_dir, job_ids, DELETE, ask=ask, dry_run=dry_run)
 
 
 def purge(
@@ -191,18 +211,59 @@ def purge(
             show_default=False,
         ),
     ] = None,
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
     app_dir: AppDirOption = HERE,
 ) -> None:
     """Remove finished jobs (succeeded, dead, cancelled) and print how many were removed.
 
     Only jobs that finished more than --older-than seconds ago go; pending and
-    running jobs are never touched.
+    running jobs are never touched. On a terminal it says how many would go
+    and asks first; without one (cron, a systemd timer) it needs --yes.
     """
+    ask = must_ask("purge", yes=yes, dry_run=dry_run)
 
-    async def remove(target: OperatorApp) -> tuple[int, float]:
+    async def remove(target: OperatorApp) -> tuple[str, bool]:
         seconds = target.options.retention if older_than is None else older_than
-        return await target.manager.purge(timedelta(seconds=seconds)), seconds
+        cutoff = utcnow() - timedelta(seconds=seconds)
+        age = f"that finished more than {seconds:g} s ago"
+        if ask or dry_run:
+            counts = await _purgeable(target.job_store, cutoff)
+            going = f"{_finished_jobs(sum(counts.values()))}{_by_state(counts)} {age}"
+            if dry_run:
+                return f"would remove {going}", True
+            if counts and not confirmed(f"Remove {going}?"):
+                return "nothing removed", False
+        # The cut-off counted and asked about, not one that moved on meanwhile.
+        removed = await target.manager.purge(utcnow() - cutoff)
+        return f"removed {_finished_jobs(removed)} {age}", True
 
-    removed, seconds = run_operation(app, app_dir, remove)
-    noun = "job" if removed == 1 else "jobs"
-    typer.echo(f"removed {removed} finished {noun} that finished more than {seconds:g} s ago")
+    line, done = run_operation(app, app_dir, remove)
+    typer.echo(line)
+    if not done:
+        raise typer.Exit(SOME_FAILED_EXIT_CODE)
+
+
+async def _purgeable(store: Store, cutoff: datetime) -> dict[JobState, int]:
+    """How many jobs of each finished state finished before ``cutoff``: what a
+    purge would remove. Read-only, a page of finished jobs at a time (the stores
+    count by state, not by finish time)."""
+    counts: Counter[JobState] = Counter()
+    offset = 0
+    while True:
+        page = await store.list(FINISHED_STATES, limit=PURGE_COUNT_PAGE, offset=offset)
+        counts.update(
+            job.state for job in page if job.finished_at is not None and job.finished_at < cutoff
+        )
+        if len(page) < PURGE_COUNT_PAGE:
+            return dict(counts)
+        offset += len(page)
+
+
+def _finished_jobs(count: int) -> str:
+    return f"{count} finished job{'' if count == 1 else 's'}"
+
+
+def _by_state(counts: dict[JobState, int]) -> str:
+    parts = [f"{counts[state]} {state.value}" for state in JobState if counts.get(state)]
+    return f" ({', '.join(parts)})" if parts else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import queue
 import subprocess
 import sys
@@ -32,15 +33,49 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command with stdin that is not a terminal (and empty), as in a script."""
     return subprocess.run(
         [*CLI, *args],
         cwd=REPO_ROOT,
         env=env if env is not None else clean_env(),
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_SECONDS,
         check=False,
     )
+
+
+def run_cli_on_terminal(
+    *args: str, typed: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The command with a terminal (a pseudo-terminal) as stdin, ``typed`` typed into it.
+
+    stdout and stderr are pipes, so the output is exactly what the command
+    wrote (the terminal's echo of ``typed`` stays on the terminal's side).
+    """
+    controller, terminal = pty.openpty()
+    try:
+        with subprocess.Popen(
+            [*CLI, *args],
+            cwd=REPO_ROOT,
+            env=env if env is not None else clean_env(),
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as process:
+            # The terminal keeps a typed line until the command reads it.
+            os.write(controller, typed.encode())
+            try:
+                stdout, stderr = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @contextmanager

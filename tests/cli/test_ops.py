@@ -6,11 +6,15 @@ for the finished ones), runs a command in a subprocess with the store chosen
 by MASA_JOBS_STORE__... variables, and reads the file again to check the
 effect. The app's worker and scheduler raise as soon as they are run, so
 every test also checks that the command started neither.
+
+The commands that ask before acting get a pseudo-terminal as stdin, with the
+answer typed into it; ``run_cli`` gives them an empty stdin that is no terminal.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,10 +27,11 @@ import anyio
 import pytest
 
 from masa_jobs import JobInfo, JobOutcome, JobRecord, JobState, ScheduleRecord, WorkerInfo
+from masa_jobs.cli._escape import json_text, printable, shorten
 from masa_jobs.records import utcnow
 from masa_jobs.stores.sqlite import SqliteJobStore
 
-from ._cli import clean_env, run_cli
+from ._cli import CLI, REPO_ROOT, RUN_TIMEOUT_SECONDS, clean_env, run_cli, run_cli_on_terminal
 
 APP = "tests.cli.ops_app:container"
 # Its options provider ignores config, so the command must override it.
@@ -56,6 +61,13 @@ class Seeded:
     def run(self, command: str, *args: str) -> subprocess.CompletedProcess[str]:
         return run_cli(command, APP, *args, env=sqlite_env(self.path))
 
+    def on_terminal(self, command: str, *args: str, typed: str) -> subprocess.CompletedProcess[str]:
+        return run_cli_on_terminal(command, APP, *args, typed=typed, env=sqlite_env(self.path))
+
+    def snapshot(self) -> list[JobRecord]:
+        """Every job as stored, to check that a command changed nothing."""
+        return anyio.run(_all, self.path)
+
     def info(self, job_id: str) -> JobInfo | None:
         record = anyio.run(_get, self.path, job_id)
         return None if record is None else JobInfo.from_record(record)
@@ -79,11 +91,13 @@ async def opened(path: Path) -> AsyncIterator[SqliteJobStore]:
         await store.aclose()
 
 
-def _job(created_at: datetime, due_at: datetime) -> JobRecord:
+def _job(
+    created_at: datetime, due_at: datetime, name: str = PING, args: object = None
+) -> JobRecord:
     return JobRecord(
         id=uuid4().hex,
-        name=PING,
-        payload=json.dumps({"text": "hello"}),
+        name=name,
+        payload=json.dumps({"text": "hello"} if args is None else args),
         state=JobState.ENQUEUED,
         created_at=created_at,
         next_try_at=due_at,
@@ -141,6 +155,22 @@ async def _seed(path: Path) -> Seeded:
 async def _get(path: Path, job_id: str) -> JobRecord | None:
     async with opened(path) as store:
         return await store.get(job_id)
+
+
+async def _all(path: Path) -> list[JobRecord]:
+    async with opened(path) as store:
+        return await store.list(None, limit=1000)
+
+
+async def _add_dead(path: Path, name: str, args: object, error: str) -> str:
+    """A dead job with this name, args and last error, as a worker would leave it.
+
+    Created and due a day ago, so that it is claimed before the seeded due job.
+    """
+    day_ago = utcnow() - timedelta(days=1)
+    async with opened(path) as store:
+        job = _job(day_ago, day_ago, name, args)
+        return await _finish(store, job, JobState.DEAD, utcnow(), error)
 
 
 async def _workers(path: Path) -> list[WorkerInfo]:
@@ -265,7 +295,7 @@ def test_retry_enqueues_a_dead_job_and_reports_each_refused_id(seeded: Seeded) -
 
 
 def test_cancel_cancels_pending_jobs(seeded: Seeded) -> None:
-    result = seeded.run("cancel", seeded.scheduled, seeded.enqueued)
+    result = seeded.run("cancel", seeded.scheduled, seeded.enqueued, "--yes")
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
@@ -277,7 +307,7 @@ def test_cancel_cancels_pending_jobs(seeded: Seeded) -> None:
 
 
 def test_delete_removes_jobs_and_reports_an_unknown_id(seeded: Seeded) -> None:
-    result = seeded.run("delete", seeded.dead, "missing", seeded.dead)
+    result = seeded.run("delete", seeded.dead, "missing", seeded.dead, "-y")
 
     assert result.returncode == 1
     assert result.stdout.splitlines() == [f"deleted {seeded.dead}"]  # each id once
@@ -287,8 +317,8 @@ def test_delete_removes_jobs_and_reports_an_unknown_id(seeded: Seeded) -> None:
 
 
 def test_purge_removes_the_jobs_finished_before_the_cut_off(seeded: Seeded) -> None:
-    kept = seeded.run("purge")  # the default retention is a week
-    purged = seeded.run("purge", "--older-than", "3600")
+    kept = seeded.run("purge", "--yes")  # the default retention is a week
+    purged = seeded.run("purge", "--older-than", "3600", "--yes")
 
     assert kept.returncode == 0, kept.stderr
     assert kept.stdout == "removed 0 finished jobs that finished more than 604800 s ago\n"
@@ -386,3 +416,298 @@ def test_the_memory_store_is_warned_about() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr.startswith("warning: the memory store keeps jobs inside the process")
     assert result.stdout.startswith("no live workers")
+
+
+# -- asking before acting ----------------------------------------------------
+
+
+def test_delete_on_a_terminal_asks_and_deletes_on_yes(seeded: Seeded) -> None:
+    result = seeded.on_terminal("delete", seeded.dead, typed="y\n")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"Delete job {seeded.dead} ({PING}, dead)? [y/N] "
+    assert result.stdout == f"deleted {seeded.dead}\n"
+    assert seeded.info(seeded.dead) is None
+
+
+# "\x04" is Ctrl-D: the end of input.
+@pytest.mark.parametrize("typed", ["n\n", "\n", "whatever\n", "\x04"])
+def test_delete_on_a_terminal_deletes_nothing_unless_the_answer_is_yes(
+    seeded: Seeded, typed: str
+) -> None:
+    before = seeded.snapshot()
+
+    result = seeded.on_terminal("delete", seeded.dead, typed=typed)
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"Delete job {seeded.dead} ({PING}, dead)? [y/N] ")
+    assert result.stdout == "nothing deleted\n"
+    assert seeded.snapshot() == before
+
+
+def test_cancel_of_several_jobs_lists_them_and_asks_once(seeded: Seeded) -> None:
+    result = seeded.on_terminal(
+        "cancel", seeded.scheduled, "missing", seeded.enqueued, typed="yes\n"
+    )
+
+    assert result.returncode == 1  # the unknown id
+    assert result.stderr.splitlines() == [
+        "error: no job with id 'missing'; list jobs to find its id",
+        f"  {seeded.scheduled} ({PING}, scheduled)",
+        f"  {seeded.enqueued} ({PING}, enqueued)",
+        "Cancel these 2 jobs? [y/N] ",
+    ]
+    assert result.stdout.splitlines() == [
+        f"cancelled {seeded.scheduled} ({PING})",
+        f"cancelled {seeded.enqueued} ({PING})",
+    ]
+    assert seeded.state(seeded.scheduled) is JobState.CANCELLED
+    assert seeded.state(seeded.enqueued) is JobState.CANCELLED
+
+
+def test_purge_on_a_terminal_says_how_many_jobs_would_go(seeded: Seeded) -> None:
+    question = "Remove 1 finished job (1 succeeded) that finished more than 3600 s ago? [y/N] "
+
+    declined = seeded.on_terminal("purge", "--older-than", "3600", typed="n\n")
+    kept = seeded.info(seeded.old_succeeded)
+    accepted = seeded.on_terminal("purge", "--older-than", "3600", typed="y\n")
+
+    assert (declined.returncode, declined.stderr, declined.stdout) == (
+        1,
+        question,
+        "nothing removed\n",
+    )
+    assert kept is not None
+    assert (accepted.returncode, accepted.stderr) == (0, question)
+    assert accepted.stdout == "removed 1 finished job that finished more than 3600 s ago\n"
+    assert seeded.info(seeded.old_succeeded) is None
+    assert seeded.state(seeded.dead) is JobState.DEAD
+
+
+def test_purge_with_nothing_to_remove_does_not_ask(seeded: Seeded) -> None:
+    result = seeded.on_terminal("purge", typed="")  # the default retention is a week
+
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "removed 0 finished jobs that finished more than 604800 s ago\n"
+
+
+def test_yes_acts_on_a_terminal_without_asking(seeded: Seeded) -> None:
+    result = seeded.on_terminal("delete", seeded.dead, "--yes", typed="n\n")
+
+    assert (result.returncode, result.stderr) == (0, "")
+    assert seeded.info(seeded.dead) is None
+
+
+def test_retry_of_a_job_does_not_ask(seeded: Seeded) -> None:
+    result = seeded.on_terminal("retry", seeded.dead, typed="n\n")
+
+    assert (result.returncode, result.stderr) == (0, "")
+    assert seeded.state(seeded.dead) is JobState.ENQUEUED
+
+
+@pytest.mark.parametrize(
+    "command", [("delete", "<dead>"), ("cancel", "<scheduled>"), ("purge", "--older-than", "0")]
+)
+def test_without_a_terminal_and_without_yes_nothing_is_done(
+    seeded: Seeded, command: tuple[str, ...]
+) -> None:
+    name, *args = command
+    ids = {"<dead>": seeded.dead, "<scheduled>": seeded.scheduled}
+    before = seeded.snapshot()
+
+    result = seeded.run(name, *(ids.get(arg, arg) for arg in args))
+
+    assert result.returncode == 2
+    line = _one_error_line(result)
+    assert f"`masa-jobs {name}` asks for confirmation and stdin is not a terminal" in line
+    assert f"pass --yes to {name} without asking" in line
+    assert result.stdout == ""
+    assert seeded.snapshot() == before
+
+
+def test_dry_runs_say_what_would_be_done_and_change_nothing(seeded: Seeded) -> None:
+    before = seeded.snapshot()
+
+    delete = seeded.run("delete", seeded.dead, "missing", "--dry-run")
+    cancel = seeded.run("cancel", seeded.scheduled, seeded.old_succeeded, "--dry-run")
+    retry = seeded.run("retry", seeded.dead, "--dry-run")
+    purge = seeded.run("purge", "--older-than", "3600", "--dry-run")
+    # --dry-run wins over --yes: it is the safe one of the two.
+    both = seeded.run("delete", seeded.enqueued, "--dry-run", "--yes")
+
+    assert seeded.snapshot() == before
+    assert (delete.returncode, delete.stdout) == (1, f"would delete {seeded.dead} ({PING}, dead)\n")
+    assert "no job with id 'missing'" in _one_error_line(delete)
+    assert cancel.returncode == 1
+    assert cancel.stdout == f"would cancel {seeded.scheduled} ({PING}, scheduled)\n"
+    assert _one_error_line(cancel) == (
+        f"error: job '{seeded.old_succeeded}' is succeeded; "
+        "only a job that is enqueued or scheduled can be cancelled"
+    )
+    assert (retry.returncode, retry.stderr) == (0, "")
+    assert retry.stdout == f"would retry {seeded.dead} ({PING}, dead)\n"
+    assert (purge.returncode, purge.stderr) == (0, "")
+    assert purge.stdout == (
+        "would remove 1 finished job (1 succeeded) that finished more than 3600 s ago\n"
+    )
+    assert both.stdout == f"would delete {seeded.enqueued} ({PING}, enqueued)\n"
+
+
+# -- what the store holds is shown, not obeyed ----------------------------------
+
+# Each would act on a terminal: clear the screen, set the window title, ring the
+# bell, overwrite the line (\r), end a C string (NUL), a C1 CSI (\x9b), turn the
+# text right to left (U+202E), hide a character (zero width) and break the
+# line (U+2028). The args also hold a lone surrogate, which JSON can carry but
+# no terminal could be sent (it cannot be encoded).
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07 \r\x00\x9b31m \u202eevil\u200b\u2028"
+HOSTILE_CHARS = ("\x1b", "\x07", "\r", "\x00", "\x9b", "\u202e", "\u200b", "\u2028", "\ud800")
+HOSTILE_SHOWN = "\\x1b[2J\\x1b]0;pwned\\x07 \\r\\x00\\x9b31m \\u202eevil\\u200b\\u2028"
+HOSTILE_NAME = f"ops.{HOSTILE}"
+HOSTILE_ARGS = {"text": f"{HOSTILE}\ud800"}
+
+
+def _assert_no_raw_control_characters(text: str) -> None:
+    unsafe = [char for char in HOSTILE_CHARS if char in text]
+    assert not unsafe, unsafe
+
+
+@pytest.fixture
+def hostile(seeded: Seeded) -> str:
+    error = f"Traceback (most recent call last):\nRuntimeError: {HOSTILE}\nsecond line"
+    return anyio.run(_add_dead, seeded.path, HOSTILE_NAME, HOSTILE_ARGS, error)
+
+
+def _stdout_of(result: subprocess.CompletedProcess[bytes]) -> str:
+    """stdout decoded strictly: a raw lone surrogate would not have been encodable."""
+    assert result.returncode == 0, result.stderr
+    return result.stdout.decode("utf-8")
+
+
+def _run_bytes(seeded: Seeded, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """The command's output as bytes, to check that it is valid UTF-8."""
+    return subprocess.run(
+        [*CLI, *args],
+        cwd=REPO_ROOT,
+        env=sqlite_env(seeded.path),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+
+def test_show_escapes_control_characters_from_the_store(seeded: Seeded, hostile: str) -> None:
+    out = _stdout_of(_run_bytes(seeded, "show", APP, hostile))
+
+    _assert_no_raw_control_characters(out)
+    assert f"ops.{HOSTILE_SHOWN}" in out  # the name
+    assert f"RuntimeError: {HOSTILE_SHOWN}\nsecond line" in out  # its lines kept
+    # The args stay JSON: escaped the JSON way, they parse back to what is stored.
+    [args] = [line.split("args", 1)[1].strip() for line in out.splitlines() if "args " in line]
+    assert json.loads(args) == HOSTILE_ARGS
+
+
+def test_jobs_escapes_control_characters_in_its_cells(seeded: Seeded, hostile: str) -> None:
+    out = _stdout_of(_run_bytes(seeded, "jobs", APP, "--state", "dead"))
+
+    _assert_no_raw_control_characters(out)
+    assert f"ops.{HOSTILE_SHOWN}" in out
+    assert hostile in out
+
+
+@pytest.mark.parametrize("command", [("show", "<id>", "--json"), ("jobs", "--json")])
+def test_json_escapes_control_characters_and_parses_back_exactly(
+    seeded: Seeded, hostile: str, command: tuple[str, ...]
+) -> None:
+    name, *args = command
+    out = _stdout_of(_run_bytes(seeded, name, APP, *(hostile if a == "<id>" else a for a in args)))
+
+    _assert_no_raw_control_characters(out)
+    parsed = json.loads(out)
+    jobs = [parsed] if name == "show" else parsed["jobs"]
+    [job] = [job for job in jobs if job["id"] == hostile]
+    assert (job["id"], job["name"], job["args"]) == (hostile, HOSTILE_NAME, HOSTILE_ARGS)
+    assert HOSTILE in job["last_error"]
+
+
+def test_confirmation_and_results_escape_a_hostile_name(seeded: Seeded, hostile: str) -> None:
+    result = seeded.on_terminal("delete", hostile, typed="y\n")
+
+    assert result.returncode == 0, result.stderr
+    _assert_no_raw_control_characters(result.stderr)
+    assert result.stderr == f"Delete job {hostile} (ops.{HOSTILE_SHOWN}, dead)? [y/N] "
+
+
+def test_show_cuts_a_long_last_error_visibly_and_full_shows_it_all(seeded: Seeded) -> None:
+    frames = "".join(
+        f'  File "app.py", line {n}, in step_{n}\n    step_{n + 1}()\n' for n in range(300)
+    )
+    error = f"Traceback (most recent call last):\n{frames}ValueError: the end"
+    long_args = {"text": "a" * 3000 + "z" * 3000}
+    job_id = anyio.run(_add_dead, seeded.path, PING, long_args, error)
+    # A wide console, so that no table cell wraps across lines.
+    env = clean_env(
+        MASA_JOBS_STORE__BACKEND="sqlite", MASA_JOBS_STORE__PATH=str(seeded.path), COLUMNS="20000"
+    )
+
+    short = run_cli("show", APP, job_id, env=env)
+    full = run_cli("show", APP, job_id, "--full", env=env)
+
+    assert short.returncode == 0, short.stderr
+    shown = short.stdout.split("last error:\n", 1)[1].removesuffix("\n")
+    match = re.fullmatch(
+        r"(?s)(?P<head>.*)\n\.\.\. \[(?P<cut>\d+) characters cut; "
+        r"`masa-jobs show (?P<command>.+) --full` prints them all\] \.\.\.\n(?P<tail>.*)",
+        shown,
+    )
+    assert match is not None, shown
+    head, tail, cut = match["head"], match["tail"], int(match["cut"])
+    assert match["command"] == f"{APP} {job_id}"
+    # The start and the end are the error's own, whole lines; the count is exact.
+    assert error.startswith(f"{head}\n")
+    assert error.endswith(f"\n{tail}")
+    assert len(head) + 1 + cut + len(tail) == len(error)
+    assert head.startswith("Traceback (most recent call last):")
+    assert tail.endswith("ValueError: the end")
+    assert "step_150()" not in short.stdout
+    assert "characters cut; --full shows them all] ..." in short.stdout  # the args too
+    assert full.returncode == 0, full.stderr
+    assert f"last error:\n{error}\n" in full.stdout
+    assert json.dumps(long_args) in full.stdout
+
+
+# -- the escaping and cutting themselves, in this process ----------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("plain [bold]text[/bold] \\ é 漢字 🙂", "plain [bold]text[/bold] \\ é 漢字 🙂"),
+        ("\x1b[31m\r\n\t\x00\x7f", "\\x1b[31m\\r\\n\\t\\x00\\x7f"),
+        (
+            "\x9b\u202e\u2066\u200b\ufeff\u2028\u2029",
+            "\\x9b\\u202e\\u2066\\u200b\\ufeff\\u2028\\u2029",
+        ),
+        ("\ud800 \U000e0001", "\\ud800 \\U000e0001"),
+    ],
+)
+def test_printable_escapes_controls_format_characters_and_separators(text: str, shown: str) -> None:
+    assert printable(text) == shown
+    assert printable(text, keep_newlines=True) == shown.replace("\\n", "\n")
+
+
+def test_json_text_is_ascii_safe_where_it_must_be_and_parses_back() -> None:
+    value = {"k\u202e": ["\x1b\x9b\u2028\ud800\U000e0001", "é 漢字 🙂"], "n": 1}
+
+    text = json_text(value, indent=2)
+
+    assert json.loads(text) == value
+    assert "é 漢字 🙂" in text  # printable text stays as it is
+    assert printable(text, keep_newlines=True) == text  # nothing left to escape
+
+
+def test_shorten_keeps_short_text_and_cuts_a_long_line_anywhere() -> None:
+    assert shorten("x" * 30, 30, "hint") == "x" * 30
+    cut = shorten("a" * 10 + "b" * 80 + "c" * 20, 30, "see --full")
+    assert cut == f"{'a' * 10} ... [80 characters cut; see --full] ... {'c' * 20}"
