@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import timedelta
 
 from ._outage import OutageLog
+from ._redact import redact
 from .records import JobOutcome, JobRecord
 from .stores.base import JobStore
 
@@ -48,7 +49,13 @@ class _Held:
 class HeldJobs:
     """The jobs one worker holds, their lease deadlines and lost leases."""
 
-    def __init__(self, store: JobStore, worker_id: str, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        worker_id: str,
+        lease_seconds: float,
+        redact_error: Callable[[str], str] = redact,
+    ) -> None:
         self._store = store
         self._worker_id = worker_id
         self._lease_seconds = lease_seconds
@@ -58,7 +65,9 @@ class HeldJobs:
         # means the outcome landed first, not a lost lease.
         self._writing: set[str] = set()
         self.leases_lost = 0
-        self._renew_log = OutageLog(logger, f"worker {worker_id}: renewing leases")
+        self._renew_log = OutageLog(
+            logger, f"worker {worker_id}: renewing leases", redact_error=redact_error
+        )
 
     def __len__(self) -> int:
         return len(self._held)

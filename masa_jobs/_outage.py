@@ -6,12 +6,22 @@ loop reports through one ``OutageLog``: the first failure at ERROR with its
 traceback, then one line at WARNING at most every ``OUTAGE_REPORT_SECONDS``
 with the count, and one INFO when the store answers again, with the outage's
 length.
+
+Exception texts quote addresses, and drivers' sometimes whole DSNs: each goes
+through a redaction function (masa-jobs' ``redact`` unless the owner passes
+``options.redact_error``). The first failure's traceback is therefore part
+of the message, redacted, not ``exc_info``, which a handler would format
+from the exception itself, password included.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import traceback
+from collections.abc import Callable
+
+from ._redact import redact
 
 __all__ = ["OUTAGE_REPORT_SECONDS", "OutageLog"]
 
@@ -22,9 +32,15 @@ OUTAGE_REPORT_SECONDS = 5.0
 class OutageLog:
     """The failure reports of one activity (claiming, renewing leases, ...)."""
 
-    def __init__(self, logger: logging.Logger, activity: str) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        activity: str,
+        redact_error: Callable[[str], str] = redact,
+    ) -> None:
         self._logger = logger
         self._activity = activity
+        self._redact = redact_error
         self._since: float | None = None
         self._failures = 0
         self._reported_at = 0.0
@@ -39,7 +55,9 @@ class OutageLog:
         self._failures += 1
         if self._since is None:
             self._since = self._reported_at = now
-            self._logger.error("%s failed; retrying", self._activity, exc_info=exc)
+            self._logger.error(
+                "%s failed; retrying\n%s", self._activity, self._redact(_traceback(exc))
+            )
             return
         if now - self._reported_at >= OUTAGE_REPORT_SECONDS:
             self._reported_at = now
@@ -48,7 +66,7 @@ class OutageLog:
                 self._activity,
                 self._failures,
                 now - self._since,
-                _one_line(exc),
+                _one_line(self._redact(f"{type(exc).__name__}: {exc}")),
             )
 
     def succeeded(self) -> None:
@@ -65,6 +83,9 @@ class OutageLog:
         self._failures = 0
 
 
-def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text.splitlines()[0] if text else type(exc).__name__
+def _traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc)).rstrip("\n")
+
+
+def _one_line(text: str) -> str:
+    return text.splitlines()[0] if text else text

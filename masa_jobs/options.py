@@ -6,10 +6,12 @@ a misspelt setting is an error instead of a silently ignored default.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ._redact import GuardedRedactor, import_redactor, redact
 
 __all__ = ["BackgroundJobOptions"]
 
@@ -25,6 +27,10 @@ DEFAULT_UNKNOWN_JOB_TIMEOUT_SECONDS = 24 * 3600.0
 # 16 KiB of error text: the exception and the useful ends of its traceback,
 # small enough that a runaway message cannot bloat the store or be refused.
 DEFAULT_MAX_ERROR_LENGTH = 16 * 1024
+# Passwords out of URLs, DSNs and key=value secrets: see docs/security.md.
+# An import path, so that configuration files and environment variables can
+# name another one the same way.
+DEFAULT_REDACT_ERROR = "masa_jobs._redact:redact"
 
 
 class BackgroundJobOptions(BaseModel):
@@ -98,6 +104,16 @@ class BackgroundJobOptions(BaseModel):
     job_packages: tuple[str, ...] = Field(
         default=(), description="Packages imported at start-up to find job handlers."
     )
+    redact_error: Callable[[str], str] = Field(
+        default=DEFAULT_REDACT_ERROR,
+        validate_default=True,
+        # A function: nothing to show in a dump or a JSON schema.
+        exclude=True,
+        description=(
+            "Applied to every error text before it is stored as last_error or logged: "
+            "a function str -> str, or its import path 'package.module:function'."
+        ),
+    )
 
     @field_validator("job_packages", mode="before")
     @classmethod
@@ -106,6 +122,22 @@ class BackgroundJobOptions(BaseModel):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("redact_error", mode="before")
+    @classmethod
+    def _import_redactor(cls, value: Any) -> Any:
+        # Configuration files and environment variables name the function.
+        if isinstance(value, str):
+            return import_redactor(value.strip())
+        return value
+
+    @field_validator("redact_error")
+    @classmethod
+    def _guard_redactor(cls, value: Callable[[str], str]) -> Callable[[str], str]:
+        # An application's function must not stop a worker if it raises.
+        if value is redact or isinstance(value, GuardedRedactor):
+            return value
+        return GuardedRedactor(value)
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any] | None) -> BackgroundJobOptions:

@@ -51,7 +51,9 @@ class Scheduler:
         self._options = options
         self._scope: anyio.CancelScope | None = None
         self._stop_requested = False
-        self._outage = OutageLog(logger, "the scheduler: reading the schedules")
+        self._outage = OutageLog(
+            logger, "the scheduler: reading the schedules", redact_error=options.redact_error
+        )
         # (id, cron, time zone) of stored schedules that cannot fire, logged
         # once each: a broken record must not flood the log every second.
         self._broken: set[tuple[str, str, str]] = set()

@@ -108,7 +108,7 @@ class Worker:
         self._claim_scope: anyio.CancelScope | None = None
         self._job_scopes: set[anyio.CancelScope] = set()
         # Claimed jobs whose outcome is not stored yet: their leases are renewed.
-        self._held = HeldJobs(store, self.worker_id, options.lease_timeout)
+        self._held = HeldJobs(store, self.worker_id, options.lease_timeout, options.redact_error)
         self._outcomes: list[JobOutcome] = []
         self._in_flight = 0
         self._consumers_done = False
@@ -122,7 +122,11 @@ class Worker:
         self._purge_log = self._outage_log("purging old jobs")
 
     def _outage_log(self, activity: str) -> OutageLog:
-        return OutageLog(logger, f"worker {self.worker_id}: {activity}")
+        return OutageLog(
+            logger,
+            f"worker {self.worker_id}: {activity}",
+            redact_error=self._options.redact_error,
+        )
 
     @property
     def running(self) -> bool:
@@ -285,7 +289,9 @@ class Worker:
 
     def _add_outcome(self, outcome: JobOutcome) -> None:
         if outcome.last_error is not None:
-            cleaned = clean_error(outcome.last_error, self._options.max_error_length)
+            cleaned = clean_error(
+                self._options.redact_error(outcome.last_error), self._options.max_error_length
+            )
             if cleaned is not outcome.last_error:
                 outcome = replace(outcome, last_error=cleaned)
         if outcome.state is JobState.DEAD:

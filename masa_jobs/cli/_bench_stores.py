@@ -64,7 +64,10 @@ async def bench_store(store: StoreChoice) -> AsyncIterator[dict[str, Any]]:
 async def _drop_postgres_schema(dsn: str, schema: str) -> None:
     import asyncpg
 
-    connection = await asyncpg.connect(dsn)
+    from ..stores._postgres_settings import PostgresSettings
+
+    # The store's own parsing: a DSN in libpq keyword form becomes a URL asyncpg takes.
+    connection = await asyncpg.connect(PostgresSettings.from_mapping({"dsn": dsn}).dsn)
     try:
         # The name is generated above, never taken from input.
         await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -111,7 +111,13 @@ def _create_tables(s: str) -> str:
     # A queue table turns its rows over constantly: vacuum after 2% churn, not
     # the default 20%, so that dead entries do not slow the claim's index scan.
     return f"""
-CREATE SCHEMA IF NOT EXISTS {s};
+-- CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
+-- schema exists: skip it for a schema an administrator created beforehand.
+DO $create$ BEGIN
+    IF to_regnamespace('{s}') IS NULL THEN
+        EXECUTE 'CREATE SCHEMA {s}';
+    END IF;
+END $create$;
 CREATE TABLE {s}.schema_version (
     version integer NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()

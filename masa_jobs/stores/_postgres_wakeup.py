@@ -18,6 +18,8 @@ import time
 import anyio
 import asyncpg
 
+from .._redact import redact
+
 __all__ = ["LOST_CONNECTION_ERRORS", "WakeUps"]
 
 logger = logging.getLogger("masa_jobs.stores.postgres")
@@ -144,7 +146,7 @@ class WakeUps:
             logger.warning(
                 "PostgreSQL store at %s: cannot listen for new jobs (%s); polling every %g s",
                 self._address,
-                exc,
+                redact(str(exc)),
                 UNTRUSTED_POLL_SECONDS,
             )
             if connection is not None:
@@ -161,7 +163,7 @@ class WakeUps:
         logger.warning(
             "PostgreSQL store at %s: the LISTEN connection stopped answering (%s); reconnecting",
             self._address,
-            exc or type(exc).__name__,
+            redact(str(exc)) or type(exc).__name__,
         )
 
     def _notified(self, connection: object, pid: int, channel: str, payload: str) -> None:

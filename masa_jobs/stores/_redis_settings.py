@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .._redact import describe_redis_url
 from ..exceptions import ConfigurationError
 
 __all__ = ["ENV_PREFIX", "RedisStoreSettings", "redacted"]
@@ -22,14 +24,23 @@ DEFAULT_CONNECT_TIMEOUT_SECONDS = 10.0
 DEFAULT_COMMAND_TIMEOUT_SECONDS = 10.0
 _SCHEMES = ("redis", "rediss", "unix")
 _DEFAULT_PORT = 6379
+# The database part of a redis:// URL: none, "/" or "/<number>". redis-py
+# reads anything else as database 0 without a word.
+_DATABASE_PATH = re.compile(r"/?(\d+)?")
+# Query parameters redis-py converts to numbers; a bad one fails only at open.
+_NUMERIC_QUERY = ("db", "socket_timeout", "socket_connect_timeout", "max_connections", "protocol")
+_URL_FORM = "redis://[[user]:password@]host:6379/0"
 
 
 class RedisStoreSettings(BaseModel):
     """The ``store`` section for ``backend: redis``; durations in seconds."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # The URL holds a password: keep it out of repr() and validation errors.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
-    url: str = Field(description="redis://[:password@]host:port/db, rediss://... or unix://...")
+    url: str = Field(
+        repr=False, description="redis://[:password@]host:port/db, rediss://... or unix://..."
+    )
     prefix: str = Field(
         default=DEFAULT_PREFIX,
         min_length=1,
@@ -48,11 +59,8 @@ class RedisStoreSettings(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _known_scheme(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in _SCHEMES:
-            raise ValueError(f"the scheme must be one of {', '.join(_SCHEMES)}")
-        _ = parts.port  # raises ValueError for a port that is not a number
+    def _url_redis_reads_as_meant(cls, url: str) -> str:
+        check_url(url)
         return url
 
     @classmethod
@@ -63,16 +71,49 @@ class RedisStoreSettings(BaseModel):
         try:
             return cls.model_validate(given)
         except ValidationError as exc:
-            raise ConfigurationError(_problems(exc)) from None
+            problems = _problems(exc)
+        # Raised here, not in the except block: the ValidationError, which
+        # would hang on as __context__, holds the URL.
+        raise ConfigurationError(problems)
+
+
+def check_url(url: str) -> None:
+    """Refuse a URL redis-py would misread or refuse at open; messages never quote it."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(
+            "the port is not a number, or a bracketed host is no IPv6 address: write "
+            f"{_URL_FORM}; if the password holds '/', '?' or '#', percent-escape them "
+            "as %2F, %3F and %23"
+        ) from None
+    if parts.scheme not in _SCHEMES:
+        raise ValueError(f"the scheme must be one of {', '.join(_SCHEMES)}")
+    if port == 0:
+        raise ValueError(f"the port must be 1 to 65535: {_URL_FORM}")
+    if parts.scheme != "unix" and not _DATABASE_PATH.fullmatch(parts.path):
+        raise ValueError(
+            f"the database part after the host is not a number: write {_URL_FORM} "
+            "(databases are numbered 0 to 15 by default)"
+        )
+    _check_query(parts.query)
+
+
+def _check_query(query: str) -> None:
+    values = parse_qs(query)
+    for name in _NUMERIC_QUERY:
+        number = float if name.endswith("timeout") else int
+        for value in values.get(name, []):
+            try:
+                number(value)
+            except ValueError:
+                raise ValueError(f"the query parameter {name} is not a number") from None
 
 
 def redacted(url: str) -> str:
     """The address without the password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return f"unix://{parts.path}"
-    host = parts.hostname or "localhost"
-    return f"{parts.scheme}://{host}:{parts.port or _DEFAULT_PORT}{parts.path}"
+    return describe_redis_url(url, _DEFAULT_PORT)
 
 
 def _problems(exc: ValidationError) -> str:

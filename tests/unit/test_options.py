@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from masa_jobs import BackgroundJobOptions
+from masa_jobs._redact import redact
 
 DEFAULTS: dict[str, Any] = {
     "poll_interval": 5,
@@ -27,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "unknown_job_timeout": 24 * 3600,
     "max_error_length": 16 * 1024,
     "job_packages": (),
+    "redact_error": redact,
 }
 
 
