@@ -37,15 +37,20 @@ own. redis-py reconnects by itself when the server comes back; until then
 every method raises ``StoreUnavailableError`` (a lost or refused connection, a
 timeout, a server that cannot write for now), and the worker backs off and
 retries. A write whose values Redis or a script refuses raises
-``StoreRejectedError`` from ``finish`` (and from ``add`` for a text that cannot
-be encoded); ``add`` keeps raising the script's ``ResponseError`` for an id
-that exists already.
+``StoreRejectedError`` (a text that cannot be encoded, a batch a script
+refuses); ``add`` raises ``DuplicateJobError`` for an id that exists already
+or that a batch names twice, and any other error of redis-py is a
+``StoreError``, each chained to redis-py's exception. A full server
+(``maxmemory`` reached, OOM) is ``StoreUnavailableError`` like the rest:
+writes succeed again once it has room.
 """
 
 from __future__ import annotations
 
 import builtins
+import logging
 import math
+import re
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,6 +63,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import (
     ClusterDownError,
     MasterDownError,
+    NoPermissionError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
@@ -67,6 +73,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .._redact import redact
 from ..exceptions import StoreError, StoreRejectedError, StoreUnavailableError
 from ..records import (
     FINISHED_STATES,
@@ -76,6 +83,7 @@ from ..records import (
     ScheduleRecord,
     WorkerInfo,
 )
+from ._errors import cut, duplicate_job, first_repeated_id, translates_driver_errors
 from ._redis_codec import (
     CLAIM_FIELDS,
     DECODE_ERRORS,
@@ -100,21 +108,21 @@ from .base import PURGE_CHUNK_ROWS, STALE_WORKER_SECONDS, new_lease_token
 
 __all__ = ["RedisJobStore", "RedisStoreSettings"]
 
+logger = logging.getLogger("masa_jobs.store")
+
 # A wait for work never trusts the wake-up signal longer than this: a lost
 # token costs at most one short poll.
 MAX_SIGNAL_WAIT_SECONDS = 1.0
 # BLPOP counts whole milliseconds, and a zero timeout would block forever.
 MIN_BLOCK_SECONDS = 0.001
-# Expired leases moved back to pending per claim: bounds the script's run time.
-REQUEUE_PER_CLAIM = 1000
 _ALL_GROUPS = ("pending", "processing", "succeeded", "dead", "cancelled")
 # What a call meets when Redis cannot be used: redis-py's ConnectionError (lost,
 # reset or refused connections, a refused login, a server still loading its
 # data) and TimeoutError, and the socket errors it may let through; and the
 # replies of a server that cannot write for now (full, a read-only replica
-# after a failover, a cluster or primary down). Any other ResponseError (a
-# script's refusal, such as a duplicate id) passes unchanged, except in finish
-# where it means the batch was refused (StoreRejectedError).
+# after a failover, a cluster or primary down). Any other error of redis-py is
+# translated by _driver_error (a script's refusal of a batch is
+# StoreRejectedError, the rest StoreError).
 _UNAVAILABLE_ERRORS = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -129,6 +137,8 @@ _UNAVAILABLE_ERRORS = (
 # Error codes of such replies that redis-py has no class for: a script running
 # too long, snapshots failing (writes refused), too few replicas.
 _UNAVAILABLE_CODES = ("BUSY", "MISCONF", "NOREPLICAS")
+# The add scripts' reply for an id that exists already: DUPLICATE <index in the batch>.
+_DUPLICATE = re.compile(r"DUPLICATE (\d+)\b")
 
 
 class RedisJobStore:
@@ -137,6 +147,7 @@ class RedisJobStore:
     def __init__(self, settings: RedisStoreSettings) -> None:
         self._settings = settings
         self.address = redacted(settings.url)
+        self._name = f"the redis store at {self.address}"
         tag = "{" + settings.prefix + "}:"
         self._tag = tag
         self._keys = [tag + "pending"]
@@ -185,27 +196,33 @@ class RedisJobStore:
             await blocking.aclose()
 
     @reports_unavailable
+    @translates_driver_errors
     async def add(self, records: Sequence[JobRecord]) -> None:
         if not records:
             return
-        if len({record.id for record in records}) != len(records):
-            raise ValueError("a batch of jobs names the same id twice")
+        repeated = first_repeated_id(records)
+        if repeated is not None:
+            raise duplicate_job(self._name, repeated, in_batch=True)
         args: list[Any] = []
         for record in records:
             args += job_args(record)
         try:
             await self._run("add", args)
-        except UnicodeError as exc:
-            # Refused before anything was sent. (A duplicate id stays the
-            # script's ResponseError.)
-            raise self._rejected(f"a batch of {len(records)} job(s)", exc) from exc
+        except (ResponseError, UnicodeError) as exc:
+            # The script checks the whole batch before its first write, and a
+            # text that cannot be encoded is refused before anything is sent.
+            if _is_unavailable(exc):
+                raise
+            raise self._refused_jobs(records, exc) from exc
 
     @reports_unavailable
+    @translates_driver_errors
     async def now(self) -> datetime:
         seconds, microseconds = await self._require().time()
         return moment(seconds * 1_000_000 + microseconds)
 
     @reports_unavailable
+    @translates_driver_errors
     async def claim(
         self,
         worker_id: str,
@@ -217,7 +234,7 @@ class RedisJobStore:
         if limit <= 0:
             return []
         token = new_lease_token()
-        args = [limit, micros(lease), worker_id, token, REQUEUE_PER_CLAIM, *set(exclude)]
+        args = [limit, micros(lease), worker_id, token, *set(exclude)]
         now_us, expires_us, reply = await self._run("claim", args)
         now, expires_at = moment(now_us), moment(expires_us)
         claimed: list[JobRecord] = []
@@ -228,11 +245,15 @@ class RedisJobStore:
                 claimed.append(claimed_record(values, worker_id, now, expires_at, token))
             except DECODE_ERRORS as exc:
                 corrupt.append(corrupt_outcome(values[0], values[1], now, token, exc))
+                logger.error(
+                    "job %s is dead: its stored record cannot be read (%r)", values[0], exc
+                )
         if corrupt:
             await self.finish(worker_id, corrupt)
         return claimed
 
     @reports_unavailable
+    @translates_driver_errors
     async def extend_leases(
         self, worker_id: str, leases: Mapping[str, str], lease: timedelta
     ) -> set[str]:
@@ -245,6 +266,7 @@ class RedisJobStore:
         return set(renewed)
 
     @reports_unavailable
+    @translates_driver_errors
     async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> set[str]:
         if not outcomes:
             return set()
@@ -263,11 +285,13 @@ class RedisJobStore:
         return set(applied)
 
     @reports_unavailable
+    @translates_driver_errors
     async def get(self, job_id: str) -> JobRecord | None:
         fields = await self._require().hmget(self._job_prefix + job_id, FIELDS)
         return read_record(job_id, fields)
 
     @reports_unavailable
+    @translates_driver_errors
     async def list(
         self, states: Collection[JobState] | None = None, *, limit: int = 100, offset: int = 0
     ) -> builtins.list[JobRecord]:
@@ -279,12 +303,14 @@ class RedisJobStore:
         return [record for record in found if record is not None]
 
     @reports_unavailable
+    @translates_driver_errors
     async def count_by_state(self, now: datetime) -> dict[JobState, int]:
         # The script answers in the order JobState declares the states.
         counts = await self._run("count", [us(now)])
         return dict(zip(JobState, counts, strict=True))
 
     @reports_unavailable
+    @translates_driver_errors
     async def transition(
         self,
         job_id: str,
@@ -301,10 +327,12 @@ class RedisJobStore:
         return None if fields is None else read_record(job_id, fields)
 
     @reports_unavailable
+    @translates_driver_errors
     async def delete(self, job_id: str) -> bool:
         return bool(await self._run("delete", [job_id]))
 
     @reports_unavailable
+    @translates_driver_errors
     async def purge(
         self,
         states: Collection[JobState],
@@ -333,6 +361,7 @@ class RedisJobStore:
                 return total
 
     @reports_unavailable
+    @translates_driver_errors
     async def wait_for_work(self, timeout: float) -> None:
         # The earliest due time and the server's now come from one script: the
         # wait is measured on the server's clock, whatever this host's says.
@@ -346,6 +375,7 @@ class RedisJobStore:
         await blocking.blpop([self._wake_key], timeout=max(round(wait, 3), MIN_BLOCK_SECONDS))
 
     @reports_unavailable
+    @translates_driver_errors
     async def heartbeat(self, worker: WorkerInfo) -> None:
         stale_before = worker.last_seen_at - timedelta(seconds=STALE_WORKER_SECONDS)
         seen = us(worker.last_seen_at)
@@ -353,33 +383,40 @@ class RedisJobStore:
         await self._run("heartbeat", args)
 
     @reports_unavailable
+    @translates_driver_errors
     async def list_workers(self, seen_since: datetime) -> builtins.list[WorkerInfo]:
         reply = await self._run("workers", [us(seen_since)])
         workers = [read_worker(entry) for entry in reply if entry is not None]
         return sorted(workers, key=lambda w: w.id)
 
     @reports_unavailable
+    @translates_driver_errors
     async def remove_worker(self, worker_id: str) -> None:
         await self._run("forget", [worker_id])
 
     @reports_unavailable
+    @translates_driver_errors
     async def upsert_schedule(self, schedule: ScheduleRecord) -> None:
         await self._run("upsert_schedule", schedule_args(schedule))
 
     @reports_unavailable
+    @translates_driver_errors
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         found = await self._schedules([schedule_id])
         return found[0] if found else None
 
     @reports_unavailable
+    @translates_driver_errors
     async def list_schedules(self) -> builtins.list[ScheduleRecord]:
         return sorted(await self._schedules([]), key=lambda s: s.id)
 
     @reports_unavailable
+    @translates_driver_errors
     async def delete_schedule(self, schedule_id: str) -> bool:
         return bool(await self._run("delete_schedule", [schedule_id]))
 
     @reports_unavailable
+    @translates_driver_errors
     async def fire_schedule(
         self,
         schedule_id: str,
@@ -388,9 +425,15 @@ class RedisJobStore:
         job: JobRecord | None,
     ) -> bool:
         args = [schedule_id, us(expected_next_fire_at), us(next_fire_at)]
-        if job is not None:
-            args += job_args(job)
-        return bool(await self._run("fire_schedule", args))
+        if job is None:
+            return bool(await self._run("fire_schedule", args))
+        args += job_args(job)
+        try:
+            return bool(await self._run("fire_schedule", args))
+        except (ResponseError, UnicodeError) as exc:
+            if _is_unavailable(exc):
+                raise
+            raise self._refused_jobs((job,), exc, tick=True) from exc
 
     async def _schedules(self, ids: builtins.list[str]) -> builtins.list[ScheduleRecord]:
         reply = await self._run("schedules", ids)
@@ -414,7 +457,7 @@ class RedisJobStore:
 
     def _unavailable(self, exc: BaseException, timeouts: str) -> StoreUnavailableError:
         timed_out = isinstance(exc, TimeoutError | RedisTimeoutError)
-        reason = f"no answer within {timeouts}" if timed_out else exc
+        reason = f"no answer within {timeouts}" if timed_out else redact(str(exc))
         return StoreUnavailableError(
             f"the redis store cannot use Redis at {self.address} ({reason}): check "
             f"store.url ({ENV_PREFIX}URL) and that the server is running and reachable"
@@ -422,7 +465,37 @@ class RedisJobStore:
 
     def _rejected(self, batch: str, exc: Exception) -> StoreRejectedError:
         return StoreRejectedError(
-            f"the redis store at {self.address} refused {batch} and stored none of it: {exc}"
+            f"the redis store at {self.address} refused {batch} and stored none of it: "
+            f"{redact(str(exc))}"
+        )
+
+    def _refused_jobs(
+        self, records: Sequence[JobRecord], exc: Exception, *, tick: bool = False
+    ) -> StoreError:
+        """The error for new jobs the add script (or the encoder) refused."""
+        duplicate = _DUPLICATE.match(str(exc))
+        if duplicate is not None and int(duplicate[1]) < len(records):
+            return duplicate_job(self._name, records[int(duplicate[1])].id, tick=tick)
+        return self._rejected(f"a batch of {len(records)} job(s)", exc)
+
+    def _driver_error(self, call: str, exc: Exception) -> StoreError | None:
+        """The error for any other exception of redis-py; see ``translates_driver_errors``."""
+        if _is_unavailable(exc):
+            return None  # reports_unavailable words it
+        if isinstance(exc, UnicodeError):
+            return self._rejected(f"the values of {call}", exc)
+        if isinstance(exc, NoPermissionError):
+            return StoreError(
+                f"the redis store at {self.address} may not run {call} ({cut(redact(str(exc)))}): "
+                "the Redis user needs the commands and keys of the store; grant them in "
+                "its ACL (see docs/stores/redis.md)"
+            )
+        if not isinstance(exc, RedisError):
+            return None
+        return StoreError(
+            f"the redis store at {self.address}: {call} failed ({type(exc).__name__}: "
+            f"{cut(redact(str(exc)))}). This is neither a connection failure nor a refused value: "
+            "check the server's log, and that nothing else writes keys with the store's prefix"
         )
 
     def _unavailable_after(self, exc: Exception) -> StoreUnavailableError | None:
@@ -432,8 +505,9 @@ class RedisJobStore:
         if self._client is None:
             # aclose() ran during the call and closed its connection.
             return StoreUnavailableError(
-                f"the redis store at {self.address} was closed during the call ({exc}): use "
-                "it only while it is open, inside MasaApp.lifespan() or before store.aclose()"
+                f"the redis store at {self.address} was closed during the call "
+                f"({redact(str(exc))}): use it only while it is open, inside "
+                "MasaApp.lifespan() or before store.aclose()"
             )
         settings = self._settings
         return self._unavailable(

@@ -26,15 +26,23 @@ earlier when the earliest scheduled job falls due sooner.
 Time: the processes sharing a file share one machine's clock, so due times and
 leases are compared with this process's clock (``utcnow``, or the ``clock``
 given to the store, for tests). Records are stored as given, not rebased.
+
+Errors: a lock held past ``busy_timeout``, a full disk (``database or disk is
+full``: transient, the same write succeeds once there is room) or a file that
+cannot be written raise ``StoreUnavailableError``; a value SQLite cannot hold
+(a lone surrogate in a text, an integer beyond 64 bits) ``StoreRejectedError``;
+an id that exists already ``DuplicateJobError``; any other ``sqlite3`` error
+``StoreError``. Each chains the ``sqlite3`` exception and rolls back the
+transaction: nothing of the write was stored.
 """
 
 from __future__ import annotations
 
 import builtins
+import logging
 import math
 import os
 import sqlite3
-from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,6 +63,7 @@ from ..records import (
     WorkerInfo,
     utcnow,
 )
+from ._errors import duplicate_job, first_repeated_id
 from ._sqlite_connection import (
     DEFAULT_BUSY_TIMEOUT_SECONDS,
     DEFAULT_TABLE_PREFIX,
@@ -81,6 +90,8 @@ from ._sqlite_schema import (
 from .base import PURGE_CHUNK_ROWS, STALE_WORKER_SECONDS, new_lease_token
 
 __all__ = ["SqliteJobStore"]
+
+logger = logging.getLogger("masa_jobs.store")
 
 T = TypeVar("T")
 
@@ -124,6 +135,7 @@ class SqliteJobStore:
             path, busy_timeout=busy_timeout, synchronous=synchronous, table_prefix=table_prefix
         )
         self._path = self._settings.path
+        self._name = f"the SQLite store at {str(self._path)!r}"
         self._sql = Statements.for_prefix(table_prefix)
         self._connection: sqlite3.Connection | None = None
         self._limiter: anyio.CapacityLimiter | None = None
@@ -179,20 +191,51 @@ class SqliteJobStore:
         try:
             return await anyio.to_thread.run_sync(operation, connection, *args, limiter=limiter)
         except sqlite3.OperationalError as exc:
-            raise StoreUnavailableError(
-                f"the SQLite store at {str(self._path)!r} failed: {exc}"
-            ) from exc
+            raise self._unavailable(exc) from exc
         except _REFUSED_VALUES as exc:
             # The transaction rolled back: nothing of the write was stored.
             raise StoreRejectedError(
                 f"the SQLite store at {str(self._path)!r} refused a value: {exc}"
             ) from exc
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+
+    def _unavailable(self, exc: sqlite3.OperationalError) -> StoreUnavailableError:
+        """A file that cannot be used now: locked past busy_timeout, full, unreadable."""
+        where = self._name
+        if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+            # Transient, not refused: the same write succeeds once there is room.
+            return StoreUnavailableError(
+                f"{where} cannot write: the disk is full ({exc}); nothing of the write was "
+                "stored. Free space on that file system (or purge old jobs); the same call "
+                "succeeds once there is room"
+            )
+        return StoreUnavailableError(f"{where} failed: {exc}")
+
+    def _failed(self, exc: sqlite3.Error) -> StoreError:
+        """Any other error of sqlite3, chained by the caller: nothing leaks raw."""
+        where = self._name
+        if self._connection is None:
+            return StoreUnavailableError(
+                f"{where} was closed during the call ({exc}): use it only while it is open, "
+                "inside MasaApp.lifespan() or before store.aclose()"
+            )
+        if isinstance(exc, sqlite3.IntegrityError):
+            return StoreRejectedError(f"{where} refused a value: {exc}; nothing was written")
+        return StoreError(
+            f"{where} failed ({type(exc).__name__}: {exc}): the file may be damaged or "
+            "changed by something other than masa-jobs; check it with `sqlite3 <file> "
+            "'PRAGMA integrity_check'` and restore it from a backup if it is damaged"
+        )
 
     # -- jobs --------------------------------------------------------------------
 
     async def add(self, records: Sequence[JobRecord]) -> None:
         if not records:
             return
+        repeated = first_repeated_id(records)
+        if repeated is not None:
+            raise duplicate_job(self._name, repeated, in_batch=True)
         rows = [row_from_record(record) for record in records]
         await self._run(self._add, rows)
         self._wake()
@@ -202,13 +245,13 @@ class SqliteJobStore:
             with write_transaction(connection):
                 connection.executemany(self._sql.insert_job, rows)
         except sqlite3.IntegrityError as exc:
-            clash = self._clashing_id(connection, [row[0] for row in rows])
-            raise ValueError(f"a job with id {clash!r} exists already; nothing was stored") from exc
+            clash = self._stored_id(connection, [row[0] for row in rows])
+            if clash is None:
+                raise  # another constraint: _run refuses the value
+            raise duplicate_job(self._name, clash) from exc
 
-    def _clashing_id(self, connection: sqlite3.Connection, job_ids: list[str]) -> str | None:
-        repeated = [job_id for job_id, n in Counter(job_ids).items() if n > 1]
-        if repeated:
-            return repeated[0]
+    def _stored_id(self, connection: sqlite3.Connection, job_ids: list[str]) -> str | None:
+        """The first of ``job_ids`` that is stored already (after a failed insert)."""
         for job_id in job_ids:
             if connection.execute(self._sql.get, (job_id,)).fetchone() is not None:
                 return job_id
@@ -254,6 +297,7 @@ class SqliteJobStore:
                     # No handler can run a record that cannot be read: dead at
                     # once, with the reason, instead of failing every claim.
                     broken.append(_dead_row(row, now, taker.token, exc))
+                    logger.error("job %s is dead: %s", row[1], _unreadable(row[1], exc))
             if broken:
                 broken.sort(key=lambda row: str(row[6]))
                 connection.executemany(self._sql.finish, broken)
@@ -501,10 +545,10 @@ class SqliteJobStore:
                 if job is not None:
                     connection.execute(self._sql.insert_job, job)
         except sqlite3.IntegrityError as exc:
-            job_id = None if job is None else job[0]
-            raise ValueError(
-                f"a job with id {job_id!r} exists already; the tick did not fire"
-            ) from exc
+            clash = None if job is None else self._stored_id(connection, [job[0]])
+            if clash is None:
+                raise  # another constraint: _run refuses the value
+            raise duplicate_job(self._name, clash, tick=True) from exc
         return True
 
     # -- workers -----------------------------------------------------------------
