@@ -4,12 +4,14 @@ A store joins the suite with one ``StoreSpec`` line in ``STORES``: a name and a
 factory, an async context manager that yields a fresh, empty, *unopened* store
 and cleans up after it (drop a schema, delete a key prefix ...). The ``store``
 fixture opens it before each test and closes it afterwards. Stores whose
-driver does not run under trio say so and are skipped on that backend.
+driver does not run under trio say so (``supports_trio=False``): tests/conftest.py
+does not generate their trio runs.
 
 A store on a server (``network=True``) keeps time on the server's clock and
 rebases the records it is given (``add``) on it; a store on this machine uses
 the local clock and stores records as given. The ``store_spec`` fixture tells
-a test which kind it runs on.
+a test which kind it runs on; a test that holds for one kind only is marked
+``network_store_only`` or ``local_store_only`` and is generated for that kind only.
 """
 
 from __future__ import annotations
@@ -100,13 +102,8 @@ def store_spec(request: pytest.FixtureRequest) -> StoreSpec:
 
 
 @pytest.fixture
-async def store(
-    store_spec: StoreSpec, anyio_backend: tuple[str, object], tmp_path: Path
-) -> AsyncIterator[JobStore]:
-    spec = store_spec
-    if anyio_backend[0] == "trio" and not spec.supports_trio:
-        pytest.skip(f"the {spec.name} store does not run under trio")
-    async with spec.factory(tmp_path) as job_store:
+async def store(store_spec: StoreSpec, tmp_path: Path) -> AsyncIterator[JobStore]:
+    async with store_spec.factory(tmp_path) as job_store:
         await job_store.open()
         try:
             yield job_store

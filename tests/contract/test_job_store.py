@@ -20,10 +20,16 @@ from uuid import uuid4
 import anyio
 import pytest
 
-from masa_jobs import JobOutcome, JobRecord, JobState, JobStore, StoreRejectedError
+from masa_jobs import (
+    DuplicateJobError,
+    JobOutcome,
+    JobRecord,
+    JobState,
+    JobStore,
+    StoreRejectedError,
+)
 from masa_jobs.records import WorkerInfo, utcnow
 from masa_jobs.stores.base import STALE_WORKER_SECONDS
-from tests.contract.conftest import StoreSpec
 
 pytestmark = pytest.mark.anyio
 
@@ -227,11 +233,8 @@ async def test_add_then_get_round_trips_every_field(store: JobStore) -> None:
     assert_utc(got.created_at, got.next_try_at, got.last_try_at)
 
 
-async def test_a_local_store_keeps_the_times_it_is_given(
-    store: JobStore, store_spec: StoreSpec
-) -> None:
-    if store_spec.network:
-        pytest.skip(f"the {store_spec.name} store rebases records on its own clock")
+@pytest.mark.local_store_only  # a network store rebases records on its own clock
+async def test_a_local_store_keeps_the_times_it_is_given(store: JobStore) -> None:
     record = make_record(
         created_at=datetime(2024, 5, 1, 11, 59, 58, 123000, tzinfo=UTC), delay=3600.456
     )
@@ -261,13 +264,13 @@ async def test_add_of_an_empty_batch_stores_nothing(store: JobStore) -> None:
     assert sum((await store.count_by_state(utcnow())).values()) == 0
 
 
-async def test_add_is_all_or_none(store: JobStore) -> None:
+async def test_add_of_a_duplicate_id_is_all_or_none(store: JobStore) -> None:
     existing = await add_one(store)
     fresh = make_record()
     clash = make_record(existing.id)
 
-    # Stores report the clash with their own driver's error type.
-    with pytest.raises(Exception):  # noqa: B017, PT011
+    # Every store reports the clash with the same type (a duplicate id).
+    with pytest.raises(DuplicateJobError):
         await store.add([fresh, clash])
 
     assert await store.get(fresh.id) is None
@@ -284,11 +287,10 @@ async def test_now_is_the_current_time_in_utc(store: JobStore) -> None:
     assert_close(now, utcnow())
 
 
+@pytest.mark.network_store_only  # a local store uses this machine's clock by design
 async def test_add_on_a_network_store_rebases_a_record_from_a_clock_ahead(
-    store: JobStore, store_spec: StoreSpec
+    store: JobStore,
 ) -> None:
-    if not store_spec.network:
-        pytest.skip(f"the {store_spec.name} store uses this machine's clock by design")
     # A client whose clock is 2 h ahead enqueues a job "in half a second".
     skewed = make_record(
         state=JobState.SCHEDULED, created_at=whole_ms(utcnow()) + seconds(7200), delay=0.5
@@ -302,11 +304,10 @@ async def test_add_on_a_network_store_rebases_a_record_from_a_clock_ahead(
     assert ids(await claim_when_due(store, "worker-1")) == [skewed.id]
 
 
+@pytest.mark.network_store_only  # a local store uses this machine's clock by design
 async def test_add_on_a_network_store_keeps_the_delay_of_a_record_from_a_clock_behind(
-    store: JobStore, store_spec: StoreSpec
+    store: JobStore,
 ) -> None:
-    if not store_spec.network:
-        pytest.skip(f"the {store_spec.name} store uses this machine's clock by design")
     # A client whose clock is 2 h behind enqueues a job "in an hour".
     skewed = make_record(
         state=JobState.SCHEDULED, created_at=whole_ms(utcnow()) - seconds(7200), delay=3600
@@ -435,14 +436,11 @@ async def test_claim_order_is_batch_order_when_due_time_and_attempts_tie(
     assert await claim_order(store) == ids(batch)
 
 
+# A network store rebases each add on its clock: separate adds cannot share a due time.
+@pytest.mark.local_store_only
 async def test_claim_order_is_creation_order_when_due_time_and_attempts_tie(
-    store: JobStore, store_spec: StoreSpec
+    store: JobStore,
 ) -> None:
-    if store_spec.network:
-        pytest.skip(
-            f"the {store_spec.name} store rebases each add on its clock: "
-            "separate adds cannot share a due time"
-        )
     due = whole_ms(utcnow()) - seconds(60)
     # Separate adds at later creation times, with the same due time...
     later = []
