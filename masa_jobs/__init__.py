@@ -10,6 +10,7 @@ from .context import JobContext, current_job
 from .cron import CronSchedule
 from .exceptions import (
     ConfigurationError,
+    DuplicateJobError,
     DuplicateJobNameError,
     EnqueueError,
     InvalidDelayError,
@@ -66,6 +67,7 @@ __all__ = [
     "ConfigurationError",
     "CronSchedule",
     "DefaultJobManager",
+    "DuplicateJobError",
     "DuplicateJobNameError",
     "EnqueueError",
     "InvalidDelayError",

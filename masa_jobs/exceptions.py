@@ -7,16 +7,21 @@ message says what went wrong and how to fix it::
     ├── MasaNotBuiltError          a static caller ran before MasaApp.build(...)
     ├── MasaAlreadyBuiltError      MasaApp.build(...) got a second, different container
     ├── ConfigurationError         a setting cannot work (unknown store backend, ...)
-    ├── StoreError                 the store failed in a way the caller should see
-    │   ├── StoreUnavailableError  the store cannot be reached (names store and address);
-    │   │                          transient: the same call may succeed later
+    ├── StoreError                 the store failed in a way the caller should see; also
+    │   │                          any other error of its driver (the cause)
+    │   ├── StoreUnavailableError  the store cannot be reached (names store and address),
+    │   │                          or has no room to write (disk or memory full); transient:
+    │   │                          the same call may succeed later
     │   ├── StoreRejectedError     the store refused the data itself (a NUL in a text, a
     │   │                          value too large): permanent, retrying it as is cannot help
+    │   ├── DuplicateJobError      a job with that id is stored already, or a batch names it
+    │   │                          twice; nothing of the batch was stored (also ValueError)
     │   └── SchemaVersionError     the database holds a newer schema than this version knows
     ├── RegistryError              the job classes cannot be mapped to names
     │   └── DuplicateJobNameError  two args types share one job name
     ├── EnqueueError               a job was refused; nothing was stored
-    │   ├── InvalidJobArgsError    the args are not a pydantic model instance (also TypeError)
+    │   ├── InvalidJobArgsError    the args are not a pydantic model instance, or cannot make
+    │   │                          the trip through JSON to the worker (also TypeError)
     │   ├── UnknownJobError        no handler is registered for the args type
     │   ├── PayloadTooLargeError   the serialised args exceed max_payload_bytes (also ValueError)
     │   └── InvalidDelayError      the delay is negative or not a duration (also ValueError)
@@ -26,6 +31,14 @@ message says what went wrong and how to fix it::
     ├── InvalidJobStateError       the operation does not apply to the job's state
     └── NotSupportedError          the operation is not available in this version or store
 
+A store raises nothing else: its driver's exceptions reach a caller as one of
+the ``StoreError`` types above, with the driver's exception as ``__cause__``.
+A full disk (SQLite ``database or disk is full``, PostgreSQL ``DiskFullError``)
+or a server out of memory is ``StoreUnavailableError``, not
+``StoreRejectedError``: the same write succeeds once there is room again, so
+the worker retries it with back-off instead of declaring jobs dead whose
+outcomes were fine. The message says which it is, and how to make room.
+
 Validation of ``BackgroundJobOptions`` raises pydantic's ``ValidationError``,
 which names the field; it is deliberately not wrapped.
 """
@@ -34,6 +47,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "DuplicateJobError",
     "DuplicateJobNameError",
     "EnqueueError",
     "InvalidDelayError",
@@ -84,6 +98,14 @@ class StoreRejectedError(StoreError, ValueError):
     """The store refused the values of a write; the same write would fail again."""
 
 
+class DuplicateJobError(StoreError, ValueError):
+    """A job with the given id is stored already, or one batch names it twice.
+
+    Job ids are unique; nothing of the batch was stored. ``enqueue`` picks a
+    new id every time, so enqueueing the job again never clashes.
+    """
+
+
 class SchemaVersionError(StoreError):
     """The database was set up by a newer masa-jobs; upgrade this one."""
 
@@ -101,7 +123,8 @@ class EnqueueError(MasaJobsError):
 
 
 class InvalidJobArgsError(EnqueueError, TypeError):
-    """The job arguments are not an instance of a pydantic model."""
+    """The job arguments are not an instance of a pydantic model, or cannot be
+    stored as JSON that validates back into the same arguments."""
 
 
 class UnknownJobError(EnqueueError):

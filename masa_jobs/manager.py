@@ -17,6 +17,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel
 
+from ._payload import stored_args, validate_stored_args
 from .exceptions import (
     InvalidDelayError,
     InvalidJobArgsError,
@@ -239,8 +240,10 @@ class DefaultJobManager:
 
     def _new_record(self, args: BaseModel, delay: Delay, now: datetime) -> JobRecord:
         name = self._job_name_of(args)
-        payload = args.model_dump_json()
+        payload = stored_args(args, name)
         self._check_payload_size(name, payload)
+        # After the size check: a payload over the limit is not worth parsing.
+        validate_stored_args(args, name, payload)
         seconds = _delay_seconds(delay)
         try:
             next_try_at = now + timedelta(seconds=seconds) if seconds else now

@@ -33,9 +33,12 @@ from ..records import (
     WorkerInfo,
     utcnow,
 )
+from ._errors import duplicate_job, first_repeated_id
 from .base import STALE_WORKER_SECONDS, new_lease_token
 
 __all__ = ["MemoryJobStore"]
+
+_STORE = "the memory store"
 
 
 class MemoryJobStore:
@@ -69,15 +72,20 @@ class MemoryJobStore:
         """Nothing to release; the jobs stay for a later ``open()``."""
 
     async def add(self, records: Sequence[JobRecord]) -> None:
-        seen: set[str] = set()
-        for record in records:
-            if record.id in self._jobs or record.id in seen:
-                raise ValueError(f"a job with id {record.id!r} exists already")
-            seen.add(record.id)
+        self._check_new(records)
         for record in records:
             self._jobs[record.id] = record
             self._push_due(record)
         self._wake()
+
+    def _check_new(self, records: Sequence[JobRecord], *, tick: bool = False) -> None:
+        """Refuse the batch (before storing any of it) if an id is taken or named twice."""
+        repeated = first_repeated_id(records)
+        if repeated is not None:
+            raise duplicate_job(_STORE, repeated, in_batch=True, tick=tick)
+        for record in records:
+            if record.id in self._jobs:
+                raise duplicate_job(_STORE, record.id, tick=tick)
 
     async def now(self) -> datetime:
         return self._clock()
@@ -311,6 +319,7 @@ class MemoryJobStore:
         if schedule is None or schedule.next_fire_at != expected_next_fire_at:
             return False
         if job is not None:
+            self._check_new((job,), tick=True)
             await self.add((job,))
         last_fire_at = expected_next_fire_at if job is not None else schedule.last_fire_at
         self._schedules[schedule_id] = replace(

@@ -13,8 +13,11 @@ rebased on it. New and requeued jobs ``NOTIFY`` a channel per schema that
 idle workers ``LISTEN`` on through a dedicated connection; polling is the
 fallback whenever that connection is down. While the server cannot be reached
 every call raises ``StoreUnavailableError``, and the pool reconnects by
-itself once it answers; values the server refuses (a NUL character in a text)
-raise ``StoreRejectedError``.
+itself once it answers; so does a server that cannot write for now (disk or
+memory full, a read-only standby, a transaction it aborted). Values the server
+refuses (a NUL character in a text) raise ``StoreRejectedError``, an id that
+exists already ``DuplicateJobError``, and any other error of asyncpg
+``StoreError``, each chained to asyncpg's exception.
 
 The tables live in their own PostgreSQL schema (``store.schema``), created on
 first open under an advisory lock and versioned in ``schema_version``.
@@ -24,16 +27,16 @@ asyncpg runs on asyncio only: this store does not run under trio.
 from __future__ import annotations
 
 import builtins
-import functools
 import json
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 import asyncpg
 
+from .._redact import redact
 from ..exceptions import (
     SchemaVersionError,
     StoreError,
@@ -41,6 +44,7 @@ from ..exceptions import (
     StoreUnavailableError,
 )
 from ..records import JobOutcome, JobRecord, JobState, ScheduleRecord, WorkerInfo
+from ._errors import cut, duplicate_job, first_repeated_id, translates_driver_errors
 from ._postgres_settings import PostgresSettings, describe_dsn
 from ._postgres_sql import SCHEMA_VERSION, Statements, advisory_lock_key, migrations
 from ._postgres_wakeup import LOST_CONNECTION_ERRORS, WakeUps
@@ -67,10 +71,10 @@ _CONNECTION_ERRORS = (
 # connection dropped or reset (socket errors, asyncpg's "connection was closed
 # in the middle of operation"), no answer within a timeout, a server that shuts
 # down or refuses new sessions, and, when the pool reconnects, a refused login.
-# Refused values are StoreRejectedError (see _REFUSED_VALUE_ERRORS); other SQL
-# errors (a duplicate id among them) and asyncpg's InterfaceError (a misused
-# API) mean a bug and pass unchanged, unless aclose() ran during the call (see
-# _unavailable_after).
+# Everything else asyncpg raises is translated by _driver_error: refused values,
+# a server that cannot write for now, and StoreError for the rest (an SQL error,
+# asyncpg's InterfaceError for a misused API), unless aclose() ran during the
+# call (see _unavailable_after).
 _UNAVAILABLE_ERRORS = (
     OSError,
     TimeoutError,
@@ -85,32 +89,28 @@ _UNAVAILABLE_ERRORS = (
 # What the server (or asyncpg, encoding a parameter) raises for values it
 # refuses: a NUL character or a lone surrogate in a text, text the database
 # encoding cannot hold, a value out of range or too large for a column or an
-# index entry. Sending the same values again would fail again.
-_REFUSED_VALUE_ERRORS = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
+# index entry, or breaking a constraint. Sending the same values again would fail again.
+_REFUSED_VALUE_ERRORS = (
+    asyncpg.DataError,
+    asyncpg.ProgramLimitExceededError,
+    asyncpg.IntegrityConstraintViolationError,
+)
+# A server that cannot write for now, though it answers: out of disk space or
+# memory (not "refused": the same call succeeds once there is room), a
+# standby that is read-only, a transaction it aborted (a deadlock, a
+# serialization failure) or a statement it cancelled (statement_timeout).
+_CANNOT_WRITE_NOW_ERRORS = (
+    asyncpg.InsufficientResourcesError,
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.TransactionRollbackError,
+    asyncpg.QueryCanceledError,
+)
+# Everything else asyncpg raises: StoreError, with asyncpg's exception as cause.
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
+# The detail of a duplicate key: ``Key (id)=(<id>) already exists.``
+_DUPLICATE_KEY = ("Key (id)=(", ") already exists.")
 _STATES = {state.value: state for state in JobState}
 _NO_HANDLERS = "[]"
-
-
-S = TypeVar("S", bound="PostgresJobStore")
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def _refuses_values(
-    method: Callable[Concatenate[S, P], Awaitable[T]],
-) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
-    """Raise ``StoreRejectedError``, chained to the driver's exception, where the
-    server refuses the values ``method`` sends. Each call is one statement, so
-    a refused one wrote nothing."""
-
-    @functools.wraps(method)
-    async def refusing(store: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await method(store, *args, **kwargs)
-        except _REFUSED_VALUE_ERRORS as exc:
-            raise store._rejected(method.__name__, exc) from exc
-
-    return refusing
 
 
 class PostgresJobStore:
@@ -122,6 +122,7 @@ class PostgresJobStore:
             settings.db_schema, relaxed_commit=settings.relaxed_commit
         )
         self._address = describe_dsn(settings.dsn)
+        self._name = f"PostgreSQL store at {self._address}"
         self._pool: asyncpg.Pool | None = None
         self._wake_ups = WakeUps(
             settings.dsn,
@@ -200,8 +201,9 @@ class PostgresJobStore:
                 raise
             raise StoreError(
                 f"PostgreSQL store at {self._address}: could not set up schema "
-                f"{self._settings.db_schema!r}: {exc}. Grant the user CREATE on the database, "
-                "or create the schema and grant it to the user."
+                f"{self._settings.db_schema!r}: {_reason(exc)}. Grant the user CREATE on "
+                "the database, or create the schema and grant it to the user "
+                "(see docs/security.md)."
             ) from exc
 
     def _check_version(self, version: int | None) -> None:
@@ -256,9 +258,28 @@ class PostgresJobStore:
     def _rejected(self, call: str, exc: Exception) -> StoreRejectedError:
         return StoreRejectedError(
             f"PostgreSQL store at {self._address} refused the values of {call} "
-            f"({_reason(exc)}); nothing was written. The same values would be refused "
+            f"({cut(_reason(exc))}); nothing was written. The same values would be refused "
             "again: remove or replace the offending one (a NUL character in a text, "
             "a value too large)."
+        )
+
+    def _driver_error(self, call: str, exc: Exception) -> StoreError | None:
+        """The error for any other exception of asyncpg; see ``translates_driver_errors``."""
+        if self._unavailable_after(exc) is not None or not isinstance(exc, _DRIVER_ERRORS):
+            return None  # a connection failure (reports_unavailable words it), or no driver's
+        if isinstance(exc, _REFUSED_VALUE_ERRORS):
+            return self._rejected(call, exc)
+        if isinstance(exc, _CANNOT_WRITE_NOW_ERRORS):
+            return StoreUnavailableError(
+                f"PostgreSQL store at {self._address} cannot serve {call} now "
+                f"({type(exc).__name__}: {cut(_reason(exc))}); nothing was written. "
+                f"{_not_now_fix(exc)}"
+            )
+        return StoreError(
+            f"PostgreSQL store at {self._address}: {call} failed ({type(exc).__name__}: "
+            f"{cut(_reason(exc))}). This is neither a connection failure nor a refused "
+            f"value: check the server's log, and that the tables of schema "
+            f"{self._settings.db_schema!r} were not changed by hand."
         )
 
     def _require_pool(self) -> asyncpg.Pool:
@@ -272,20 +293,28 @@ class PostgresJobStore:
     # -- jobs ----------------------------------------------------------------------------
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def add(self, records: Sequence[JobRecord]) -> None:
-        if records:
+        if not records:
+            return
+        repeated = first_repeated_id(records)
+        if repeated is not None:
+            raise duplicate_job(self._name, repeated, in_batch=True)
+        try:
             await self._require_pool().execute(
                 self._sql.add, *_job_arrays(records), self._sql.channel
             )
+        except asyncpg.UniqueViolationError as exc:
+            raise duplicate_job(self._name, _duplicate_id(exc, records)) from exc
 
     @reports_unavailable
+    @translates_driver_errors
     async def now(self) -> datetime:
         now: datetime = await self._require_pool().fetchval(self._sql.now)
         return now
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def claim(
         self,
         worker_id: str,
@@ -307,7 +336,7 @@ class PostgresJobStore:
         return [_record(row) for row in rows]
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def extend_leases(
         self, worker_id: str, leases: Mapping[str, str], lease: timedelta
     ) -> set[str]:
@@ -324,7 +353,7 @@ class PostgresJobStore:
         return _ids(row[0])
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> set[str]:
         if not outcomes:
             return set()
@@ -345,13 +374,13 @@ class PostgresJobStore:
         return _ids(row[0])
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def get(self, job_id: str) -> JobRecord | None:
         row = await self._require_pool().fetchrow(self._sql.get, job_id)
         return None if row is None else _record(row)
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def list(
         self, states: Collection[JobState] | None = None, *, limit: int = 100, offset: int = 0
     ) -> builtins.list[JobRecord]:
@@ -364,7 +393,7 @@ class PostgresJobStore:
         return [_record(row) for row in rows]
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def count_by_state(self, now: datetime) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
         for shown, count in await self._require_pool().fetch(self._sql.count_by_state, now):
@@ -372,7 +401,7 @@ class PostgresJobStore:
         return counts
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def transition(
         self,
         job_id: str,
@@ -392,13 +421,13 @@ class PostgresJobStore:
         return None if row is None else _record(row)
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def delete(self, job_id: str) -> bool:
         status = await self._require_pool().execute(self._sql.delete, job_id)
         return _row_count(status) > 0
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def purge(
         self,
         states: Collection[JobState],
@@ -434,13 +463,14 @@ class PostgresJobStore:
     # -- wake-up -------------------------------------------------------------------------
 
     @reports_unavailable
+    @translates_driver_errors
     async def wait_for_work(self, timeout: float) -> None:
         await self._wake_ups.wait(self._require_pool(), timeout)
 
     # -- workers ---------------------------------------------------------------------------
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def heartbeat(self, worker: WorkerInfo) -> None:
         await self._require_pool().execute(
             self._sql.heartbeat,
@@ -454,20 +484,20 @@ class PostgresJobStore:
         )
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def list_workers(self, seen_since: datetime) -> builtins.list[WorkerInfo]:
         rows = await self._require_pool().fetch(self._sql.list_workers, seen_since)
         return [WorkerInfo(*row) for row in rows]
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def remove_worker(self, worker_id: str) -> None:
         await self._require_pool().execute(self._sql.remove_worker, worker_id)
 
     # -- recurring jobs --------------------------------------------------------------------
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def upsert_schedule(self, schedule: ScheduleRecord) -> None:
         await self._require_pool().execute(
             self._sql.upsert_schedule,
@@ -482,24 +512,25 @@ class PostgresJobStore:
         )
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         row = await self._require_pool().fetchrow(self._sql.get_schedule, schedule_id)
         return None if row is None else ScheduleRecord(*row)
 
     @reports_unavailable
+    @translates_driver_errors
     async def list_schedules(self) -> builtins.list[ScheduleRecord]:
         rows = await self._require_pool().fetch(self._sql.list_schedules)
         return [ScheduleRecord(*row) for row in rows]
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def delete_schedule(self, schedule_id: str) -> bool:
         status = await self._require_pool().execute(self._sql.delete_schedule, schedule_id)
         return _row_count(status) > 0
 
     @reports_unavailable
-    @_refuses_values
+    @translates_driver_errors
     async def fire_schedule(
         self,
         schedule_id: str,
@@ -509,20 +540,54 @@ class PostgresJobStore:
     ) -> bool:
         # One statement: concurrent schedulers queue on the schedule's row
         # lock, and all but the first find next_fire_at moved on.
-        row = await self._require_pool().fetchrow(
-            self._sql.fire_schedule,
-            schedule_id,
-            expected_next_fire_at,
-            next_fire_at,
-            *_job_arrays(() if job is None else (job,)),
-            self._sql.channel,
-        )
+        jobs = () if job is None else (job,)
+        try:
+            row = await self._require_pool().fetchrow(
+                self._sql.fire_schedule,
+                schedule_id,
+                expected_next_fire_at,
+                next_fire_at,
+                *_job_arrays(jobs),
+                self._sql.channel,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise duplicate_job(self._name, _duplicate_id(exc, jobs), tick=True) from exc
         assert row is not None  # an aggregate always returns its row
         return bool(row[0])
 
 
 def _reason(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    # A driver's text may quote a DSN or a keyword string: keep its password out.
+    return redact(str(exc)) or type(exc).__name__
+
+
+def _not_now_fix(exc: Exception) -> str:
+    """What to do about a server that cannot write for now."""
+    if isinstance(exc, asyncpg.InsufficientResourcesError):
+        return (
+            "The server is out of disk space or memory: free some (or purge old jobs); "
+            "the same call succeeds once there is room."
+        )
+    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+        return (
+            "The server is read-only (a standby, or after a failover): point store.dsn "
+            "(MASA_JOBS_STORE__DSN) at the primary."
+        )
+    return (
+        "The server aborted the statement (a deadlock, a serialization failure or a "
+        "statement_timeout): the same call may succeed if retried."
+    )
+
+
+def _duplicate_id(exc: asyncpg.UniqueViolationError, records: Sequence[JobRecord]) -> str | None:
+    """The id of a duplicate key error, if it is one of ``records``'s."""
+    detail = getattr(exc, "detail", None) or ""
+    head, tail = _DUPLICATE_KEY
+    if detail.startswith(head) and detail.endswith(tail):
+        job_id = detail[len(head) : -len(tail)]
+        if any(record.id == job_id for record in records):
+            return job_id
+    return None
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

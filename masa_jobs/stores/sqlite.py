@@ -203,7 +203,8 @@ class SqliteJobStore:
     def _unavailable(self, exc: sqlite3.OperationalError) -> StoreUnavailableError:
         """A file that cannot be used now: locked past busy_timeout, full, unreadable."""
         where = self._name
-        if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+        # The primary result code: the low byte of an extended one.
+        if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL:
             # Transient, not refused: the same write succeeds once there is room.
             return StoreUnavailableError(
                 f"{where} cannot write: the disk is full ({exc}); nothing of the write was "

@@ -21,6 +21,7 @@ from containers import BackgroundJobContainer
 from masa_jobs import JobState, MasaApp
 from masa_jobs.exceptions import (
     ConfigurationError,
+    DuplicateJobError,
     SchemaVersionError,
     StoreError,
     StoreRejectedError,
@@ -531,8 +532,8 @@ async def test_an_outage_raises_store_unavailable_and_the_store_recovers_by_itse
             await wait_until(serving, timeout=LONG_WAIT)
             await store.add([job()])
             assert len(await store.claim("worker-1", 10, LEASE)) == 2
-            # An error that is not about the connection keeps its own type.
-            with pytest.raises(asyncpg.UniqueViolationError):
+            # An error that is not about the connection is a DuplicateJobError.
+            with pytest.raises(DuplicateJobError):
                 await store.add([kept])
         finally:
             await store.aclose()

@@ -8,10 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from containers import BackgroundJobContainer
 from masa_jobs import (
+    BackgroundJob,
     BackgroundJobOptions,
     ConfigurationError,
     DefaultJobManager,
@@ -24,6 +25,7 @@ from masa_jobs import (
     MemoryJobStore,
     PayloadTooLargeError,
     UnknownJobError,
+    get_job_name,
 )
 
 from .support import ALL_HANDLERS, Greet
@@ -221,3 +223,188 @@ def test_a_durable_store_setting_without_its_backend_fails_the_build() -> None:
     assert "store.path set, but store.backend is memory" in message
     assert "MASA_JOBS_STORE__BACKEND" in message
     assert not MasaApp.is_built()
+
+
+# -- args that cannot make the trip through JSON -------------------------------------
+
+
+class Opaque:
+    """A type pydantic takes as is, and cannot dump as JSON."""
+
+
+class Awkward(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    text: str = ""
+    blob: bytes = b""
+    ratio: float = 0.0
+    maybe: float | None = None
+    tree: JsonValue = None
+    items: list[Greet] = []
+    thing: Opaque | None = None
+
+
+class AwkwardJob(BackgroundJob[Awkward]):
+    async def execute(self, args: Awkward) -> None:
+        return None
+
+
+class Lenient(BaseModel):
+    """A model that stores non-finite floats as JSON's NaN and Infinity."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
+    ratio: float
+
+
+class LenientJob(BackgroundJob[Lenient]):
+    async def execute(self, args: Lenient) -> None:
+        return None
+
+
+def make_awkward_manager() -> DefaultJobManager:
+    return DefaultJobManager(
+        MemoryJobStore(),
+        JobRegistry([*ALL_HANDLERS, AwkwardJob, LenientJob]),
+        BackgroundJobOptions(),
+    )
+
+
+def nested_lists(depth: int) -> JsonValue:
+    value: JsonValue = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def assert_printable(message: str) -> None:
+    """A message a log line or a terminal can show: no lone surrogate in it."""
+    message.encode()
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "problem", "fix"),
+    [
+        (Awkward(text="ok\ud800"), "field text", "a lone surrogate", "errors='replace'"),
+        (Awkward(blob=b"\xff\xfe"), "field blob", "not UTF-8", "Base64Bytes"),
+        (Awkward(ratio=math.nan), "field ratio", "non-finite float (nan)", "ser_json_inf_nan"),
+        (Awkward(maybe=math.inf), "field maybe", "non-finite float (inf)", "finite number"),
+        (Awkward(tree={"a": [1, -math.inf]}), "field tree.a.1", "non-finite", "finite number"),
+        (
+            Awkward(tree={"a": [{"b": "\udcff"}]}),
+            "field tree.a.0.b",
+            "a lone surrogate",
+            "remove it",
+        ),
+        (
+            Awkward(tree={"a": {"key\ud800": 1}}),
+            "field tree.a.'key\\ud800'",
+            "a lone surrogate",
+            "remove it",
+        ),
+        (
+            Awkward(items=[Greet(key="a"), Greet(key="\udfff")]),
+            "field items.1.key",
+            "a lone surrogate",
+            "remove it",
+        ),
+        (Awkward(thing=Opaque()), "field thing", "cannot dump as JSON", "Opaque"),
+        (
+            Awkward.model_construct(ratio="garbage"),
+            "field ratio",
+            "cannot validate back (Input should be a valid number",
+            "not Awkward.model_construct(...)",
+        ),
+        (
+            Awkward.model_construct(items=[{"key": 1}]),
+            "field items.0",
+            "cannot validate back",
+            "build the args with Awkward(...)",
+        ),
+        (Awkward(tree=nested_lists(250)), "the args contain", "recursion limit", "less deeply"),
+    ],
+    ids=[
+        "surrogate",
+        "bytes",
+        "nan",
+        "inf-in-optional",
+        "nested-inf",
+        "nested-surrogate",
+        "surrogate-key",
+        "nested-model",
+        "unknown-type",
+        "model_construct",
+        "model_construct-nested",
+        "too-deep",
+    ],
+)
+async def test_args_that_cannot_be_stored_as_json(
+    args: Awkward, field: str, problem: str, fix: str
+) -> None:
+    manager = make_awkward_manager()
+
+    with pytest.raises(InvalidJobArgsError) as caught:
+        await manager.enqueue(args)
+
+    message = str(caught.value)
+    assert message.startswith(f"the args of job {get_job_name(Awkward)!r} (Awkward) cannot be")
+    assert field in message
+    assert problem in message
+    assert fix in message
+    assert message.endswith("nothing was stored")
+    assert_printable(message)
+    assert isinstance(caught.value, EnqueueError)
+    assert isinstance(caught.value, TypeError)
+    await assert_nothing_stored(manager)
+
+
+async def test_a_refused_args_value_refuses_the_whole_batch() -> None:
+    manager = make_awkward_manager()
+
+    with pytest.raises(InvalidJobArgsError, match="field text"):
+        await manager.enqueue_many([(Greet(key="fine"), None), (Awkward(text="\ud800"), None)])
+
+    await assert_nothing_stored(manager)
+
+
+async def test_the_driver_error_stays_attached_to_a_refusal() -> None:
+    manager = make_awkward_manager()
+
+    with pytest.raises(InvalidJobArgsError) as dumped:
+        await manager.enqueue(Awkward(text="\ud800"))
+    with pytest.raises(InvalidJobArgsError) as validated:
+        await manager.enqueue(Awkward.model_construct(ratio="garbage"))
+
+    assert isinstance(dumped.value.__cause__, ValueError)  # PydanticSerializationError
+    assert isinstance(validated.value.__cause__, ValidationError)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        Awkward(text="nul \x00, replacement \ufffd, emoji 🚀, bidi \u202e"),
+        Awkward(maybe=None, tree={"none": None, "list": [None, 1.5, -0.0]}),
+        Awkward(tree={"big": 2**200, "small": -(2**200), "float": 1e308}),
+        Awkward(blob="é🚀".encode(), items=[Greet(key="x" * 10_000)]),
+        Awkward(tree=nested_lists(100)),
+    ],
+    ids=["odd-text", "nulls", "big-numbers", "bytes-and-long", "nested"],
+)
+async def test_args_that_survive_json_are_stored_as_they_are(args: Awkward) -> None:
+    manager = make_awkward_manager()
+
+    job_id = await manager.enqueue(args)
+
+    stored = await manager.store.get(job_id)
+    assert stored is not None
+    assert Awkward.model_validate_json(stored.payload) == args
+
+
+async def test_a_model_that_allows_non_finite_floats_stores_them() -> None:
+    manager = make_awkward_manager()
+
+    job_id = await manager.enqueue(Lenient(ratio=math.inf))
+
+    stored = await manager.store.get(job_id)
+    assert stored is not None
+    assert Lenient.model_validate_json(stored.payload).ratio == math.inf

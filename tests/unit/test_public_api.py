@@ -25,6 +25,7 @@ EXPECTED_ALL = [
     "ConfigurationError",
     "CronSchedule",
     "DefaultJobManager",
+    "DuplicateJobError",
     "DuplicateJobNameError",
     "EnqueueError",
     "InvalidDelayError",
@@ -116,7 +117,7 @@ def test_every_exported_error_derives_from_the_root() -> None:
         if inspect.isclass(obj := getattr(masa_jobs, name)) and issubclass(obj, Exception)
     ]
 
-    assert len(errors) == 20
+    assert len(errors) == 21
     assert all(issubclass(error, masa_jobs.MasaJobsError) for error in errors)
 
 
