@@ -5,6 +5,7 @@ Everything public is re-exported here; the submodules are implementation.
 
 from __future__ import annotations
 
+from ._redact import redact
 from .app import MasaApp
 from .context import JobContext, current_job
 from .cron import CronSchedule
@@ -109,4 +110,5 @@ __all__ = [
     "current_job",
     "get_job_name",
     "job_name",
+    "redact",
 ]

@@ -30,7 +30,7 @@ DEFAULT_MAX_ERROR_LENGTH = 16 * 1024
 # Passwords out of URLs, DSNs and key=value secrets: see docs/security.md.
 # An import path, so that configuration files and environment variables can
 # name another one the same way.
-DEFAULT_REDACT_ERROR = "masa_jobs._redact:redact"
+DEFAULT_REDACT_ERROR = "masa_jobs:redact"
 
 
 class BackgroundJobOptions(BaseModel):

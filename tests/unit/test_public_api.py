@@ -67,6 +67,7 @@ EXPECTED_ALL = [
     "current_job",
     "get_job_name",
     "job_name",
+    "redact",
 ]
 
 # The names the design document promises users.

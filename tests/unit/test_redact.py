@@ -371,7 +371,7 @@ def scrub_digits(text: str) -> str:
 
 def test_the_default_redact_error_is_redact() -> None:
     assert BackgroundJobOptions().redact_error is redact
-    assert BackgroundJobOptions.model_fields["redact_error"].default == "masa_jobs._redact:redact"
+    assert BackgroundJobOptions.model_fields["redact_error"].default == "masa_jobs:redact"
 
 
 @pytest.mark.parametrize(
