@@ -28,7 +28,7 @@ class BackgroundJobContainer(containers.DeclarativeContainer):
     """Options, store, registry, job manager and worker, as singletons.
 
     Configuration keys (``config.from_dict``, ``from_yaml`` or
-    ``containers.load_env``)::
+    ``masa_jobs.containers.load_env``)::
 
         store:   {backend: memory}      # memory | sqlite (path) | postgres (dsn) | redis (url)
         options: {poll_interval: 5, batch_size: 30, max_retry_times: 10, ...}

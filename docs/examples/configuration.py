@@ -3,7 +3,8 @@
 from collections.abc import Mapping
 from pathlib import Path
 
-from containers import BackgroundJobContainer, load_env
+from masa_jobs.containers import BackgroundJobContainer, load_env
+
 from masa_jobs import BackgroundJobOptions
 
 HERE = Path(__file__).parent

@@ -11,9 +11,9 @@ from typing import Annotated, Any
 from dependency_injector import containers, providers
 from dependency_injector.wiring import Provide, inject
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
+from masa_jobs.containers import BackgroundJobContainer
 from pydantic import BaseModel
 
-from containers import BackgroundJobContainer
 from masa_jobs import BackgroundJobBase, BackgroundJobManager, JobManager, MasaApp, job_name
 
 WELCOME_DELAY = timedelta(seconds=0.3)  # MASA's FAQ uses 3 s; kept short here

@@ -8,9 +8,9 @@ welcome email is sent exactly once.
 import anyio
 from dependency_injector import providers
 from dependency_injector.wiring import Provide, inject
+from masa_jobs.containers import BackgroundJobContainer
 from pydantic import BaseModel
 
-from containers import BackgroundJobContainer
 from masa_jobs import BackgroundJobBase, JobInfo, MasaApp, job_name
 
 

@@ -3,9 +3,9 @@
 import anyio
 from dependency_injector import providers
 from dependency_injector.wiring import Provide, inject
+from masa_jobs.containers import BackgroundJobContainer
 from pydantic import BaseModel
 
-from containers import BackgroundJobContainer
 from masa_jobs import BackgroundJob, JobInfo, JobManager, JobState, MasaApp, job_name
 
 

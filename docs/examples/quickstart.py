@@ -1,9 +1,9 @@
 from datetime import timedelta
 
 import anyio
+from masa_jobs.containers import BackgroundJobContainer
 from pydantic import BaseModel
 
-from containers import BackgroundJobContainer
 from masa_jobs import BackgroundJobBase, BackgroundJobManager, JobInfo, MasaApp, job_name
 
 

@@ -11,8 +11,8 @@ from datetime import datetime
 import anyio
 from dependency_injector import providers
 from dependency_injector.wiring import Provide, inject
+from masa_jobs.containers import BackgroundJobContainer
 
-from containers import BackgroundJobContainer
 from masa_jobs import BackgroundJobManager, BackgroundScheduleJob, MasaApp
 from masa_jobs.records import ScheduleInfo
 

@@ -9,7 +9,7 @@ demo's, the benchmark's) are imported only when their command runs, because
 the registry registers every imported handler class.
 
 The CLI is an application of the library, so unlike the rest of masa_jobs it
-composes with the ``containers`` package; ``import masa_jobs`` never imports it.
+composes with the ``masa_jobs.containers`` package; ``import masa_jobs`` never imports it.
 """
 
 from __future__ import annotations

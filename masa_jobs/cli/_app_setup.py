@@ -15,9 +15,9 @@ from dependency_injector import errors as di_errors
 from dependency_injector import providers
 from pydantic import ValidationError
 
-from containers import ENV_PREFIX, load_env
 from masa_jobs import BackgroundJobOptions, MasaApp, MasaJobsError
 from masa_jobs.app import find_jobs_container
+from masa_jobs.containers import ENV_PREFIX, load_env
 
 from ._common import CliError, first_line
 

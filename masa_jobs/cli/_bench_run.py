@@ -15,8 +15,8 @@ from typing import Any
 
 import anyio
 
-from containers import BackgroundJobContainer
 from masa_jobs import BackgroundJobManager, JobManager, JobState, MasaApp
+from masa_jobs.containers import BackgroundJobContainer
 
 from ._bench_jobs import PROBE, NoOp
 from ._bench_settings import BenchResult, BenchSettings

@@ -17,8 +17,8 @@ import anyio
 from rich.console import RenderableType
 from rich.live import Live
 
-from containers import BackgroundJobContainer
 from masa_jobs import BackgroundJobManager, JobInfo, JobManager, JobState, MasaApp
+from masa_jobs.containers import BackgroundJobContainer
 
 from . import _demo_jobs as jobs
 

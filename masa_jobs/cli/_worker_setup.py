@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from containers import ENV_PREFIX
 from masa_jobs import BackgroundJobOptions, JobRegistry
+from masa_jobs.containers import ENV_PREFIX
 
 from ._app_setup import apply_settings, build_app, jobs_container, store_name
 from ._common import CliError

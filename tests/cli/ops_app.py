@@ -16,9 +16,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 from dependency_injector import providers
+from masa_jobs.containers import BackgroundJobContainer
 from pydantic import BaseModel
 
-from containers import BackgroundJobContainer
 from masa_jobs import BackgroundJob, BackgroundJobOptions, BackgroundScheduleJob, job_name
 
 

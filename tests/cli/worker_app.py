@@ -10,9 +10,9 @@ import logging
 
 import anyio
 from dependency_injector import containers, providers
+from masa_jobs.containers import BackgroundJobContainer
 from pydantic import BaseModel
 
-from containers import BackgroundJobContainer
 from masa_jobs import BackgroundJob
 
 logger = logging.getLogger(__name__)

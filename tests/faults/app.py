@@ -7,9 +7,9 @@ start and end to the file named by ``MASA_FAULTS_LEDGER``.
 from __future__ import annotations
 
 import anyio
+from masa_jobs.containers import BackgroundJobContainer
 from pydantic import BaseModel
 
-from containers import BackgroundJobContainer
 from masa_jobs import BackgroundJob, job_name
 
 from . import jobs  # noqa: F401  (the handlers are found by import)

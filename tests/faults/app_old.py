@@ -5,7 +5,7 @@ A worker runs it with ``masa-jobs worker tests.faults.app_old:container``.
 
 from __future__ import annotations
 
-from containers import BackgroundJobContainer
+from masa_jobs.containers import BackgroundJobContainer
 
 from . import jobs  # noqa: F401  (the handlers are found by import)
 

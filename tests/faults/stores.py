@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from containers import BackgroundJobContainer
+from masa_jobs.containers import BackgroundJobContainer
+
 from masa_jobs import JobManager, MasaApp
 from masa_jobs.stores.base import Store
 from tests.services import POSTGRES_DSN, REDIS_URL, unique_name

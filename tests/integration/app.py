@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 
 import anyio
+from masa_jobs.containers import BackgroundJobContainer
 from pydantic import BaseModel
 
-from containers import BackgroundJobContainer
 from masa_jobs import BackgroundJob, BackgroundScheduleJob, job_name
 
 RECORD_FILE_VARIABLE = "MASA_TEST_RECORD_FILE"

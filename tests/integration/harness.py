@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
+from masa_jobs.containers import BackgroundJobContainer
 
-from containers import BackgroundJobContainer
 from masa_jobs import JobManager, MasaApp
 
 from .app import RECORD_FILE_VARIABLE

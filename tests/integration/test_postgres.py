@@ -16,8 +16,8 @@ from uuid import uuid4
 import anyio
 import asyncpg
 import pytest
+from masa_jobs.containers import BackgroundJobContainer
 
-from containers import BackgroundJobContainer
 from masa_jobs import JobState, MasaApp
 from masa_jobs.exceptions import (
     ConfigurationError,

@@ -13,9 +13,9 @@ from uuid import uuid4
 import anyio
 import pytest
 import redis.asyncio
+from masa_jobs.containers import BackgroundJobContainer
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
-from containers import BackgroundJobContainer
 from masa_jobs import JobManager, JobState, MasaApp
 from masa_jobs.exceptions import (
     ConfigurationError,

@@ -20,8 +20,8 @@ from uuid import uuid4
 
 import anyio
 import pytest
+from masa_jobs.containers import BackgroundJobContainer
 
-from containers import BackgroundJobContainer
 from masa_jobs import (
     BackgroundJobOptions,
     DefaultJobManager,

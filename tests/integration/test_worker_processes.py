@@ -153,7 +153,7 @@ async def test_a_delayed_job_survives_the_process_that_enqueued_it(
 ) -> None:
     script = (
         "import anyio\n"
-        "from containers import BackgroundJobContainer, load_env\n"
+        "from masa_jobs.containers import BackgroundJobContainer, load_env\n"
         "from masa_jobs import MasaApp\n"
         "from tests.integration.app import Work\n"
         "async def main():\n"

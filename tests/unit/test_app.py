@@ -8,9 +8,9 @@ from typing import Any
 import anyio
 import pytest
 from dependency_injector import containers, providers
+from masa_jobs.containers import BackgroundJobContainer
 from pydantic import BaseModel
 
-from containers import BackgroundJobContainer
 from masa_jobs import (
     BackgroundJobManager,
     BackgroundScheduleJob,

@@ -8,9 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from masa_jobs.containers import BackgroundJobContainer
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
-from containers import BackgroundJobContainer
 from masa_jobs import (
     BackgroundJob,
     BackgroundJobOptions,

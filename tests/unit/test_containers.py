@@ -5,8 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from masa_jobs.containers import (
+    DEFAULT_CONFIG,
+    ENV_PREFIX,
+    BackgroundJobContainer,
+    config_from_env,
+    load_env,
+)
 
-from containers import DEFAULT_CONFIG, ENV_PREFIX, BackgroundJobContainer, config_from_env, load_env
 from masa_jobs import (
     BackgroundJobOptions,
     ConfigurationError,

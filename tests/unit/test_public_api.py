@@ -9,9 +9,9 @@ import sys
 from enum import StrEnum
 from pathlib import Path
 
+import masa_jobs.containers as containers
 import pytest
 
-import containers
 import masa_jobs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -105,10 +105,22 @@ def test_every_design_name_is_exported(name: str) -> None:
 
 
 def test_the_containers_package() -> None:
-    from containers import BackgroundJobContainer
+    from masa_jobs.containers import BackgroundJobContainer
 
     assert "BackgroundJobContainer" in containers.__all__
-    assert BackgroundJobContainer.__module__.startswith("containers")
+    assert BackgroundJobContainer.__module__.startswith("masa_jobs.containers")
+
+
+def test_no_top_level_containers_module_is_installed(tmp_path: Path) -> None:
+    # Outside the repository, "containers" is the user's name to take.
+    found = subprocess.run(
+        [sys.executable, "-c", "import importlib.util as u; print(u.find_spec('containers'))"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert found.stdout.strip() == "None"
 
 
 def test_every_exported_error_derives_from_the_root() -> None:

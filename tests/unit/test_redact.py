@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from masa_jobs.containers import BackgroundJobContainer
 
-from containers import BackgroundJobContainer
 from masa_jobs import (
     BackgroundJobOptions,
     ConfigurationError,
@@ -385,7 +385,7 @@ def test_redact_error_from_an_import_path_in_config(path: str) -> None:
 
 def test_redact_error_from_the_environment() -> None:
     container = BackgroundJobContainer()
-    from containers import load_env
+    from masa_jobs.containers import load_env
 
     load_env(container.config, {"MASA_JOBS_OPTIONS__REDACT_ERROR": f"{__name__}:scrub_digits"})
 

@@ -16,8 +16,8 @@ from typing import Any
 import anyio
 import pytest
 from dependency_injector import providers
+from masa_jobs.containers import BackgroundJobContainer
 
-from containers import BackgroundJobContainer
 from masa_jobs import (
     BackgroundJobManager,
     BackgroundJobOptions,

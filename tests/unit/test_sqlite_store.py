@@ -17,8 +17,8 @@ from uuid import uuid4
 
 import anyio
 import pytest
+from masa_jobs.containers import BackgroundJobContainer, load_env
 
-from containers import BackgroundJobContainer, load_env
 from masa_jobs import (
     ConfigurationError,
     JobOutcome,

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from dependency_injector import containers, providers
-
-from containers import BackgroundJobContainer
+from masa_jobs.containers import BackgroundJobContainer
 
 from .recorders import Ledger, Mailer, ReportArchive
 

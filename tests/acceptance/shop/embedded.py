@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dependency_injector import containers, providers
 from dependency_injector.wiring import Provide, inject
+from masa_jobs.containers import BackgroundJobContainer
 from pydantic import BaseModel
 
-from containers import BackgroundJobContainer
 from masa_jobs import BackgroundJob, BackgroundJobManager, JobManager, job_name
 
 from .recorders import Ledger
