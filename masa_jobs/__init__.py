@@ -55,6 +55,7 @@ from .retry import RetryPolicy
 from .scheduler import Scheduler
 from .stores import JobStore, MemoryJobStore
 from .stores.base import ScheduleStore, Store
+from .sync import SyncJobManager
 from .worker import Worker
 
 __version__ = "0.1.0"
@@ -103,6 +104,7 @@ __all__ = [
     "StoreError",
     "StoreRejectedError",
     "StoreUnavailableError",
+    "SyncJobManager",
     "UnknownJobError",
     "Worker",
     "WorkerInfo",

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 from uuid import uuid4
 
+import anyio
 from pydantic import BaseModel
 
 from ._payload import stored_args, validate_stored_args
@@ -44,11 +45,17 @@ from .registry import JobRegistry
 from .schedules import schedule_from_job, tick_job
 from .stores.base import Store
 
-__all__ = ["BackgroundJobManager", "DefaultJobManager", "Delay", "JobManager"]
+__all__ = ["BackgroundJobManager", "DefaultJobManager", "Delay", "JobManager", "Timeout"]
 
 Delay = timedelta | float | int | None
+Timeout = timedelta | float | int | None
 # UTF-8 spends at most four bytes on a character: shorter strings need no encoding to check.
 _MAX_UTF8_BYTES_PER_CHAR = 4
+# wait() polls: no store signals the end of a job. The first look comes soon
+# (short jobs end in milliseconds), later ones back off so that a long wait
+# costs at most five reads a second.
+_FIRST_WAIT_POLL_SECONDS = 0.005
+_MAX_WAIT_POLL_SECONDS = 0.2
 
 
 @runtime_checkable
@@ -77,6 +84,18 @@ class JobManager(Protocol):
 
     async def get(self, job_id: str) -> JobInfo | None:
         """One job, or None."""
+
+    async def wait(self, job_id: str, timeout: Timeout = None) -> JobInfo:
+        """The job once it is finished (succeeded, dead or cancelled).
+
+        Raises ``JobNotFoundError`` for an unknown id (or a job deleted
+        meanwhile), and the built-in ``TimeoutError`` -- the one asyncio and
+        anyio raise, so one ``except TimeoutError`` covers both -- when
+        ``timeout`` (seconds or a timedelta; None waits as long as it takes)
+        passes first; the message names the job and its state. The job is
+        left as it is. No store signals the end of a job, so this polls
+        ``get``: at once, after 5 ms, then at intervals doubling up to 200 ms.
+        """
 
     async def list(
         self, state: JobState | None = None, *, limit: int = 100, offset: int = 0
@@ -176,6 +195,32 @@ class DefaultJobManager:
     async def get(self, job_id: str) -> JobInfo | None:
         record = await self._store.get(job_id)
         return None if record is None else JobInfo.from_record(record)
+
+    async def wait(self, job_id: str, timeout: Timeout = None) -> JobInfo:
+        # Polls the store with a back-off: its wake-ups (wait_for_work) say when
+        # a job may be due, never when one finished.
+        seconds = _timeout_seconds(timeout)
+        deadline = None if seconds is None else anyio.current_time() + seconds
+        pause = _FIRST_WAIT_POLL_SECONDS
+        while True:
+            record = await self._store.get(job_id)
+            if record is None:
+                raise JobNotFoundError(
+                    f"no job with id {job_id!r} (never enqueued, or deleted or purged while "
+                    "waited for); list jobs to find its id"
+                )
+            if record.state in FINISHED_STATES:
+                return JobInfo.from_record(record)
+            left = None if deadline is None else deadline - anyio.current_time()
+            if left is not None and left <= 0:
+                state = JobInfo.from_record(record).state.value
+                raise TimeoutError(
+                    f"job {job_id!r} is still {state} after waiting {seconds:g} s: "
+                    "wait longer, or check that a worker runs on this store "
+                    "(`masa-jobs workers`)"
+                )
+            await anyio.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * 2, _MAX_WAIT_POLL_SECONDS)
 
     async def list(
         self, state: JobState | None = None, *, limit: int = 100, offset: int = 0
@@ -302,6 +347,25 @@ def _no_schedule(schedule_id: str) -> str:
     return f"no recurring job with id {schedule_id!r}; list_schedules() shows the ids"
 
 
+def _timeout_seconds(timeout: Timeout) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, timedelta):
+        seconds = timeout.total_seconds()
+    elif isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+    else:
+        raise TypeError(
+            f"timeout must be a timedelta or a number of seconds, got {type(timeout).__qualname__}"
+        )
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(
+            f"timeout must be zero or more seconds, got {timeout!r}: pass None to wait "
+            "as long as it takes"
+        )
+    return None if math.isinf(seconds) else seconds
+
+
 def _delay_seconds(delay: Delay) -> float:
     if delay is None:
         return 0.0
@@ -325,7 +389,9 @@ class BackgroundJobManager:
 
     Each call resolves the ``job_manager`` provider of the container published
     by ``MasaApp.build(...)`` -- the same singleton the worker uses -- and
-    raises ``MasaNotBuiltError`` before that.
+    raises ``MasaNotBuiltError`` before that. ``enqueue_sync``, ``get_sync``
+    and ``wait_sync`` do the same from threads without an event loop
+    (``masa_jobs.sync``).
     """
 
     def __init__(self) -> None:
@@ -344,3 +410,34 @@ class BackgroundJobManager:
         from .app import MasaApp
 
         await MasaApp.job_manager().add_or_update_schedule(job)
+
+    @staticmethod
+    async def wait(job_id: str, timeout: Timeout = None) -> JobInfo:
+        """The job once it is finished; see ``JobManager.wait``."""
+        from .app import MasaApp
+
+        return await MasaApp.job_manager().wait(job_id, timeout)
+
+    # The sync API, for code without an event loop (Django views, Flask
+    # handlers, scripts): the machinery is in masa_jobs.sync.
+
+    @staticmethod
+    def enqueue_sync(args: BaseModel, delay: Delay = None) -> str:
+        """``enqueue`` from a thread without a running event loop; returns the job id."""
+        from .sync import SyncJobManager
+
+        return SyncJobManager().enqueue(args, delay)
+
+    @staticmethod
+    def get_sync(job_id: str) -> JobInfo | None:
+        """``get`` from a thread without a running event loop."""
+        from .sync import SyncJobManager
+
+        return SyncJobManager().get(job_id)
+
+    @staticmethod
+    def wait_sync(job_id: str, timeout: Timeout = None) -> JobInfo:
+        """``wait`` from a thread without a running event loop: blocks this thread."""
+        from .sync import SyncJobManager
+
+        return SyncJobManager().wait(job_id, timeout)

@@ -17,7 +17,7 @@ class SendWelcomeEmailJob(BackgroundJobBase[SendWelcomeEmail]):
         print(f"welcome email sent to {args.email}")
 
 
-async def main() -> JobInfo | None:
+async def main() -> JobInfo:
     container = BackgroundJobContainer()
     container.config.from_dict({"store": {"backend": "memory"}, "options": {"max_retry_times": 3}})
     MasaApp.build(container)  # once, at start-up: every static caller now uses this container
@@ -26,11 +26,9 @@ async def main() -> JobInfo | None:
         job_id = await BackgroundJobManager.enqueue(
             SendWelcomeEmail(email="ada@example.com"), delay=timedelta(seconds=0.2)
         )
-        info = await container.job_manager().get(job_id)
-        while info is not None and not info.state.is_finished:  # a web app serves requests here
-            await anyio.sleep(0.05)
-            info = await container.job_manager().get(job_id)
-    print(f"job {job_id}: {info.state if info else 'gone'}")
+        # A web app would serve requests here; this script waits for the job to finish.
+        info = await BackgroundJobManager.wait(job_id, timeout=timedelta(seconds=10))
+    print(f"job {job_id}: {info.state}")
     return info
 
 

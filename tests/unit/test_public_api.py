@@ -60,6 +60,7 @@ EXPECTED_ALL = [
     "Store",
     "StoreRejectedError",
     "StoreUnavailableError",
+    "SyncJobManager",
     "UnknownJobError",
     "Worker",
     "WorkerInfo",
