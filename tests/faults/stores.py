@@ -21,8 +21,7 @@ from masa_jobs.containers import BackgroundJobContainer
 from masa_jobs import JobManager, MasaApp
 from masa_jobs.stores.base import Store
 from tests.services import POSTGRES_DSN, REDIS_URL, unique_name
-
-from .proxy import FaultProxy, through
+from tests.tcp_proxy import FaultProxy, through
 
 __all__ = ["FaultStore", "Observer", "new_namespace", "observer"]
 

@@ -32,11 +32,11 @@ from masa_jobs.stores import postgres
 from masa_jobs.stores._postgres_sql import SCHEMA_VERSION, advisory_lock_key
 from masa_jobs.stores.postgres import PostgresJobStore
 from tests.services import POSTGRES_DSN, require_service, unique_name
+from tests.tcp_proxy import FaultProxy
 
 from .app import Work
 from .conftest import _drop_postgres_schema
 from .harness import wait_until
-from .tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -497,14 +497,14 @@ async def test_an_outage_raises_store_unavailable_and_the_store_recovers_by_itse
     schema: str,
 ) -> None:
     target = urlsplit(POSTGRES_DSN)
-    with TcpProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+    with FaultProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
         dsn, password = through_proxy(proxy.port)
         store = PostgresJobStore.from_settings({"dsn": dsn, "schema": schema, **OUTAGE_TIMEOUTS})
         await store.open()
         try:
             kept = job()
             await store.add([kept])
-            proxy.cut()
+            proxy.refuse()
             calls: dict[str, Callable[[], Awaitable[object]]] = {
                 "add": lambda: store.add([job()]),
                 "claim": lambda: store.claim("worker-1", 10, LEASE),

@@ -28,11 +28,11 @@ from masa_jobs.records import JobOutcome, JobRecord, WorkerInfo, utcnow
 from masa_jobs.stores import redis as redis_store_module
 from masa_jobs.stores.redis import RedisJobStore
 from tests.services import REDIS_URL, require_service, unique_name
+from tests.tcp_proxy import FaultProxy
 
 from .app import Work
 from .conftest import _delete_redis_prefix
 from .harness import wait_until
-from .tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -613,12 +613,12 @@ async def test_the_store_recovers_by_itself_after_a_connection_cut(
     address = urlsplit(REDIS_URL)
     assert address.hostname is not None
     assert address.port is not None
-    with TcpProxy(address.hostname, address.port) as proxy:
+    with FaultProxy(address.hostname, address.port) as proxy:
         proxied = REDIS_URL.replace(f"{address.hostname}:{address.port}", f"127.0.0.1:{proxy.port}")
         async with opened(prefix, proxied) as store, opened(prefix) as direct:
             await store.add([new_job()])
             await store.wait_for_work(1)  # the blocking pool has a connection now
-            proxy.cut()
+            proxy.refuse()
             with pytest.raises(StoreUnavailableError):
                 await store.count_by_state(utcnow())
             with pytest.raises(StoreUnavailableError):
@@ -658,12 +658,12 @@ async def test_an_outage_raises_store_unavailable_and_the_store_recovers_by_itse
     assert address.hostname is not None
     assert address.port is not None
     async with redis_user() as (user, password):
-        with TcpProxy(address.hostname, address.port) as proxy:
+        with FaultProxy(address.hostname, address.port) as proxy:
             url = f"redis://{user}:{password}@127.0.0.1:{proxy.port}{address.path}"
             async with opened(prefix, url, **OUTAGE_TIMEOUTS) as store:
                 kept = new_job()
                 await store.add([kept])
-                proxy.cut()
+                proxy.refuse()
                 calls: dict[str, Callable[[], Awaitable[object]]] = {
                     "add": lambda: store.add([new_job()]),
                     "claim": lambda: store.claim("worker", 10, LEASE),

@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from masa_jobs import JobManager, JobState
+from tests.tcp_proxy import FaultProxy
 
 from .app import Work
 from .conftest import StoreUnderTest
@@ -22,7 +23,6 @@ from .harness import (
     records_by_pid,
     wait_until,
 )
-from .tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -122,7 +122,7 @@ async def test_a_cut_connection_loses_no_job(durable_store: StoreUnderTest, tmp_
     assert address.port is not None
     jobs = 1_000
     record_file = tmp_path / "records.txt"
-    with TcpProxy(address.hostname, address.port) as proxy:
+    with FaultProxy(address.hostname, address.port) as proxy:
         netloc = address.netloc.replace(
             f"{address.hostname}:{address.port}", f"127.0.0.1:{proxy.port}"
         )
@@ -135,7 +135,7 @@ async def test_a_cut_connection_loses_no_job(durable_store: StoreUnderTest, tmp_
             fleet.start(2, concurrency=5, poll_interval=0.5)
             try:
                 await wait_until(lambda: _count_is(manager, jobs // 5), timeout=60)
-                proxy.cut()
+                proxy.refuse()
                 await anyio.sleep(5)  # the outage itself, not a wait for a condition
                 proxy.restore()
                 await wait_until(lambda: _count_is(manager, jobs), timeout=120, interval=0.25)

@@ -1,4 +1,4 @@
-"""A loopback TCP proxy the test owns: the network between workers and the store.
+"""A loopback TCP proxy a test owns: the network between workers and the store.
 
 Modes, each switched from the test's thread:
 
@@ -10,8 +10,8 @@ Modes, each switched from the test's thread:
   arrive, late, at ``restore()``, as TCP delivers after a partition heals);
 * ``restore()``: forward again.
 
-Runs its own event loop in a thread, so it works whatever loop the test uses
-(same design as ``tests/integration/tcp_proxy.py``, which has no freeze).
+Runs its own event loop in a thread, so it works whatever loop the test uses.
+The integration and fault suites share it.
 """
 
 from __future__ import annotations
