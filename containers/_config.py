@@ -1,45 +1,24 @@
-"""Configuration sources: defaults and ``MASA_JOBS_...`` environment variables."""
+"""Configuration sources: defaults, ``MASA_JOBS_CONFIG`` and ``MASA_JOBS_...`` variables.
+
+``MasaApp.build`` applies them under what the code set (see
+``masa_jobs._config_sources``); ``load_env`` remains for code that wants the
+environment on top of its own values, or a container it never builds.
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from typing import Any
 
 from dependency_injector import providers
 
-__all__ = ["DEFAULT_CONFIG", "ENV_PREFIX", "config_from_env", "load_env"]
+from masa_jobs._config_sources import (
+    CONFIG_FILE_VARIABLE,
+    DEFAULT_CONFIG,
+    ENV_PREFIX,
+    config_from_env,
+)
 
-ENV_PREFIX = "MASA_JOBS_"
-# Nested keys are joined by a double underscore: MASA_JOBS_STORE__BACKEND.
-ENV_NESTING = "__"
-
-DEFAULT_CONFIG: Mapping[str, Any] = {"store": {"backend": "memory"}, "options": {}}
-
-
-def config_from_env(
-    environ: Mapping[str, str] | None = None, prefix: str = ENV_PREFIX
-) -> dict[str, Any]:
-    """Nested configuration from variables such as ``MASA_JOBS_OPTIONS__BATCH_SIZE=50``."""
-    environ = os.environ if environ is None else environ
-    config: dict[str, Any] = {}
-    for key, value in environ.items():
-        if not key.startswith(prefix) or len(key) == len(prefix):
-            continue
-        path = [part.lower() for part in key[len(prefix) :].split(ENV_NESTING)]
-        if any(not part for part in path):
-            raise ValueError(
-                f"environment variable {key} has an empty key segment: "
-                f"separate nested keys with one '{ENV_NESTING}'"
-            )
-        node = config
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ValueError(f"environment variable {key} nests under a plain value")
-            node = child
-        node[path[-1]] = value
-    return config
+__all__ = ["CONFIG_FILE_VARIABLE", "DEFAULT_CONFIG", "ENV_PREFIX", "config_from_env", "load_env"]
 
 
 def load_env(
@@ -47,7 +26,11 @@ def load_env(
     environ: Mapping[str, str] | None = None,
     prefix: str = ENV_PREFIX,
 ) -> None:
-    """Merge ``MASA_JOBS_...`` variables into a container's ``config`` (they win)."""
+    """Merge ``MASA_JOBS_...`` variables into a container's ``config`` (they win over it).
+
+    Not needed before ``MasaApp.build``, which applies the environment under
+    the values set in code; call it to let the environment win instead.
+    """
     values = config_from_env(environ, prefix)
     if values:
         config.from_dict(values)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 from dependency_injector import containers, providers
 
 from masa_jobs.manager import DefaultJobManager
@@ -19,25 +17,28 @@ from masa_jobs.stores import (
 )
 from masa_jobs.worker import Worker
 
-from ._config import DEFAULT_CONFIG
-
 __all__ = ["BackgroundJobContainer"]
 
 
 class BackgroundJobContainer(containers.DeclarativeContainer):
     """Options, store, registry, job manager and worker, as singletons.
 
-    Configuration keys (``config.from_dict``, ``from_yaml`` or
-    ``masa_jobs.containers.load_env``)::
+    Configuration keys (``config.from_dict``/``from_yaml`` in code, the
+    ``MASA_JOBS_CONFIG`` YAML file or ``MASA_JOBS_...`` variables)::
 
         store:   {backend: memory}      # memory | sqlite (path) | postgres (dsn) | redis (url)
         options: {poll_interval: 5, batch_size: 30, max_retry_times: 10, ...}
+
+    ``config`` starts empty and holds only what the code sets: ``MasaApp.build``
+    puts the defaults, the file and the environment under it (code wins).
+    Unset keys fall back to the defaults when a part is built without
+    ``MasaApp.build``.
     """
 
     # MasaApp.build() wires once; a container must not wire itself on creation.
     wiring_config = containers.WiringConfiguration(auto_wire=False)
 
-    config = providers.Configuration(default=copy.deepcopy(dict(DEFAULT_CONFIG)))
+    config = providers.Configuration()
 
     options = providers.Singleton(BackgroundJobOptions.from_config, config.options)
 

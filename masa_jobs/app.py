@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 
-from .exceptions import MasaAlreadyBuiltError, MasaNotBuiltError
+from ._config_sources import CONFIG_FILE_VARIABLE, ENV_PREFIX, layered_config
+from ._redact import redact
+from .exceptions import ConfigurationError, MasaAlreadyBuiltError, MasaNotBuiltError
+from .stores.memory import MemoryJobStore
 
 if TYPE_CHECKING:
     from .manager import JobManager
@@ -27,9 +31,11 @@ if TYPE_CHECKING:
     from .stores.base import JobStore
     from .worker import Worker
 
-__all__ = ["MasaApp", "find_jobs_container"]
+__all__ = ["MasaApp", "describe_store", "find_jobs_container"]
 
 logger = logging.getLogger("masa_jobs")
+# The line naming the store at build; the CLI's worker says it in its start line.
+build_logger = logging.getLogger("masa_jobs.app")
 
 # The providers a background-jobs container offers; how MasaApp finds it.
 _JOBS_PROVIDERS = ("options", "job_store", "job_registry", "job_manager", "worker", "scheduler")
@@ -51,13 +57,21 @@ class MasaApp:
         raise TypeError("MasaApp is used through its class methods; do not instantiate it")
 
     @classmethod
-    def build(cls, container: Any) -> None:
+    def build(cls, container: Any, *, allow_memory_without_worker: bool = False) -> None:
         """Publish ``container`` (an instance) as the root container.
 
-        Checks its dependencies, wires it once (its ``wiring_config`` plus the
-        modules defining the registered handlers) and resolves the singletons
-        eagerly, so that a bad configuration fails here. Building the same
-        container again does nothing; a different one is refused.
+        Applies the configuration sources under the values the code set
+        (defaults < ``MASA_JOBS_CONFIG`` file < ``MASA_JOBS_...`` variables <
+        code), checks its dependencies, wires it once (its ``wiring_config``
+        plus the modules defining the registered handlers) and resolves the
+        singletons eagerly, so that a bad configuration fails here; then logs
+        (INFO) which store it uses. Building the same container again does
+        nothing; a different one is refused.
+
+        An enqueue-only process (``disable_background_job``) on the memory
+        store is a ``ConfigurationError``: no worker could ever see its jobs.
+        ``allow_memory_without_worker=True`` accepts it, for a process that
+        only measures or inspects.
         """
         if isinstance(container, type):
             raise TypeError(
@@ -73,16 +87,20 @@ class MasaApp:
                 "start-up (tests: call MasaApp.reset() between apps)"
             )
         jobs = find_jobs_container(container)
+        _apply_config_sources(jobs)
         container.check_dependencies()
         registry: JobRegistry = jobs.job_registry()
         _wire_once(container, registry.handler_modules())
         try:
             for name in _JOBS_PROVIDERS:
                 getattr(jobs, name)()
+            if not allow_memory_without_worker:
+                _refuse_memory_without_worker(jobs)
         except BaseException:
             container.unwire()
             raise
         cls._root, cls._jobs = container, jobs
+        _log_store(jobs)
 
     @classmethod
     def root(cls) -> Any:
@@ -97,7 +115,13 @@ class MasaApp:
 
     @classmethod
     def reset(cls) -> None:
-        """Forget the root container and unwire it (for tests)."""
+        """Forget the root container and unwire it (for tests).
+
+        Closes the store the sync API opened, and stops its event loop thread.
+        """
+        from .sync import close_sync_loop
+
+        close_sync_loop()
         root = cls._root
         cls._root = cls._jobs = None
         if root is not None:
@@ -183,3 +207,51 @@ def _wire_once(container: Any, handler_modules: tuple[str, ...]) -> None:
         from_package = importlib.import_module(parent.__module__).__package__
     modules = [*config.modules, *(m for m in handler_modules if m not in config.modules)]
     container.wire(modules=modules, packages=config.packages, from_package=from_package)
+
+
+def _apply_config_sources(jobs: Any) -> None:
+    """Defaults, the ``MASA_JOBS_CONFIG`` file and the environment, under the code's values."""
+    from dependency_injector import providers
+
+    config = getattr(jobs, "config", None)
+    if not isinstance(config, providers.Configuration):
+        if any(key.startswith(ENV_PREFIX) for key in os.environ):
+            logger.warning(
+                "the jobs container has no `config` Configuration provider: %s... environment "
+                "variables and %s are ignored",
+                ENV_PREFIX,
+                CONFIG_FILE_VARIABLE,
+            )
+        return
+    # from_dict merges over the current values, which the layers end with: a no-op
+    # when the same container is configured again (the CLI, a second build attempt).
+    config.from_dict(layered_config(config()))
+
+
+def _refuse_memory_without_worker(jobs: Any) -> None:
+    options: BackgroundJobOptions = jobs.options()
+    if options.disable_background_job and isinstance(jobs.job_store(), MemoryJobStore):
+        raise ConfigurationError(
+            "options.disable_background_job is true (this process only enqueues) but the store "
+            "is the in-memory one, whose jobs no other process can see: they would never run. "
+            f"Set store.backend ({ENV_PREFIX}STORE__BACKEND) to sqlite, postgres or redis, the "
+            "same for this process and the workers, or run the worker in this process "
+            f"(disable_background_job false, {ENV_PREFIX}OPTIONS__DISABLE_BACKGROUND_JOB=false)"
+        )
+
+
+def describe_store(store: object) -> str:
+    """The store in a few words, without a password (for logs and start lines)."""
+    if isinstance(store, MemoryJobStore):
+        return "memory (jobs live in this process only)"
+    # Every store's repr names its address already redacted; redact again for
+    # an application's own store, whose repr might not be.
+    return redact(repr(store))
+
+
+def _log_store(jobs: Any) -> None:
+    options: BackgroundJobOptions = jobs.options()
+    worker = (
+        "off (disable_background_job: enqueue only)" if options.disable_background_job else "on"
+    )
+    build_logger.info("masa-jobs: store %s, worker %s", describe_store(jobs.job_store()), worker)

@@ -92,8 +92,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(config: dict[str, Any] | None = None) -> FastAPI:
     container = Container()
-    container.config.from_dict(config or {"store": {"backend": "memory"}})
-    MasaApp.build(container)  # MASA: MasaApp.Build(app.Services)
+    if config is not None:
+        container.config.from_dict(config)  # set in code: wins over MASA_JOBS_... variables
+    MasaApp.build(container)  # reads MASA_JOBS_...; MASA: MasaApp.Build(app.Services)
     app = FastAPI(lifespan=lifespan)
     app.state.container = container
     app.include_router(router)

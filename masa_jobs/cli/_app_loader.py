@@ -44,9 +44,14 @@ def _split(spec: str) -> tuple[str, str]:
 def _put_on_path(app_dir: Path) -> None:
     # Like uvicorn and celery: the application's modules are found from the
     # directory the command runs in, even when the console script is used.
+    # First, even if it is on the path already further down: the app's own
+    # top-level modules (a containers.py, a jobs.py) win over any other
+    # directory's modules of the same name. Nothing of the app is imported
+    # before this; masa-jobs itself installs no generic top-level module.
     path = str(app_dir.resolve())
-    if path not in sys.path:
-        sys.path.insert(0, path)
+    while path in sys.path:
+        sys.path.remove(path)
+    sys.path.insert(0, path)
 
 
 def _import(module_name: str) -> ModuleType:

@@ -1,14 +1,17 @@
 """Configure and build an application's container for a command that works on it.
 
 Shared by ``masa-jobs worker`` and the operator commands (``jobs``, ``retry``
-...), so that both read the same store: the container's own configuration,
-then ``MASA_JOBS_...`` environment variables on top, then ``MasaApp.build``.
+...), so that both read the same store as the application's other processes:
+``MasaApp.build`` applies the defaults, the ``MASA_JOBS_CONFIG`` file and the
+``MASA_JOBS_...`` variables under the container's own configuration, exactly
+as in a web process; command-line flags go on top.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dependency_injector import errors as di_errors
@@ -16,8 +19,8 @@ from dependency_injector import providers
 from pydantic import ValidationError
 
 from masa_jobs import BackgroundJobOptions, MasaApp, MasaJobsError
-from masa_jobs.app import find_jobs_container
-from masa_jobs.containers import ENV_PREFIX, load_env
+from masa_jobs.app import build_logger, find_jobs_container
+from masa_jobs.containers import ENV_PREFIX
 
 from ._common import CliError, first_line
 
@@ -43,31 +46,26 @@ def jobs_container(container: Any) -> Any:
 
 
 def apply_settings(jobs: Any) -> providers.Configuration | None:
-    """Merge ``MASA_JOBS_...`` variables into the jobs container's config; return that config.
+    """The jobs container's config, for the command-line flags to go on top; None without one.
 
-    None when the container has no ``config`` Configuration provider: the
-    variables are then ignored, with a warning if any is set.
+    The environment is not merged here: ``MasaApp.build`` puts it (and the
+    ``MASA_JOBS_CONFIG`` file) under the values the code set, as in every
+    other process, and warns when there is no ``config`` to put it in.
     """
     config = getattr(jobs, "config", None)
-    if not isinstance(config, providers.Configuration):
-        if any(key.startswith(ENV_PREFIX) for key in os.environ):
-            logger.warning(
-                "the jobs container has no `config` Configuration provider: "
-                "%s... environment variables are ignored",
-                ENV_PREFIX,
-            )
-        return None
-    try:
-        load_env(config)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    return config
+    return config if isinstance(config, providers.Configuration) else None
 
 
 def build_app(container: Any) -> None:
-    """``MasaApp.build(container)``, with every failure as a one-line ``CliError``."""
+    """``MasaApp.build(container)``, with every failure as a one-line ``CliError``.
+
+    An enqueue-only build on the memory store is accepted: the operator
+    commands build so on purpose (and warn), and ``masa-jobs worker`` refuses
+    ``disable_background_job`` and an idle memory store itself.
+    """
     try:
-        MasaApp.build(container)
+        with _without_build_line():
+            MasaApp.build(container, allow_memory_without_worker=True)
     except ValidationError as exc:
         raise CliError(describe_validation_error(exc)) from None
     except (MasaJobsError, TypeError) as exc:
@@ -82,6 +80,17 @@ def build_app(container: Any) -> None:
             f"building the container failed with {type(exc).__name__}: {first_line(str(exc))}; "
             "`masa-jobs worker APP --log-level debug` shows the traceback"
         ) from None
+
+
+@contextmanager
+def _without_build_line() -> Iterator[None]:
+    """The commands say which store they use themselves, and an error must stay one line."""
+    saved = build_logger.level
+    build_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        build_logger.setLevel(saved)
 
 
 def store_name(jobs: Any) -> str:

@@ -68,7 +68,8 @@ async def _app(settings: BenchSettings, **options: Any) -> AsyncIterator[Backgro
                 },
             }
         )
-        MasaApp.build(container)
+        # The enqueue phase runs no worker on purpose, also on the memory store.
+        MasaApp.build(container, allow_memory_without_worker=True)
         try:
             yield container
         finally:

@@ -1,7 +1,8 @@
 """Prepare an application's container for ``masa-jobs worker``.
 
-Order of precedence for settings: the container's own configuration, then
-``MASA_JOBS_...`` environment variables, then command-line flags.
+Order of precedence for settings, as in every process: the defaults, the
+``MASA_JOBS_CONFIG`` file, ``MASA_JOBS_...`` environment variables, the
+container's own configuration (its code); command-line flags on top.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from masa_jobs import BackgroundJobOptions, JobRegistry
+from masa_jobs import BackgroundJobOptions, JobManager, JobRegistry, MemoryJobStore
+from masa_jobs.app import describe_store
 from masa_jobs.containers import ENV_PREFIX
 
 from ._app_setup import apply_settings, build_app, jobs_container, store_name
 from ._common import CliError
 
-__all__ = ["WorkerSetup", "prepare_worker"]
+__all__ = ["WorkerSetup", "check_memory_worker", "prepare_worker"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +26,14 @@ class WorkerSetup:
 
     worker_id: str
     store: str
+    store_line: str
     handlers: int
     job_names: int
     concurrency: int
     shutdown_timeout: float
+    # On the memory store: whether the app declares recurring jobs (which enqueue).
+    memory_store: bool = False
+    declares_schedules: bool = False
 
 
 def prepare_worker(container: Any, concurrency: int | None) -> WorkerSetup:
@@ -46,10 +52,39 @@ def prepare_worker(container: Any, concurrency: int | None) -> WorkerSetup:
     return WorkerSetup(
         worker_id=jobs.worker().worker_id,
         store=store_name(jobs),
+        store_line=_store_line(jobs),
         handlers=sum(len(registry.handlers(name)) for name in registry.names()),
         job_names=len(registry.names()),
         concurrency=options.concurrency,
         shutdown_timeout=options.shutdown_timeout,
+        memory_store=isinstance(jobs.job_store(), MemoryJobStore),
+        declares_schedules=bool(registry.declared_schedules()),
+    )
+
+
+def _store_line(jobs: Any) -> str:
+    """``sqlite (SqliteJobStore(path=...))``: the backend, and where, without a password."""
+    name = store_name(jobs)
+    store = jobs.job_store()
+    return name if isinstance(store, MemoryJobStore) else f"{name} ({describe_store(store)})"
+
+
+async def check_memory_worker(setup: WorkerSetup, manager: JobManager) -> None:
+    """Refuse a worker on the memory store that nothing could ever give a job.
+
+    Its jobs live in this process: no web process or script can enqueue to it.
+    It is useful only when the app enqueues itself: recurring jobs, or jobs
+    already in its store when it starts (enqueued by the APP module).
+    """
+    if not setup.memory_store or setup.declares_schedules:
+        return
+    if any((await manager.count()).values()) or await manager.list_schedules():
+        return
+    raise CliError(
+        "the store is the in-memory one, whose jobs live inside this worker process: no other "
+        "process (a web app, a script) can enqueue to it, and this app enqueues nothing itself "
+        f"(no recurring jobs, no queued jobs); set store.backend ({ENV_PREFIX}STORE__BACKEND) "
+        "to sqlite, postgres or redis, the same as in the processes that enqueue"
     )
 
 

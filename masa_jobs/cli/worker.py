@@ -28,7 +28,7 @@ from ._common import (
     masa_error_in,
     run_async,
 )
-from ._worker_setup import WorkerSetup, prepare_worker
+from ._worker_setup import WorkerSetup, check_memory_worker, prepare_worker
 
 __all__ = ["worker"]
 
@@ -62,9 +62,12 @@ def worker(
 ) -> None:
     """Run the worker of your application's container until SIGINT or SIGTERM.
 
-    Builds the container with MasaApp.build after applying MASA_JOBS_...
-    environment variables (e.g. MASA_JOBS_OPTIONS__CONCURRENCY=20) to its
-    config, runs MasaApp.lifespan(), and on the first SIGINT/SIGTERM stops
+    Builds the container with MasaApp.build, which reads MASA_JOBS_...
+    environment variables (e.g. MASA_JOBS_OPTIONS__CONCURRENCY=20) and the
+    MASA_JOBS_CONFIG file under the container's own config, as in every
+    process; refuses the memory store unless the app enqueues itself
+    (recurring jobs, or jobs queued at import). Runs MasaApp.lifespan(), and
+    on the first SIGINT/SIGTERM stops
     gracefully: no new jobs are claimed and running ones get
     options.shutdown_timeout to finish. A second signal stops at once; the
     interrupted jobs are put back as due.
@@ -90,6 +93,7 @@ def worker(
 
 
 async def _serve(setup: WorkerSetup) -> int:
+    await check_memory_worker(setup, MasaApp.job_manager())
     forced = anyio.Event()
     # Signals are caught before the start line is logged, so a supervisor that
     # waits for that line can stop the worker without racing its set-up.
@@ -128,7 +132,7 @@ def _log_started(setup: WorkerSetup) -> None:
     logger.info(
         "masa-jobs worker %s started: store %s, %d %s for %d %s, concurrency %d",
         setup.worker_id,
-        setup.store,
+        setup.store_line,
         setup.handlers,
         handlers,
         setup.job_names,

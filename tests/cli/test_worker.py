@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,12 @@ from ._cli import RUN_TIMEOUT_SECONDS, clean_env, run_cli, running_cli
 APP_MODULE = "tests.cli.worker_app"
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def sqlite_env(folder: Path, **extra: str) -> dict[str, str]:
+    """A durable store from the environment, as a worker process is configured."""
+    path = str(folder / "jobs.sqlite3")
+    return clean_env(MASA_JOBS_STORE__BACKEND="sqlite", MASA_JOBS_STORE__PATH=path, **extra)
 
 
 def _stop(process: subprocess.Popen[str], signum: signal.Signals) -> int:
@@ -38,12 +45,12 @@ def _stop(process: subprocess.Popen[str], signum: signal.Signals) -> int:
     ],
 )
 def test_worker_starts_then_stops_gracefully_on_sigterm(
-    attribute: str, args: tuple[str, ...], env: dict[str, str], concurrency: int
+    attribute: str, args: tuple[str, ...], env: dict[str, str], concurrency: int, tmp_path: Path
 ) -> None:
     app = f"{APP_MODULE}:{attribute}"
-    with running_cli("worker", app, *args, env=clean_env(**env)) as (process, log):
+    with running_cli("worker", app, *args, env=sqlite_env(tmp_path, **env)) as (process, log):
         started = log.wait_for("masa-jobs worker", "started")
-        assert "store memory" in started
+        assert f"store sqlite (SqliteJobStore(path='{tmp_path / 'jobs.sqlite3'}'))" in started
         assert "2 handlers for 2 job names" in started
         assert f"concurrency {concurrency}" in started
 
@@ -54,8 +61,9 @@ def test_worker_starts_then_stops_gracefully_on_sigterm(
     assert "stopped gracefully" in rest
 
 
-def test_worker_stops_gracefully_on_sigint() -> None:
-    with running_cli("worker", f"{APP_MODULE}:container") as (process, log):
+def test_worker_stops_gracefully_on_sigint(tmp_path: Path) -> None:
+    env = sqlite_env(tmp_path)
+    with running_cli("worker", f"{APP_MODULE}:container", env=env) as (process, log):
         log.wait_for("masa-jobs worker", "started")
         code = _stop(process, signal.SIGINT)
         rest = log.rest()
@@ -125,6 +133,15 @@ def test_bad_app_or_config_is_one_clear_line_and_exit_code_2(
     assert result.stderr.startswith("error: ")
     assert result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_on_the_memory_store_with_nothing_to_run_is_refused() -> None:
+    result = run_cli("worker", f"{APP_MODULE}:container", env=clean_env())
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: the store is the in-memory one")
+    assert "MASA_JOBS_STORE__BACKEND" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
 
 
 def test_a_store_whose_driver_needs_asyncio_refuses_trio_in_one_line() -> None:

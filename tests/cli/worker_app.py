@@ -44,8 +44,10 @@ class AppContainer(BackgroundJobContainer):
     pass
 
 
+# The store comes from MASA_JOBS_STORE__... variables, as in production: a
+# worker on the memory store with nothing to run is refused.
 container = AppContainer()
-container.config.from_dict({"store": {"backend": "memory"}, "options": {"shutdown_timeout": 1}})
+container.config.from_dict({"options": {"shutdown_timeout": 1}})
 
 
 def create_container() -> AppContainer:
@@ -53,7 +55,7 @@ def create_container() -> AppContainer:
 
 
 def busy_container() -> AppContainer:
-    """A container whose store already holds a job that runs for a minute."""
+    """A memory store that already holds a job that runs for a minute (the app enqueued it)."""
     busy = AppContainer()
     busy.config.from_dict({"options": {"shutdown_timeout": NAP_SECONDS}})
     anyio.run(busy.job_manager().enqueue, Nap(seconds=NAP_SECONDS))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -14,11 +17,14 @@ from pydantic import BaseModel
 from masa_jobs import (
     BackgroundJobManager,
     BackgroundScheduleJob,
+    ConfigurationError,
     JobState,
     MasaAlreadyBuiltError,
     MasaApp,
     MasaNotBuiltError,
+    MemoryJobStore,
 )
+from masa_jobs.stores.sqlite import SqliteJobStore
 
 from .support import Greet, InjectedSaluter, Salute, calls_of, signal, wait_for_record
 
@@ -275,17 +281,162 @@ async def test_lifespan_runs_the_worker_while_open() -> None:
 
 
 @pytest.mark.anyio
-async def test_lifespan_with_background_jobs_disabled_runs_no_worker() -> None:
+async def test_lifespan_with_background_jobs_disabled_runs_no_worker(tmp_path: Path) -> None:
+    # An enqueue-only process needs a store that a worker elsewhere can read.
     container = make_container(disable_background_job=True)
+    container.config.from_dict({"store": {"backend": "sqlite", "path": str(tmp_path / "j.db")}})
     MasaApp.build(container)
 
     async with MasaApp.lifespan():
         job_id = await BackgroundJobManager.enqueue(Greet(key="later"))
         await anyio.wait_all_tasks_blocked()
         assert not container.worker().running
+        record = await container.job_store().get(job_id)
 
-    record = await container.job_store().get(job_id)
     assert record is not None
     assert record.state is JobState.ENQUEUED
     assert record.attempts == 0
     assert calls_of("greet") == []
+
+
+# -- one configuration in every process ---------------------------------------------
+
+
+@pytest.fixture
+def environ(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """A process environment without the test runner's own MASA_JOBS_... variables."""
+    for key in list(os.environ):
+        if key.startswith("MASA_JOBS_"):
+            monkeypatch.delenv(key)
+    return monkeypatch
+
+
+def test_build_reads_the_environment(environ: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    environ.setenv("MASA_JOBS_STORE__BACKEND", "sqlite")
+    environ.setenv("MASA_JOBS_STORE__PATH", str(tmp_path / "jobs.sqlite3"))
+    environ.setenv("MASA_JOBS_OPTIONS__BATCH_SIZE", "7")
+    container = BackgroundJobContainer()
+
+    MasaApp.build(container)
+
+    assert isinstance(container.job_store(), SqliteJobStore)
+    assert container.options().batch_size == 7
+
+
+def test_sources_in_order_defaults_file_environment_code(
+    environ: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config_file = tmp_path / "masa-jobs.yaml"
+    config_file.write_text(
+        "options:\n  batch_size: 11\n  poll_interval: 3\n  max_retry_times: 4\n",
+        encoding="utf-8",
+    )
+    environ.setenv("MASA_JOBS_CONFIG", str(config_file))
+    environ.setenv("MASA_JOBS_OPTIONS__POLL_INTERVAL", "2")
+    environ.setenv("MASA_JOBS_OPTIONS__MAX_RETRY_TIMES", "5")
+    container = BackgroundJobContainer()
+    container.config.from_dict({"options": {"max_retry_times": 6}})
+
+    MasaApp.build(container)
+
+    options = container.options()
+    assert options.batch_size == 11  # the file, over the default 30
+    assert options.poll_interval == 2  # the environment, over the file
+    assert options.max_retry_times == 6  # the code, over the environment
+    assert options.first_wait_duration == 60  # the default
+    assert container.config.store.backend() == "memory"
+
+
+def test_code_wins_over_the_environment_even_with_a_default_value(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    environ.setenv("MASA_JOBS_STORE__BACKEND", "sqlite")
+    container = BackgroundJobContainer()
+    container.config.from_dict({"store": {"backend": "memory"}})
+
+    MasaApp.build(container)
+
+    assert isinstance(container.job_store(), MemoryJobStore)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        pytest.param(None, "cannot be read", id="missing"),
+        pytest.param("- a list\n", "not a mapping", id="list"),
+        pytest.param("options: [\n", "not valid YAML", id="yaml"),
+    ],
+)
+def test_a_bad_config_file_fails_build(
+    environ: pytest.MonkeyPatch, tmp_path: Path, content: str | None, problem: str
+) -> None:
+    path = tmp_path / "masa-jobs.yaml"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    environ.setenv("MASA_JOBS_CONFIG", str(path))
+
+    with pytest.raises(ConfigurationError, match=problem):
+        MasaApp.build(BackgroundJobContainer())
+    assert not MasaApp.is_built()
+
+
+def test_a_malformed_variable_fails_build(environ: pytest.MonkeyPatch) -> None:
+    environ.setenv("MASA_JOBS_OPTIONS____BATCH_SIZE", "5")
+
+    with pytest.raises(ConfigurationError, match="MASA_JOBS_OPTIONS____BATCH_SIZE"):
+        MasaApp.build(BackgroundJobContainer())
+
+
+def test_build_logs_the_store_without_its_password(
+    environ: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    environ.setenv("MASA_JOBS_STORE__BACKEND", "postgres")
+    environ.setenv("MASA_JOBS_STORE__DSN", "postgresql://app:S3cret@db.internal:5432/shop")
+    environ.setenv("MASA_JOBS_STORE__SCHEMA", "jobs_a")
+
+    with caplog.at_level(logging.INFO, logger="masa_jobs"):
+        MasaApp.build(BackgroundJobContainer())
+
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("masa-jobs:")]
+    assert len(lines) == 1
+    assert "app@db.internal:5432/shop" in lines[0]
+    assert "jobs_a" in lines[0]
+    assert lines[0].endswith("worker on")
+    assert "S3cret" not in caplog.text
+
+
+def test_build_logs_the_memory_store(
+    environ: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="masa_jobs"):
+        MasaApp.build(BackgroundJobContainer())
+
+    assert "masa-jobs: store memory (jobs live in this process only), worker on" in caplog.text
+
+
+def test_an_enqueue_only_process_on_the_memory_store_is_refused(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    environ.setenv("MASA_JOBS_OPTIONS__DISABLE_BACKGROUND_JOB", "true")
+    container = BackgroundJobContainer()
+
+    with pytest.raises(ConfigurationError) as caught:
+        MasaApp.build(container)
+
+    message = str(caught.value)
+    assert "disable_background_job" in message
+    assert "MASA_JOBS_STORE__BACKEND" in message
+    assert "run the worker in this process" in message
+    assert not MasaApp.is_built()
+
+
+def test_an_enqueue_only_memory_process_can_be_allowed(
+    environ: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    container = make_container(disable_background_job=True)
+
+    with caplog.at_level(logging.INFO, logger="masa_jobs"):
+        MasaApp.build(container, allow_memory_without_worker=True)
+
+    assert MasaApp.root() is container
+    assert "worker off (disable_background_job: enqueue only)" in caplog.text

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from masa_jobs.containers import (
+    CONFIG_FILE_VARIABLE,
     DEFAULT_CONFIG,
     ENV_PREFIX,
     BackgroundJobContainer,
@@ -21,6 +22,7 @@ from masa_jobs import (
     MemoryJobStore,
     Worker,
 )
+from masa_jobs._config_sources import config_from_file, layered_config
 
 ENVIRON = {
     "MASA_JOBS_STORE__BACKEND": "memory",
@@ -180,3 +182,77 @@ def test_an_unknown_backend_from_the_environment() -> None:
 
     with pytest.raises(ConfigurationError, match=r"'cassandra'.*one of: memory"):
         container.job_store()
+
+
+# -- the sources MasaApp.build layers under the code's values ------------------------
+
+
+def test_config_holds_only_what_the_code_set() -> None:
+    container = BackgroundJobContainer()
+    assert container.config() in (None, {})
+
+    container.config.from_dict({"options": {"batch_size": 5}})
+
+    assert container.config() == {"options": {"batch_size": 5}}
+
+
+def test_the_config_file_variable_is_not_a_key() -> None:
+    environ = {CONFIG_FILE_VARIABLE: "/etc/masa-jobs.yaml", "MASA_JOBS_OPTIONS__BATCH_SIZE": "5"}
+
+    assert CONFIG_FILE_VARIABLE == "MASA_JOBS_CONFIG"
+    assert config_from_env(environ) == {"options": {"batch_size": "5"}}
+
+
+def test_layers_merge_key_by_key(tmp_path: Path) -> None:
+    path = tmp_path / "masa-jobs.yaml"
+    path.write_text(
+        "store: {backend: sqlite, path: /from/file.db}\noptions: {batch_size: 1, concurrency: 2}\n",
+        encoding="utf-8",
+    )
+    environ = {
+        CONFIG_FILE_VARIABLE: str(path),
+        "MASA_JOBS_STORE__PATH": "/from/env.db",
+        "MASA_JOBS_OPTIONS__BATCH_SIZE": "3",
+    }
+
+    merged = layered_config({"options": {"concurrency": 4, "job_packages": ["a"]}}, environ)
+
+    assert merged == {
+        "store": {"backend": "sqlite", "path": "/from/env.db"},
+        "options": {"batch_size": "3", "concurrency": 4, "job_packages": ["a"]},
+    }
+    assert layered_config(None, {}) == DEFAULT_CONFIG
+
+
+def test_an_empty_config_file_adds_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("", encoding="utf-8")
+
+    assert config_from_file({CONFIG_FILE_VARIABLE: str(path)}) == {}
+    assert config_from_file({}) == {}
+
+
+def test_load_env_still_lets_the_environment_win() -> None:
+    container = BackgroundJobContainer()
+    container.config.from_dict({"options": {"batch_size": 5}})
+
+    load_env(container.config, {"MASA_JOBS_OPTIONS__BATCH_SIZE": "50"})
+
+    assert container.config.options.batch_size() == "50"
+
+
+def test_a_store_named_higher_up_drops_the_settings_of_another_store() -> None:
+    environ = {
+        "MASA_JOBS_STORE__BACKEND": "postgres",
+        "MASA_JOBS_STORE__DSN": "postgresql://app@db/app",
+    }
+
+    merged = layered_config({"store": {"backend": "sqlite", "path": "/x.db"}}, environ)
+    same = layered_config({"store": {"backend": "postgres", "schema": "a"}}, environ)
+    address_only = layered_config(
+        {"store": {"backend": "sqlite"}}, {"MASA_JOBS_STORE__PATH": "/y.db"}
+    )
+
+    assert merged["store"] == {"backend": "sqlite", "path": "/x.db"}
+    assert same["store"] == {"backend": "postgres", "dsn": "postgresql://app@db/app", "schema": "a"}
+    assert address_only["store"] == {"backend": "sqlite", "path": "/y.db"}

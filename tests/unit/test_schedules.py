@@ -724,7 +724,8 @@ def build_app(**options: Any) -> tuple[AppContainer, CountingStore]:
     )
     store = CountingStore()
     container.job_store.override(providers.Object(store))
-    MasaApp.build(container)
+    # The enqueue-only test looks into this in-memory store itself.
+    MasaApp.build(container, allow_memory_without_worker=True)
     return container, store
 
 
