@@ -400,7 +400,17 @@ class SqliteJobStore:
         rows = await self._run(self._fetch_all, self._sql.count, (to_us(now),))
         counts = dict.fromkeys(JobState, 0)
         for value, total, due in rows:
-            state = state_of(value)
+            try:
+                state = state_of(value)
+            except KeyError:
+                # Written by something else: counted nowhere, and said once per call.
+                logger.warning(
+                    "SQLite store at %s: %d jobs have the unknown state %r",
+                    self._path,
+                    total,
+                    value,
+                )
+                continue
             if state in PENDING_STATES:
                 counts[JobState.ENQUEUED] += int(due)
                 counts[JobState.SCHEDULED] += total - int(due)

@@ -726,3 +726,38 @@ async def test_a_maintenance_purge_truncates_the_write_ahead_log(tmp_path: Path)
         assert wal.stat().st_size == 0
     finally:
         await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_row_with_an_unknown_state_is_a_store_error_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "bogus.sqlite3"
+    store = SqliteJobStore(path)
+    await store.open()
+    try:
+        now = utcnow()
+        records = [
+            JobRecord(
+                id=job_id,
+                name="n",
+                payload="{}",
+                state=JobState.ENQUEUED,
+                created_at=now,
+                next_try_at=now,
+            )
+            for job_id in ("bogus", "fine")
+        ]
+        await store.add(records)
+        with closing(sqlite3.connect(path)) as raw:
+            raw.execute("UPDATE masa_jobs SET state = 'bogus' WHERE id = 'bogus'")
+            raw.commit()
+
+        counts = await store.count_by_state(now)
+        with pytest.raises(StoreError, match="'bogus' cannot be read"):
+            await store.get("bogus")
+        [claimed] = await store.claim("w", 10, LEASE)
+    finally:
+        await store.aclose()
+
+    assert counts[JobState.ENQUEUED] == 1
+    assert sum(counts.values()) == 1
+    assert claimed.id == "fine"
