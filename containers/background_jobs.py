@@ -52,6 +52,11 @@ class BackgroundJobContainer(containers.DeclarativeContainer):
         redis=providers.Singleton(redis_store, config.store),
     )
 
+    # Each container builds its own registry: with options.job_packages, only
+    # the handlers and recurring jobs defined in those packages; without, all
+    # those imported before MasaApp.build. For an explicit list, override it:
+    # container.job_registry.override(
+    #     providers.Singleton(JobRegistry, [HandlerA, HandlerB], [NightlyReport]))
     job_registry = providers.Singleton(JobRegistry.discover, options.provided.job_packages)
 
     job_manager = providers.Singleton(

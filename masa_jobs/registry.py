@@ -1,9 +1,11 @@
 """Which args type and which handlers belong to each job name.
 
 The registry is MASA's ``BackgroundJobRelationNetwork``: it is built once at
-start-up, from every imported concrete ``BackgroundJob`` subclass after the
-packages named in ``options.job_packages`` have been imported, and then only
-read, on the enqueue path and for every job a worker runs.
+start-up by each container and then only read, on the enqueue path and for
+every job a worker runs. Without ``options.job_packages`` it holds every
+imported concrete ``BackgroundJob`` (and ``BackgroundScheduleJob``) subclass;
+with them, it imports those packages and holds only the classes defined in
+them, so that two containers in one process keep their own handlers.
 """
 
 from __future__ import annotations
@@ -79,11 +81,18 @@ class JobRegistry:
 
     @classmethod
     def discover(cls, job_packages: Iterable[str] = ()) -> JobRegistry:
-        """Import ``job_packages``, then register every concrete handler class imported."""
-        import_job_packages(job_packages)
+        """The concrete handler and recurring-job classes of ``job_packages``.
+
+        Imports each package with all its submodules and registers only the
+        classes defined in them. Without packages, registers every concrete
+        class imported so far in the process (the default, for apps that
+        import their handlers before ``MasaApp.build``).
+        """
+        packages = tuple(job_packages)
+        import_job_packages(packages)
         return cls(
-            _concrete_subclasses(BackgroundJob),
-            _concrete_subclasses(BackgroundScheduleJob),
+            _defined_in(_concrete_subclasses(BackgroundJob), packages),
+            _defined_in(_concrete_subclasses(BackgroundScheduleJob), packages),
         )
 
     def name_of(self, args_type: type[Any]) -> str | None:
@@ -156,6 +165,19 @@ def _concrete_subclasses(root: type[Any]) -> Iterator[type[Any]]:
         if "<locals>" in klass.__qualname__:
             continue
         yield klass
+
+
+def _defined_in(classes: Iterable[type[Any]], packages: tuple[str, ...]) -> list[type[Any]]:
+    """The ``classes`` whose module is one of ``packages`` or inside one (all when none)."""
+    if not packages:
+        return list(classes)
+    # The dot keeps package "app.jobs" from taking the module "app.jobs_old".
+    prefixes = tuple(f"{package}." for package in packages)
+    return [
+        klass
+        for klass in classes
+        if klass.__module__ in packages or klass.__module__.startswith(prefixes)
+    ]
 
 
 def _is_generic_base(klass: type[Any]) -> bool:

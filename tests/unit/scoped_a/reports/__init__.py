@@ -1,0 +1,1 @@
+"""A subpackage: ``job_packages`` takes the submodules of a package too."""
