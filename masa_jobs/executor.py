@@ -135,8 +135,8 @@ class JobExecutor:
                 record,
                 f"{why}: {what!r}; no worker that knows it ran it within unknown_job_timeout "
                 f"({self._unknown_job_timeout.total_seconds():g} s). Deploy workers with the "
-                "code that defines it (or list its package in options.job_packages), then "
-                "retry the job",
+                "code that defines it (with options.job_packages set, inside one of those "
+                "packages), then retry the job",
             )
         self._warn_unknown(record, what, why)
         recheck = min(self._unknown_job_timeout, timedelta(seconds=UNKNOWN_JOB_RECHECK_SECONDS))

@@ -142,5 +142,6 @@ def _log_started(setup: WorkerSetup) -> None:
     if not setup.handlers:
         logger.warning(
             "no job handlers are registered: import their modules from the APP module, "
-            "or list their packages in options.job_packages"
+            "or list their packages in options.job_packages (which then limits the "
+            "handlers to what those packages define)"
         )
