@@ -9,16 +9,18 @@ the root container's ``job_manager`` on every call.
 from __future__ import annotations
 
 import builtins
+import json
 import math
 from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from uuid import uuid4
 
 import anyio
 from pydantic import BaseModel
 
 from ._payload import stored_args, validate_stored_args
+from .cron import CronSchedule
 from .exceptions import (
     InvalidDelayError,
     InvalidJobArgsError,
@@ -38,11 +40,18 @@ from .records import (
     JobRecord,
     JobState,
     ScheduleInfo,
+    ScheduleRecord,
     WorkerInfo,
     utcnow,
 )
 from .registry import JobRegistry
-from .schedules import schedule_from_job, tick_job
+from .schedules import (
+    check_schedule_id,
+    job_name_of_schedule,
+    job_schedule,
+    schedule_from_job,
+    tick_job,
+)
 from .stores.base import Store
 
 __all__ = ["BackgroundJobManager", "DefaultJobManager", "Delay", "JobManager", "Timeout"]
@@ -72,6 +81,16 @@ class JobManager(Protocol):
         self, job: BackgroundScheduleJob | type[BackgroundScheduleJob]
     ) -> None:
         """Add a recurring job, or update the one with the same id (class or instance)."""
+
+    async def add_or_update_job_schedule(
+        self, schedule_id: str, args: BaseModel, cron: str, timezone: str = "UTC"
+    ) -> None:
+        """Enqueue the job of ``args`` on every tick of ``cron`` in ``timezone``.
+
+        Adds the schedule ``schedule_id`` at run time, or updates the one with
+        that id (its args, cron or time zone); the job's own handlers run
+        each tick's job, with retries, like any enqueued job.
+        """
 
     async def remove_schedule(self, schedule_id: str) -> None:
         """Remove a recurring job."""
@@ -165,23 +184,45 @@ class DefaultJobManager:
         if schedule is not existing:
             await self._store.upsert_schedule(schedule)
 
+    async def add_or_update_job_schedule(
+        self, schedule_id: str, args: BaseModel, cron: str, timezone: str = "UTC"
+    ) -> None:
+        # Validate like enqueue (and the id, cron and time zone), so bad
+        # input stores nothing.
+        job = self._new_record(args, None, utcnow())
+        timing = CronSchedule(cron, timezone)
+        check_schedule_id(schedule_id, f"the schedule of job {job.name!r}")
+        # Next ticks are on the store's clock; the store's upsert keeps a next
+        # tick that a concurrent scheduler moved, unless the cron changed.
+        now = await self._store.now()
+        existing = await self._store.get_schedule(schedule_id)
+        schedule = job_schedule(schedule_id, job.name, job.payload, timing, now, existing)
+        if schedule is not existing:
+            await self._store.upsert_schedule(schedule)
+
     async def remove_schedule(self, schedule_id: str) -> None:
         if not await self._store.delete_schedule(schedule_id):
             raise ScheduleNotFoundError(_no_schedule(schedule_id))
 
     async def list_schedules(self) -> builtins.list[ScheduleInfo]:
-        return [
-            ScheduleInfo(
-                id=s.id,
-                job_class=s.job_class,
-                cron_expression=s.cron_expression,
-                timezone=s.timezone,
-                next_fire_at=s.next_fire_at,
-                last_fire_at=s.last_fire_at,
-                known=self._registry.schedule_class(s.job_class) is not None,
-            )
-            for s in await self._store.list_schedules()
-        ]
+        return [self._schedule_info(s) for s in await self._store.list_schedules()]
+
+    def _schedule_info(self, schedule: ScheduleRecord) -> ScheduleInfo:
+        job_name = job_name_of_schedule(schedule)
+        if job_name is None:
+            known = self._registry.schedule_class(schedule.job_class) is not None
+        else:
+            known = self._registry.args_type(job_name) is not None
+        return ScheduleInfo(
+            id=schedule.id,
+            job_class=schedule.job_class,
+            cron_expression=schedule.cron_expression,
+            timezone=schedule.timezone,
+            next_fire_at=schedule.next_fire_at,
+            last_fire_at=schedule.last_fire_at,
+            known=known,
+            args=_schedule_args(schedule.payload),
+        )
 
     async def trigger_schedule(self, schedule_id: str) -> str:
         schedule = await self._store.get_schedule(schedule_id)
@@ -343,6 +384,17 @@ class DefaultJobManager:
             )
 
 
+def _schedule_args(payload: str | None) -> dict[str, Any] | None:
+    if payload is None:
+        return None
+    try:
+        args = json.loads(payload)
+    except ValueError:
+        # A damaged record is still listed: the id is what removes it.
+        return None
+    return args if isinstance(args, dict) else None
+
+
 def _no_schedule(schedule_id: str) -> str:
     return f"no recurring job with id {schedule_id!r}; list_schedules() shows the ids"
 
@@ -410,6 +462,15 @@ class BackgroundJobManager:
         from .app import MasaApp
 
         await MasaApp.job_manager().add_or_update_schedule(job)
+
+    @staticmethod
+    async def add_or_update_job_schedule(
+        schedule_id: str, args: BaseModel, cron: str, timezone: str = "UTC"
+    ) -> None:
+        """Enqueue ``args`` on every tick; see ``JobManager.add_or_update_job_schedule``."""
+        from .app import MasaApp
+
+        await MasaApp.job_manager().add_or_update_job_schedule(schedule_id, args, cron, timezone)
 
     @staticmethod
     async def wait(job_id: str, timeout: Timeout = None) -> JobInfo:

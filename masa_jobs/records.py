@@ -110,9 +110,10 @@ class ScheduleRecord:
     """A recurring job as a store keeps it.
 
     ``job_class`` is the ``module.QualName`` of the ``BackgroundScheduleJob``
-    subclass; ``next_fire_at`` is the next tick (UTC). Firing a tick moves
-    ``next_fire_at`` forward atomically with storing the tick's job, so a
-    tick fires once however many schedulers look at it.
+    subclass, or ``job:<job name>`` for a schedule of an ordinary job (whose
+    args are ``payload``); ``next_fire_at`` is the next tick (UTC). Firing a
+    tick moves ``next_fire_at`` forward atomically with storing the tick's
+    job, so a tick fires once however many schedulers look at it.
     """
 
     id: str
@@ -123,6 +124,9 @@ class ScheduleRecord:
     created_at: datetime
     updated_at: datetime
     last_fire_at: datetime | None = None
+    # The JSON args of a schedule of an ordinary job (``job_class`` is
+    # ``job:<job name>``); None for a schedule of a BackgroundScheduleJob class.
+    payload: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +135,10 @@ class ScheduleInfo:
 
     ``known`` is False when this process has no class of that name: the
     schedule stays stored and its ticks go ``dead`` until a worker that
-    knows the class runs them (and they are retried).
+    knows the class runs them (and they are retried). A schedule of an
+    ordinary job (``add_or_update_job_schedule``) has ``job_class``
+    ``job:<job name>``, its ``args`` as stored, and is ``known`` when this
+    process has a handler of that job name.
     """
 
     id: str
@@ -141,6 +148,7 @@ class ScheduleInfo:
     next_fire_at: datetime
     last_fire_at: datetime | None
     known: bool
+    args: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

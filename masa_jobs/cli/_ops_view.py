@@ -189,6 +189,8 @@ def schedule_json(info: ScheduleInfo) -> dict[str, Any]:
         "next_fire_at": _iso(info.next_fire_at),
         "last_fire_at": _iso(info.last_fire_at),
         "known": info.known,
+        # The args a schedule of an ordinary job enqueues (job_class "job:<name>").
+        "args": info.args,
     }
 
 

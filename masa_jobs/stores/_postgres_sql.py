@@ -27,7 +27,8 @@ __all__ = [
 
 # Bump with every change of the tables, and add the step to ``migrations``.
 # 2: jobs.lease_token, the fencing value of the claim that holds a job.
-SCHEMA_VERSION = 2
+# 3: schedules.payload, the args of a schedule of an ordinary job.
+SCHEMA_VERSION = 3
 # Plain identifiers only, short enough that "<schema>.jobs" fits PostgreSQL's
 # 63-byte limit on identifiers, which notification channels share.
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
@@ -70,7 +71,8 @@ _JOB_TYPES = (
 WORKER_COLUMNS = "id, host, pid, started_at, last_seen_at, running_jobs"
 # The columns of a schedule, in the order ``ScheduleRecord`` takes them.
 SCHEDULE_COLUMNS = (
-    "id, job_class, cron_expression, timezone, next_fire_at, created_at, updated_at, last_fire_at"
+    "id, job_class, cron_expression, timezone, next_fire_at, created_at, updated_at, "
+    "last_fire_at, payload"
 )
 
 
@@ -150,7 +152,8 @@ CREATE TABLE {s}.schedules (
     next_fire_at timestamptz NOT NULL,
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
-    last_fire_at timestamptz
+    last_fire_at timestamptz,
+    payload text
 );
 CREATE TABLE {s}.workers (
     id text PRIMARY KEY,
@@ -178,6 +181,11 @@ def migrations(s: str) -> dict[int, str]:
         1: f"""
 ALTER TABLE {s}.jobs ADD COLUMN lease_token text;
 INSERT INTO {s}.schema_version (version) VALUES (2);
+""",
+        # Nullable again: every schedule stored before is a class schedule.
+        2: f"""
+ALTER TABLE {s}.schedules ADD COLUMN payload text;
+INSERT INTO {s}.schema_version (version) VALUES (3);
 """,
     }
 
@@ -445,9 +453,10 @@ def _upsert_schedule(s: str) -> str:
     # unless the cron expression or time zone changed.
     return f"""
 INSERT INTO {s}.schedules AS old ({SCHEDULE_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (id) DO UPDATE SET
     job_class = EXCLUDED.job_class,
+    payload = EXCLUDED.payload,
     cron_expression = EXCLUDED.cron_expression,
     timezone = EXCLUDED.timezone,
     updated_at = EXCLUDED.updated_at,

@@ -119,6 +119,7 @@ def schedule_args(s: ScheduleRecord) -> list[Any]:
         us(s.created_at),
         us(s.updated_at),
         _opt_us(s.last_fire_at),
+        _opt(s.payload),
     ]
 
 
@@ -188,7 +189,7 @@ def read_record(job_id: str, fields: list[Any]) -> JobRecord | None:
 
 
 def read_schedule(schedule_id: str, fields: list[Any]) -> ScheduleRecord | None:
-    job_class, cron, timezone, next_fire, created, updated, last = fields
+    job_class, cron, timezone, next_fire, created, updated, last, payload = fields
     if job_class is None:
         return None
     return ScheduleRecord(
@@ -200,6 +201,7 @@ def read_schedule(schedule_id: str, fields: list[Any]) -> ScheduleRecord | None:
         created_at=moment(created),
         updated_at=moment(updated),
         last_fire_at=_opt_dt(last),
+        payload=payload,
     )
 
 

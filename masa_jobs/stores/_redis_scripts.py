@@ -446,13 +446,17 @@ redis.call('ZREM', K_SEEN, ARGV[2])
 return 0
 """
 
-# ARGV: key tag, id, job class, cron, time zone, next, created, updated, last (optional).
+# ARGV: key tag, id, job class, cron, time zone, next, created, updated, last (optional),
+# payload (optional: the args of a schedule of an ordinary job).
 # An update keeps next unless the cron or time zone changed (a tick that fired
 # meanwhile stays fired) and never touches created or last.
 _UPSERT_SCHEDULE = """
 local key = SCHEDULE .. ARGV[2]
 local old = redis.call('HMGET', key, 'cron', 'timezone', 'next')
 local sets = {'job_class', ARGV[3], 'cron', ARGV[4], 'timezone', ARGV[5], 'updated', ARGV[8]}
+local dels = {}
+optional(sets, dels, 'payload', ARGV[10])
+if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
 if redis.call('EXISTS', key) == 0 then
   sets[#sets + 1], sets[#sets + 2] = 'created', ARGV[7]
   local unused = {}
@@ -475,7 +479,7 @@ local out = {}
 for _, id in ipairs(ids) do
   out[#out + 1] = id
   out[#out + 1] = redis.call('HMGET', SCHEDULE .. id, 'job_class', 'cron', 'timezone',
-                             'next', 'created', 'updated', 'last')
+                             'next', 'created', 'updated', 'last', 'payload')
 end
 return out
 """

@@ -43,7 +43,7 @@ __all__ = [
     "with_states",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 Row = tuple[Any, ...]
 
@@ -60,7 +60,8 @@ JOB_COLUMNS = (
     "last_error, done_handlers, lease_owner, lease_expires_at, finished_at, lease_token"
 )
 _SCHEDULE_COLUMNS = (
-    "id, job_class, cron_expression, timezone, next_fire_at, created_at, updated_at, last_fire_at"
+    "id, job_class, cron_expression, timezone, next_fire_at, created_at, updated_at, "
+    "last_fire_at, payload"
 )
 # Claim order: due time, then fewer attempts, then creation, then insertion.
 _CLAIM_ORDER = "next_try_at, attempts, created_at, rowid"
@@ -117,6 +118,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # the file is upgraded have none, so no renewal or outcome of the older
     # claim applies; their leases run out and they are claimed again.
     2: ("ALTER TABLE {p}jobs ADD COLUMN lease_token TEXT",),
+    # The args of a schedule of an ordinary job; NULL for a class schedule,
+    # which every schedule stored before the upgrade is.
+    3: ("ALTER TABLE {p}schedules ADD COLUMN payload TEXT",),
 }
 
 
@@ -253,8 +257,9 @@ class Statements:
             # The right-hand sides read the row as it was before the update.
             upsert_schedule=(
                 f"INSERT INTO {p}schedules ({_SCHEDULE_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET job_class = excluded.job_class, "
+                "payload = excluded.payload, "
                 "cron_expression = excluded.cron_expression, timezone = excluded.timezone, "
                 "updated_at = excluded.updated_at, "
                 "next_fire_at = CASE WHEN cron_expression = excluded.cron_expression "
@@ -377,6 +382,7 @@ def row_from_schedule(schedule: ScheduleRecord) -> Row:
         to_us(schedule.created_at),
         to_us(schedule.updated_at),
         to_us_or_none(schedule.last_fire_at),
+        schedule.payload,
     )
 
 
@@ -390,4 +396,5 @@ def schedule_from_row(row: Row) -> ScheduleRecord:
         created_at=at(row[5]),
         updated_at=at(row[6]),
         last_fire_at=at_or_none(row[7]),
+        payload=row[8],
     )

@@ -182,7 +182,8 @@ class ScheduleStore(Protocol):
     async def upsert_schedule(self, schedule: ScheduleRecord) -> None:
         """Insert a schedule, or update the one with the same id in one atomic step.
 
-        An update sets ``job_class``, ``cron_expression``, ``timezone`` and
+        An update sets ``job_class``, ``cron_expression``, ``timezone``,
+        ``payload`` (None included: a class schedule has none) and
         ``updated_at``; it replaces ``next_fire_at`` only when the cron
         expression or time zone changed (else the stored next tick stays,
         whatever a concurrent ``fire_schedule`` moved it to), and it never

@@ -297,6 +297,7 @@ class MemoryJobStore:
             timezone=schedule.timezone,
             updated_at=schedule.updated_at,
             next_fire_at=schedule.next_fire_at if retimed else stored.next_fire_at,
+            payload=schedule.payload,
         )
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:

@@ -509,6 +509,7 @@ class PostgresJobStore:
             schedule.created_at,
             schedule.updated_at,
             schedule.last_fire_at,
+            schedule.payload,
         )
 
     @reports_unavailable

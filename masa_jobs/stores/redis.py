@@ -19,7 +19,7 @@ store's keys in one slot, where one script may touch them all::
     {p}:wake               list of wake-up tokens that idle workers pop (BLPOP)
     {p}:workers            hash worker id -> heartbeat JSON; {p}:workers:seen by last seen
     {p}:schedule:<id>      hash of a recurring job: job_class cron timezone next created
-                           updated [last]; {p}:schedules is the set of their ids
+                           updated [last] [payload]; {p}:schedules is the set of their ids
 
 Timestamps are integer microseconds since the Unix epoch, exact in a sorted
 set score (a double) until the year 2255; a field that is None is absent

@@ -29,7 +29,7 @@ from masa_jobs.exceptions import (
 )
 from masa_jobs.records import FINISHED_STATES, JobOutcome, JobRecord, ScheduleRecord, utcnow
 from masa_jobs.stores import postgres
-from masa_jobs.stores._postgres_sql import SCHEMA_VERSION, advisory_lock_key
+from masa_jobs.stores._postgres_sql import SCHEMA_VERSION, advisory_lock_key, migrations
 from masa_jobs.stores.postgres import PostgresJobStore
 from tests.services import POSTGRES_DSN, require_service, unique_name
 from tests.tcp_proxy import FaultProxy
@@ -352,7 +352,7 @@ async def test_a_version_1_schema_is_migrated_in_place_and_keeps_its_jobs(schema
             None,
         )
         claimed = await store.claim("worker-1", 10, LEASE)
-    async with opened(schema):  # a second open finds version 2 and migrates nothing
+    async with opened(schema):  # a second open finds the current version and migrates nothing
         pass
 
     assert {record.id for record in claimed} == {waiting.id, held.id}
@@ -368,8 +368,51 @@ async def test_a_version_1_schema_is_migrated_in_place_and_keeps_its_jobs(schema
             f'SELECT version FROM "{schema}".schema_version ORDER BY version'
         )
     assert column == "text"
-    assert [row["version"] for row in versions] == [1, 2]
-    assert SCHEMA_VERSION == 2
+    assert [row["version"] for row in versions] == [1, 2, 3]
+    assert SCHEMA_VERSION == 3
+
+
+async def test_a_version_2_schema_is_migrated_in_place_to_schedule_payloads(
+    schema: str,
+) -> None:
+    async with raw_connection() as connection:
+        # Version 2 is version 1 and its one step.
+        await connection.execute(_VERSION_1_TABLES.format(s=f'"{schema}"'))
+        await connection.execute(migrations(f'"{schema}"')[1])
+        await connection.execute(
+            f'INSERT INTO "{schema}".schedules (id, job_class, cron_expression, timezone, '
+            "next_fire_at, created_at, updated_at) VALUES "
+            "('old', 'app.Nightly', '0 2 * * *', 'UTC', now(), now(), now())"
+        )
+
+    async with opened(schema) as store:
+        old = await store.get_schedule("old")
+        assert old is not None
+        assert (old.job_class, old.payload) == ("app.Nightly", None)
+        moment = await store.now()
+        await store.upsert_schedule(
+            ScheduleRecord(
+                id="new",
+                job_class="job:integration-work",
+                cron_expression="0 2 * * *",
+                timezone="UTC",
+                next_fire_at=moment,
+                created_at=moment,
+                updated_at=moment,
+                payload='{"n": 1}',
+            )
+        )
+        new = await store.get_schedule("new")
+    async with opened(schema):  # a second open finds version 3 and migrates nothing
+        pass
+
+    assert new is not None
+    assert new.payload == '{"n": 1}'
+    async with raw_connection() as connection:
+        versions = await connection.fetch(
+            f'SELECT version FROM "{schema}".schema_version ORDER BY version'
+        )
+    assert [row["version"] for row in versions] == [1, 2, 3]
 
 
 async def _stored(store: PostgresJobStore, job_id: str) -> JobRecord:

@@ -31,7 +31,7 @@ from masa_jobs import (
 )
 from masa_jobs.records import FINISHED_STATES, ScheduleRecord, utcnow
 from masa_jobs.stores import sqlite as sqlite_module
-from masa_jobs.stores._sqlite_schema import MIGRATIONS, Statements
+from masa_jobs.stores._sqlite_schema import MIGRATIONS, SCHEMA_VERSION, Statements
 from masa_jobs.stores.base import PURGE_CHUNK_ROWS, Store
 from masa_jobs.stores.sqlite import SqliteJobStore
 
@@ -199,7 +199,9 @@ async def test_first_open_creates_a_versioned_schema_in_wal_mode(tmp_path: Path)
 
     assert {"masa_jobs", "masa_workers", "masa_schema_version"} <= tables(path)
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [(2,)]
+        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
@@ -491,9 +493,57 @@ async def test_a_version_1_file_is_upgraded_in_place_to_lease_tokens(tmp_path: P
     assert claimed[held].attempts == 2
     assert all(record.lease_token for record in claimed.values())
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [(2,)]
+        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
         tokens = connection.execute("SELECT DISTINCT lease_token FROM masa_jobs").fetchall()
     assert tokens == [(claimed[held].lease_token,)]
+
+
+@pytest.mark.anyio
+async def test_a_version_2_file_is_upgraded_in_place_to_schedule_payloads(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.db"
+    sql = Statements.for_prefix("masa_")
+    fire_us = int(datetime(2030, 1, 1, tzinfo=UTC).timestamp() * 1_000_000)
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute(sql.create_version_table)
+        for step in (1, 2):
+            for statement in MIGRATIONS[step]:
+                connection.execute(statement.format(p="masa_"))
+        connection.execute(sql.write_version, (2,))
+        connection.execute(
+            "INSERT INTO masa_schedules (id, job_class, cron_expression, timezone, "
+            "next_fire_at, created_at, updated_at) VALUES ('old', 'app.Nightly', "
+            "'0 2 * * *', 'UTC', ?, ?, ?)",
+            (fire_us, fire_us, fire_us),
+        )
+        connection.commit()
+
+    async with opened(path) as store:
+        old = await store.get_schedule("old")
+        assert old is not None
+        assert (old.job_class, old.payload) == ("app.Nightly", None)
+        now = utcnow()
+        await store.upsert_schedule(
+            ScheduleRecord(
+                id="new",
+                job_class="job:send_report",
+                cron_expression="0 2 * * *",
+                timezone="UTC",
+                next_fire_at=now,
+                created_at=now,
+                updated_at=now,
+                payload='{"to":"ops"}',
+            )
+        )
+        new = await store.get_schedule("new")
+        assert new is not None
+        assert new.payload == '{"to":"ops"}'
+
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [(3,)]
 
 
 # -- several processes -------------------------------------------------------------
@@ -618,7 +668,9 @@ def test_processes_opening_a_new_file_at_once_create_one_schema(tmp_path: Path) 
     assert [p.returncode for p in processes] == [0] * count, errors
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT COUNT(*) FROM masa_jobs").fetchone() == (count,)
-        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [(2,)]
+        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
 
 
 # -- schedules -----------------------------------------------------------------------
