@@ -127,6 +127,9 @@ class ScheduleRecord:
     # The JSON args of a schedule of an ordinary job (``job_class`` is
     # ``job:<job name>``); None for a schedule of a BackgroundScheduleJob class.
     payload: str | None = None
+    # A paused schedule fires no ticks (``set_schedule_paused``); upserts
+    # keep it as it is, so redeploying a class does not resume it.
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +152,8 @@ class ScheduleInfo:
     last_fire_at: datetime | None
     known: bool
     args: dict[str, Any] | None = None
+    # A paused schedule fires no ticks until it is resumed; trigger still runs it.
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)

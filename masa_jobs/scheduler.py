@@ -6,6 +6,11 @@ tick with ``ScheduleStore.fire_schedule``, a compare-and-set on the
 schedule's next fire time that stores the tick's job in the same
 transaction. However many schedulers see a tick, one of them wins.
 
+A paused schedule fires nothing. Its ``next_fire_at`` stays where it was,
+so once resumed its ticks missed while paused follow the missed-ticks rule
+of ``_fire``: a pause shorter than ``misfire_grace`` loses no tick, a longer
+one gives one catch-up run ("coalesce") or none ("skip").
+
 Ticks fall due on the store's clock (``ScheduleStore.now()``), read once per
 pass: a worker whose own clock runs hours ahead or behind fires no tick early
 and misses none.
@@ -106,6 +111,8 @@ class Scheduler:
         self._outage.succeeded()
         wait = MAX_SLEEP_SECONDS
         for schedule in schedules:
+            if schedule.paused:
+                continue
             next_fire_at = schedule.next_fire_at
             if next_fire_at <= now:
                 # A tick that could not fire is tried again after a back-off, not at once.

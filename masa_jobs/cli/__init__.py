@@ -1,7 +1,8 @@
 """The ``masa-jobs`` command: ``demo``, ``worker``, ``bench`` and the operator commands.
 
 The operator commands (``jobs``, ``show``, ``retry``, ``cancel``, ``delete``,
-``purge``, ``schedules``, ``trigger``, ``workers``) look after the jobs of a
+``purge``, ``schedules``, ``trigger``, ``pause-schedule``, ``resume-schedule``,
+``workers``) look after the jobs of a
 durable store from a shell, on the same APP argument as ``worker``.
 
 Each command lives in its own module. Modules that define job handlers (the
@@ -22,7 +23,7 @@ from .. import __version__
 from .bench import bench
 from .demo import demo
 from .ops import cancel, delete, jobs, purge, retry, show
-from .ops_fleet import schedules, trigger, workers
+from .ops_fleet import pause_schedule, resume_schedule, schedules, trigger, workers
 from .worker import worker
 
 __all__ = ["app", "main"]
@@ -44,6 +45,8 @@ app.command("delete")(delete)
 app.command("purge")(purge)
 app.command("schedules")(schedules)
 app.command("trigger")(trigger)
+app.command("pause-schedule")(pause_schedule)
+app.command("resume-schedule")(resume_schedule)
 app.command("workers")(workers)
 
 

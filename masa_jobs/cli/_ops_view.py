@@ -191,6 +191,7 @@ def schedule_json(info: ScheduleInfo) -> dict[str, Any]:
         "known": info.known,
         # The args a schedule of an ordinary job enqueues (job_class "job:<name>").
         "args": info.args,
+        "paused": info.paused,
     }
 
 
@@ -204,6 +205,7 @@ def schedules_table(infos: Iterable[ScheduleInfo]) -> Table:
         "next fire (UTC)",
         "last fire (UTC)",
         "known",
+        "paused",
     )
     for info in infos:
         _row(
@@ -215,6 +217,7 @@ def schedules_table(infos: Iterable[ScheduleInfo]) -> Table:
             when(info.next_fire_at),
             when(info.last_fire_at),
             "yes" if info.known else "no",
+            "yes" if info.paused else "no",
         )
     return table
 

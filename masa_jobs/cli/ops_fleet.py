@@ -1,4 +1,5 @@
-"""Operator commands on what runs the jobs: ``schedules``, ``trigger``, ``workers``.
+"""Operator commands on what runs the jobs: ``schedules``, ``trigger``,
+``pause-schedule``, ``resume-schedule``, ``workers``.
 
 Like the commands on jobs (``ops``), they take the APP argument of
 ``masa-jobs worker`` and open the same store, but never run a worker or
@@ -26,9 +27,19 @@ from ._ops_view import (
     workers_table,
 )
 
-__all__ = ["schedules", "trigger", "workers"]
+__all__ = ["pause_schedule", "resume_schedule", "schedules", "trigger", "workers"]
 
 HERE = Path(".")
+
+ScheduleIdArgument = Annotated[
+    str, typer.Argument(metavar="SCHEDULE_ID", help="The recurring job's id.")
+]
+
+
+def _no_schedule(schedule_id: str) -> CliError:
+    return CliError(
+        f"no recurring job with id {schedule_id!r}; `masa-jobs schedules APP` lists them"
+    )
 
 
 def schedules(app: AppArgument, as_json: JsonOption = False, app_dir: AppDirOption = HERE) -> None:
@@ -57,24 +68,59 @@ def schedules(app: AppArgument, as_json: JsonOption = False, app_dir: AppDirOpti
 
 
 def trigger(
-    app: AppArgument,
-    schedule_id: Annotated[
-        str, typer.Argument(metavar="SCHEDULE_ID", help="The recurring job's id.")
-    ],
-    app_dir: AppDirOption = HERE,
+    app: AppArgument, schedule_id: ScheduleIdArgument, app_dir: AppDirOption = HERE
 ) -> None:
-    """Run a recurring job once now, besides its schedule, and print the new job's id."""
+    """Run a recurring job once now, besides its schedule, and print the new job's id.
+
+    A paused recurring job can be triggered too.
+    """
 
     async def fire(target: OperatorApp) -> str:
         try:
             return await target.manager.trigger_schedule(schedule_id)
         except ScheduleNotFoundError:
-            raise CliError(
-                f"no recurring job with id {schedule_id!r}; `masa-jobs schedules APP` lists them"
-            ) from None
+            raise _no_schedule(schedule_id) from None
 
     job_id = run_operation(app, app_dir, fire)
     typer.echo(f"triggered {schedule_id}: job {job_id} enqueued")
+
+
+def pause_schedule(
+    app: AppArgument, schedule_id: ScheduleIdArgument, app_dir: AppDirOption = HERE
+) -> None:
+    """Pause a recurring job: its ticks do not fire until resume-schedule.
+
+    It stays stored and can still be triggered; a worker that declares its
+    class again does not resume it.
+    """
+
+    async def pause(target: OperatorApp) -> None:
+        try:
+            await target.manager.pause_schedule(schedule_id)
+        except ScheduleNotFoundError:
+            raise _no_schedule(schedule_id) from None
+
+    run_operation(app, app_dir, pause)
+    typer.echo(f"paused {schedule_id}")
+
+
+def resume_schedule(
+    app: AppArgument, schedule_id: ScheduleIdArgument, app_dir: AppDirOption = HERE
+) -> None:
+    """Resume a paused recurring job.
+
+    Ticks missed while paused follow options.missed_ticks: none is lost
+    within options.misfire_grace, older ones give one catch-up run or none.
+    """
+
+    async def resume(target: OperatorApp) -> None:
+        try:
+            await target.manager.resume_schedule(schedule_id)
+        except ScheduleNotFoundError:
+            raise _no_schedule(schedule_id) from None
+
+    run_operation(app, app_dir, resume)
+    typer.echo(f"resumed {schedule_id}")
 
 
 def workers(app: AppArgument, as_json: JsonOption = False, app_dir: AppDirOption = HERE) -> None:

@@ -27,7 +27,8 @@ __all__ = [
 
 # Bump with every change of the tables, and add the step to ``migrations``.
 # 2: jobs.lease_token, the fencing value of the claim that holds a job.
-# 3: schedules.payload, the args of a schedule of an ordinary job.
+# 3: schedules.payload, the args of a schedule of an ordinary job, and
+#    schedules.paused.
 SCHEMA_VERSION = 3
 # Plain identifiers only, short enough that "<schema>.jobs" fits PostgreSQL's
 # 63-byte limit on identifiers, which notification channels share.
@@ -72,7 +73,7 @@ WORKER_COLUMNS = "id, host, pid, started_at, last_seen_at, running_jobs"
 # The columns of a schedule, in the order ``ScheduleRecord`` takes them.
 SCHEDULE_COLUMNS = (
     "id, job_class, cron_expression, timezone, next_fire_at, created_at, updated_at, "
-    "last_fire_at, payload"
+    "last_fire_at, payload, paused"
 )
 
 
@@ -153,7 +154,8 @@ CREATE TABLE {s}.schedules (
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
     last_fire_at timestamptz,
-    payload text
+    payload text,
+    paused boolean NOT NULL DEFAULT false
 );
 CREATE TABLE {s}.workers (
     id text PRIMARY KEY,
@@ -183,8 +185,10 @@ ALTER TABLE {s}.jobs ADD COLUMN lease_token text;
 INSERT INTO {s}.schema_version (version) VALUES (2);
 """,
         # Nullable again: every schedule stored before is a class schedule.
+        # A constant default is a catalog change too: none of them is paused.
         2: f"""
 ALTER TABLE {s}.schedules ADD COLUMN payload text;
+ALTER TABLE {s}.schedules ADD COLUMN paused boolean NOT NULL DEFAULT false;
 INSERT INTO {s}.schema_version (version) VALUES (3);
 """,
     }
@@ -223,6 +227,7 @@ class Statements:
     list_schedules: str
     delete_schedule: str
     fire_schedule: str
+    set_schedule_paused: str
 
     @classmethod
     def for_schema(cls, schema: str, *, relaxed_commit: bool) -> Statements:
@@ -292,6 +297,7 @@ class Statements:
             ),
             delete_schedule=f"DELETE FROM {s}.schedules WHERE id = $1",
             fire_schedule=_fire_schedule(s),
+            set_schedule_paused=f"UPDATE {s}.schedules SET paused = $2 WHERE id = $1",
         )
 
 
@@ -321,13 +327,14 @@ SELECT pg_notify($14, '')
 
 def _fire_schedule(s: str) -> str:
     # The job goes in only if the compare-and-set moved the schedule; a
-    # skipped tick (no job) moves it without touching last_fire_at.
+    # skipped tick (no job) moves it without touching last_fire_at. A paused
+    # schedule does not fire, even if paused after the scheduler read it.
     return f"""
 WITH fired AS (
     UPDATE {s}.schedules
     SET next_fire_at = $3,
         last_fire_at = CASE WHEN cardinality($4::text[]) > 0 THEN $2 ELSE last_fire_at END
-    WHERE id = $1 AND next_fire_at = $2
+    WHERE id = $1 AND next_fire_at = $2 AND NOT paused
     RETURNING id
 ), added AS (
     INSERT INTO {s}.jobs ({_NEW_JOB_COLUMNS}){_batch(4)}
@@ -450,10 +457,10 @@ SELECT count(*) FROM purged
 def _upsert_schedule(s: str) -> str:
     # One statement: the row lock orders it with a concurrent fire_schedule,
     # and the SET reads the row as that left it. The stored next tick stays
-    # unless the cron expression or time zone changed.
+    # unless the cron expression or time zone changed; paused is never updated.
     return f"""
 INSERT INTO {s}.schedules AS old ({SCHEDULE_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (id) DO UPDATE SET
     job_class = EXCLUDED.job_class,
     payload = EXCLUDED.payload,

@@ -120,6 +120,7 @@ def schedule_args(s: ScheduleRecord) -> list[Any]:
         us(s.updated_at),
         _opt_us(s.last_fire_at),
         _opt(s.payload),
+        _opt("1" if s.paused else None),
     ]
 
 
@@ -189,7 +190,7 @@ def read_record(job_id: str, fields: list[Any]) -> JobRecord | None:
 
 
 def read_schedule(schedule_id: str, fields: list[Any]) -> ScheduleRecord | None:
-    job_class, cron, timezone, next_fire, created, updated, last, payload = fields
+    job_class, cron, timezone, next_fire, created, updated, last, payload, paused = fields
     if job_class is None:
         return None
     return ScheduleRecord(
@@ -202,6 +203,7 @@ def read_schedule(schedule_id: str, fields: list[Any]) -> ScheduleRecord | None:
         updated_at=moment(updated),
         last_fire_at=_opt_dt(last),
         payload=payload,
+        paused=paused is not None,
     )
 
 

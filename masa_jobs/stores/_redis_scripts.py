@@ -447,9 +447,9 @@ return 0
 """
 
 # ARGV: key tag, id, job class, cron, time zone, next, created, updated, last (optional),
-# payload (optional: the args of a schedule of an ordinary job).
+# payload (optional: the args of a schedule of an ordinary job), paused ('1' or '').
 # An update keeps next unless the cron or time zone changed (a tick that fired
-# meanwhile stays fired) and never touches created or last.
+# meanwhile stays fired) and never touches created, last or paused.
 _UPSERT_SCHEDULE = """
 local key = SCHEDULE .. ARGV[2]
 local old = redis.call('HMGET', key, 'cron', 'timezone', 'next')
@@ -461,6 +461,7 @@ if redis.call('EXISTS', key) == 0 then
   sets[#sets + 1], sets[#sets + 2] = 'created', ARGV[7]
   local unused = {}
   optional(sets, unused, 'last', ARGV[9])
+  optional(sets, unused, 'paused', ARGV[11])
 end
 if not old[3] or old[1] ~= ARGV[4] or old[2] ~= ARGV[5] then
   sets[#sets + 1], sets[#sets + 2] = 'next', ARGV[6]
@@ -479,7 +480,7 @@ local out = {}
 for _, id in ipairs(ids) do
   out[#out + 1] = id
   out[#out + 1] = redis.call('HMGET', SCHEDULE .. id, 'job_class', 'cron', 'timezone',
-                             'next', 'created', 'updated', 'last', 'payload')
+                             'next', 'created', 'updated', 'last', 'payload', 'paused')
 end
 return out
 """
@@ -490,11 +491,24 @@ redis.call('SREM', K_SCHEDULES, ARGV[2])
 return redis.call('DEL', SCHEDULE .. ARGV[2])
 """
 
+# ARGV: key tag, schedule id, paused ('1' or ''). Returns 1, or 0 when there is none.
+_PAUSE_SCHEDULE = """
+local key = SCHEDULE .. ARGV[2]
+if redis.call('EXISTS', key) == 0 then return 0 end
+if ARGV[3] == '1' then
+  redis.call('HSET', key, 'paused', '1')
+else
+  redis.call('HDEL', key, 'paused')
+end
+return 1
+"""
+
 # ARGV: key tag, schedule id, expected next, new next, then the tick's job (10 fields,
 # as for add) or nothing to skip the tick.
 _FIRE_SCHEDULE = """
 local key = SCHEDULE .. ARGV[2]
-if redis.call('HGET', key, 'next') ~= ARGV[3] then return 0 end
+local state = redis.call('HMGET', key, 'next', 'paused')
+if state[1] ~= ARGV[3] or state[2] then return 0 end
 if #ARGV > 4 then
   local added = add_jobs(5, 1)
   if type(added) == 'table' then return added end
@@ -524,5 +538,6 @@ SCRIPTS: dict[str, str] = {
         "schedules": _SCHEDULES,
         "delete_schedule": _DELETE_SCHEDULE,
         "fire_schedule": _FIRE_SCHEDULE,
+        "pause_schedule": _PAUSE_SCHEDULE,
     }.items()
 }

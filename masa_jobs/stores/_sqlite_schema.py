@@ -61,7 +61,7 @@ JOB_COLUMNS = (
 )
 _SCHEDULE_COLUMNS = (
     "id, job_class, cron_expression, timezone, next_fire_at, created_at, updated_at, "
-    "last_fire_at, payload"
+    "last_fire_at, payload, paused"
 )
 # Claim order: due time, then fewer attempts, then creation, then insertion.
 _CLAIM_ORDER = "next_try_at, attempts, created_at, rowid"
@@ -119,8 +119,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # claim applies; their leases run out and they are claimed again.
     2: ("ALTER TABLE {p}jobs ADD COLUMN lease_token TEXT",),
     # The args of a schedule of an ordinary job; NULL for a class schedule,
-    # which every schedule stored before the upgrade is.
-    3: ("ALTER TABLE {p}schedules ADD COLUMN payload TEXT",),
+    # which every schedule stored before the upgrade is. And whether a
+    # schedule is paused: none stored before the upgrade is.
+    3: (
+        "ALTER TABLE {p}schedules ADD COLUMN payload TEXT",
+        "ALTER TABLE {p}schedules ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",
+    ),
 }
 
 
@@ -172,6 +176,7 @@ class Statements:
     list_schedules: str
     delete_schedule: str
     fire_schedule: str
+    set_schedule_paused: str
     heartbeat: str
     list_workers: str
     remove_worker: str
@@ -252,12 +257,12 @@ class Statements:
                 f"INDEXED BY {p}jobs_leases WHERE {_HELD})"
             ),
             # One statement, so atomic: an update keeps created_at and
-            # last_fire_at, and keeps next_fire_at (which a concurrent fire
+            # last_fire_at and paused, and keeps next_fire_at (which a concurrent fire
             # may have moved) unless the cron expression or time zone changed.
             # The right-hand sides read the row as it was before the update.
             upsert_schedule=(
                 f"INSERT INTO {p}schedules ({_SCHEDULE_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET job_class = excluded.job_class, "
                 "payload = excluded.payload, "
                 "cron_expression = excluded.cron_expression, timezone = excluded.timezone, "
@@ -271,10 +276,14 @@ class Statements:
             delete_schedule=f"DELETE FROM {p}schedules WHERE id = ?",
             # Compare-and-set on next_fire_at: of several schedulers that saw
             # one tick, one moves it on. A skipped tick (no job) keeps last_fire_at.
+            # A paused schedule does not fire, even if it was paused after
+            # the scheduler read it.
             fire_schedule=(
                 f"UPDATE {p}schedules SET next_fire_at = ?, "
-                "last_fire_at = COALESCE(?, last_fire_at) WHERE id = ? AND next_fire_at = ?"
+                "last_fire_at = COALESCE(?, last_fire_at) "
+                "WHERE id = ? AND next_fire_at = ? AND paused = 0"
             ),
+            set_schedule_paused=f"UPDATE {p}schedules SET paused = ? WHERE id = ?",
             heartbeat=(
                 f"INSERT OR REPLACE INTO {p}workers "
                 "(id, host, pid, started_at, last_seen_at, running_jobs) "
@@ -383,6 +392,7 @@ def row_from_schedule(schedule: ScheduleRecord) -> Row:
         to_us(schedule.updated_at),
         to_us_or_none(schedule.last_fire_at),
         schedule.payload,
+        int(schedule.paused),
     )
 
 
@@ -397,4 +407,5 @@ def schedule_from_row(row: Row) -> ScheduleRecord:
         updated_at=at(row[6]),
         last_fire_at=at_or_none(row[7]),
         payload=row[8],
+        paused=bool(row[9]),
     )

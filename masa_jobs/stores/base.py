@@ -187,8 +187,10 @@ class ScheduleStore(Protocol):
         ``updated_at``; it replaces ``next_fire_at`` only when the cron
         expression or time zone changed (else the stored next tick stays,
         whatever a concurrent ``fire_schedule`` moved it to), and it never
-        touches ``created_at`` or ``last_fire_at``. So an update racing a tick
-        can neither fire that tick twice nor lose ``last_fire_at``.
+        touches ``created_at``, ``last_fire_at`` or ``paused`` (a new schedule
+        is stored as given, unpaused by default). So an update racing a tick
+        can neither fire that tick twice nor lose ``last_fire_at``, and
+        redeclaring a paused schedule does not resume it.
         """
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
@@ -200,6 +202,10 @@ class ScheduleStore(Protocol):
     async def delete_schedule(self, schedule_id: str) -> bool:
         """Remove a schedule; False when it did not exist."""
 
+    async def set_schedule_paused(self, schedule_id: str, paused: bool) -> bool:
+        """Pause or resume a schedule in one atomic step, leaving the rest of
+        it as it is; False when it does not exist."""
+
     async def fire_schedule(
         self,
         schedule_id: str,
@@ -210,7 +216,7 @@ class ScheduleStore(Protocol):
         """If the schedule's ``next_fire_at`` is still ``expected_next_fire_at``,
         set it to ``next_fire_at``, set ``last_fire_at`` to the expected value
         when ``job`` is given, and add ``job`` (None skips the tick): all or
-        nothing. Returns whether it applied."""
+        nothing. A paused schedule does not fire. Returns whether it applied."""
 
 
 @runtime_checkable

@@ -309,6 +309,13 @@ class MemoryJobStore:
     async def delete_schedule(self, schedule_id: str) -> bool:
         return self._schedules.pop(schedule_id, None) is not None
 
+    async def set_schedule_paused(self, schedule_id: str, paused: bool) -> bool:
+        schedule = self._schedules.get(schedule_id)
+        if schedule is None:
+            return False
+        self._schedules[schedule_id] = replace(schedule, paused=paused)
+        return True
+
     async def fire_schedule(
         self,
         schedule_id: str,
@@ -317,7 +324,9 @@ class MemoryJobStore:
         job: JobRecord | None,
     ) -> bool:
         schedule = self._schedules.get(schedule_id)
-        if schedule is None or schedule.next_fire_at != expected_next_fire_at:
+        if schedule is None or schedule.paused:
+            return False
+        if schedule.next_fire_at != expected_next_fire_at:
             return False
         if job is not None:
             self._check_new((job,), tick=True)

@@ -510,6 +510,7 @@ class PostgresJobStore:
             schedule.updated_at,
             schedule.last_fire_at,
             schedule.payload,
+            schedule.paused,
         )
 
     @reports_unavailable
@@ -528,6 +529,13 @@ class PostgresJobStore:
     @translates_driver_errors
     async def delete_schedule(self, schedule_id: str) -> bool:
         status = await self._require_pool().execute(self._sql.delete_schedule, schedule_id)
+        return _row_count(status) > 0
+
+    @reports_unavailable
+    @translates_driver_errors
+    async def set_schedule_paused(self, schedule_id: str, paused: bool) -> bool:
+        pool = self._require_pool()
+        status = await pool.execute(self._sql.set_schedule_paused, schedule_id, paused)
         return _row_count(status) > 0
 
     @reports_unavailable

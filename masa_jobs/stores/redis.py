@@ -19,7 +19,8 @@ store's keys in one slot, where one script may touch them all::
     {p}:wake               list of wake-up tokens that idle workers pop (BLPOP)
     {p}:workers            hash worker id -> heartbeat JSON; {p}:workers:seen by last seen
     {p}:schedule:<id>      hash of a recurring job: job_class cron timezone next created
-                           updated [last] [payload]; {p}:schedules is the set of their ids
+                           updated [last] [payload] [paused]; {p}:schedules is the set
+                           of their ids
 
 Timestamps are integer microseconds since the Unix epoch, exact in a sorted
 set score (a double) until the year 2255; a field that is None is absent
@@ -414,6 +415,11 @@ class RedisJobStore:
     @translates_driver_errors
     async def delete_schedule(self, schedule_id: str) -> bool:
         return bool(await self._run("delete_schedule", [schedule_id]))
+
+    @reports_unavailable
+    @translates_driver_errors
+    async def set_schedule_paused(self, schedule_id: str, paused: bool) -> bool:
+        return bool(await self._run("pause_schedule", [schedule_id, "1" if paused else ""]))
 
     @reports_unavailable
     @translates_driver_errors

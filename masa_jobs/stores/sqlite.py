@@ -532,6 +532,10 @@ class SqliteJobStore:
     async def delete_schedule(self, schedule_id: str) -> bool:
         return await self._run(self._write_many, self._sql.delete_schedule, [(schedule_id,)]) > 0
 
+    async def set_schedule_paused(self, schedule_id: str, paused: bool) -> bool:
+        row = (int(paused), schedule_id)
+        return await self._run(self._write_many, self._sql.set_schedule_paused, [row]) > 0
+
     async def fire_schedule(
         self,
         schedule_id: str,

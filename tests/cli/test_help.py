@@ -31,6 +31,8 @@ runner = CliRunner()
         (("purge",), ("APP", "--older-than", "finished jobs", "how many")),
         (("schedules",), ("APP", "recurring jobs", "known", "--json")),
         (("trigger",), ("APP", "SCHEDULE_ID", "once now")),
+        (("pause-schedule",), ("APP", "SCHEDULE_ID", "resume-schedule", "triggered")),
+        (("resume-schedule",), ("APP", "SCHEDULE_ID", "paused", "missed_ticks")),
         (("workers",), ("APP", "live workers", "--json")),
     ],
 )

@@ -388,7 +388,8 @@ async def test_a_version_2_schema_is_migrated_in_place_to_schedule_payloads(
     async with opened(schema) as store:
         old = await store.get_schedule("old")
         assert old is not None
-        assert (old.job_class, old.payload) == ("app.Nightly", None)
+        # Nor is a schedule stored before the upgrade paused.
+        assert (old.job_class, old.payload, old.paused) == ("app.Nightly", None, False)
         moment = await store.now()
         await store.upsert_schedule(
             ScheduleRecord(

@@ -524,7 +524,8 @@ async def test_a_version_2_file_is_upgraded_in_place_to_schedule_payloads(
     async with opened(path) as store:
         old = await store.get_schedule("old")
         assert old is not None
-        assert (old.job_class, old.payload) == ("app.Nightly", None)
+        # Nor is a schedule stored before the upgrade paused.
+        assert (old.job_class, old.payload, old.paused) == ("app.Nightly", None, False)
         now = utcnow()
         await store.upsert_schedule(
             ScheduleRecord(
