@@ -7,6 +7,7 @@ reason.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from urllib.parse import urlsplit
@@ -14,7 +15,14 @@ from uuid import uuid4
 
 import pytest
 
-__all__ = ["POSTGRES_DSN", "REDIS_URL", "require_service", "unique_name"]
+__all__ = [
+    "POSTGRES_DSN",
+    "REDIS_URL",
+    "delete_redis_prefix",
+    "drop_postgres_schema",
+    "require_service",
+    "unique_name",
+]
 
 POSTGRES_DSN = os.environ.get(
     "MASA_JOBS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
@@ -42,3 +50,30 @@ def require_service(name: str, url: str) -> None:
 def unique_name(prefix: str = "masa_test") -> str:
     """A name no other test uses: a schema, key prefix or file stem."""
     return f"{prefix}_{uuid4().hex[:12]}"
+
+
+def drop_postgres_schema(schema: str) -> None:
+    """Remove a schema a test created, with everything in it."""
+    import asyncpg
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(POSTGRES_DSN)
+        try:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await connection.close()
+
+    asyncio.run(drop())
+
+
+def delete_redis_prefix(prefix: str) -> None:
+    """Remove every key a test wrote under its prefix."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

@@ -3,7 +3,6 @@ stopped, the scale of the runs, and faketime."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -14,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import POSTGRES_DSN, REDIS_URL, require_service
+from tests.services import (
+    POSTGRES_DSN,
+    REDIS_URL,
+    delete_redis_prefix,
+    drop_postgres_schema,
+    require_service,
+)
 
 from .fleet import REPO_ROOT, FaultLog, Fleet, faketime_library, skewed_env
 from .stores import FaultStore, new_namespace
@@ -37,31 +42,6 @@ def scale() -> float:
     return value
 
 
-def _drop_postgres_schema(schema: str) -> None:
-    import asyncpg
-
-    async def drop() -> None:
-        connection = await asyncpg.connect(POSTGRES_DSN)
-        try:
-            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await connection.close()
-
-    asyncio.run(drop())
-
-
-def _delete_redis_prefix(prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 def _make_store(backend: str, tmp_path: Path) -> Iterator[FaultStore]:
     namespace = new_namespace()
     if backend == "sqlite":
@@ -69,11 +49,11 @@ def _make_store(backend: str, tmp_path: Path) -> Iterator[FaultStore]:
     elif backend == "postgres":
         require_service("PostgreSQL", POSTGRES_DSN)
         yield FaultStore("postgres", namespace)
-        _drop_postgres_schema(namespace)
+        drop_postgres_schema(namespace)
     else:
         require_service("Redis", REDIS_URL)
         yield FaultStore("redis", namespace)
-        _delete_redis_prefix(namespace)
+        delete_redis_prefix(namespace)
 
 
 @pytest.fixture(params=["postgres", "redis", "sqlite"])

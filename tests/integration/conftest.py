@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from tests.services import POSTGRES_DSN, REDIS_URL, require_service, unique_name
+from tests.services import (
+    POSTGRES_DSN,
+    REDIS_URL,
+    delete_redis_prefix,
+    drop_postgres_schema,
+    require_service,
+    unique_name,
+)
 
 
 @dataclass(frozen=True)
@@ -32,31 +38,6 @@ class StoreUnderTest:
         return StoreUnderTest(self.backend, {**self.settings, **settings})
 
 
-def _drop_postgres_schema(schema: str) -> None:
-    import asyncpg
-
-    async def drop() -> None:
-        connection = await asyncpg.connect(POSTGRES_DSN)
-        try:
-            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await connection.close()
-
-    asyncio.run(drop())
-
-
-def _delete_redis_prefix(prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 @pytest.fixture(params=["sqlite", "postgres", "redis"])
 def durable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
     backend: str = request.param
@@ -66,12 +47,12 @@ def durable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
         require_service("PostgreSQL", POSTGRES_DSN)
         schema = unique_name()
         yield StoreUnderTest("postgres", {"dsn": POSTGRES_DSN, "schema": schema})
-        _drop_postgres_schema(schema)
+        drop_postgres_schema(schema)
     else:
         require_service("Redis", REDIS_URL)
         prefix = unique_name()
         yield StoreUnderTest("redis", {"url": REDIS_URL, "prefix": prefix})
-        _delete_redis_prefix(prefix)
+        delete_redis_prefix(prefix)
 
 
 @pytest.fixture

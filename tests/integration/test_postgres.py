@@ -31,11 +31,10 @@ from masa_jobs.records import FINISHED_STATES, JobOutcome, JobRecord, ScheduleRe
 from masa_jobs.stores import postgres
 from masa_jobs.stores._postgres_sql import SCHEMA_VERSION, advisory_lock_key, migrations
 from masa_jobs.stores.postgres import PostgresJobStore
-from tests.services import POSTGRES_DSN, require_service, unique_name
+from tests.services import POSTGRES_DSN, drop_postgres_schema, require_service, unique_name
 from tests.tcp_proxy import FaultProxy
 
 from .app import Work
-from .conftest import _drop_postgres_schema
 from .harness import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -52,7 +51,7 @@ def _fresh_schema() -> Iterator[str]:
     require_service("PostgreSQL", POSTGRES_DSN)
     name = unique_name()
     yield name
-    _drop_postgres_schema(name)
+    drop_postgres_schema(name)
 
 
 schema = pytest.fixture(_fresh_schema, name="schema")

@@ -27,11 +27,10 @@ from masa_jobs.exceptions import (
 from masa_jobs.records import JobOutcome, JobRecord, WorkerInfo, utcnow
 from masa_jobs.stores import redis as redis_store_module
 from masa_jobs.stores.redis import RedisJobStore
-from tests.services import REDIS_URL, require_service, unique_name
+from tests.services import REDIS_URL, delete_redis_prefix, require_service, unique_name
 from tests.tcp_proxy import FaultProxy
 
 from .app import Work
-from .conftest import _delete_redis_prefix
 from .harness import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -53,14 +52,14 @@ def prefix() -> Iterator[str]:
     require_service("Redis", REDIS_URL)
     name = unique_name()
     yield name
-    _delete_redis_prefix(name)
+    delete_redis_prefix(name)
 
 
 @pytest.fixture
 def other_prefix() -> Iterator[str]:
     name = unique_name()
     yield name
-    _delete_redis_prefix(name)
+    delete_redis_prefix(name)
 
 
 @asynccontextmanager
