@@ -17,6 +17,7 @@ from .exceptions import (
     InvalidDelayError,
     InvalidJobArgsError,
     InvalidJobStateError,
+    InvalidQueryError,
     InvalidScheduleError,
     JobNotFoundError,
     MasaAlreadyBuiltError,
@@ -41,7 +42,9 @@ from .jobs import (
 )
 from .manager import BackgroundJobManager, DefaultJobManager, JobManager
 from .options import BackgroundJobOptions
+from .queries import JobQuery, Page
 from .records import (
+    JobEvent,
     JobInfo,
     JobOutcome,
     JobRecord,
@@ -54,7 +57,7 @@ from .registry import JobRegistry
 from .retry import RetryPolicy
 from .scheduler import Scheduler
 from .stores import JobStore, MemoryJobStore
-from .stores.base import ScheduleStore, Store
+from .stores.base import OperatorStore, ScheduleStore, Store
 from .sync import SyncJobManager
 from .worker import Worker
 
@@ -75,12 +78,15 @@ __all__ = [
     "InvalidDelayError",
     "InvalidJobArgsError",
     "InvalidJobStateError",
+    "InvalidQueryError",
     "InvalidScheduleError",
     "JobContext",
+    "JobEvent",
     "JobInfo",
     "JobManager",
     "JobNotFoundError",
     "JobOutcome",
+    "JobQuery",
     "JobRecord",
     "JobRegistry",
     "JobState",
@@ -91,6 +97,8 @@ __all__ = [
     "MasaNotBuiltError",
     "MemoryJobStore",
     "NotSupportedError",
+    "OperatorStore",
+    "Page",
     "PayloadTooLargeError",
     "RegistryError",
     "RetryPolicy",

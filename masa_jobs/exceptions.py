@@ -27,6 +27,8 @@ message says what went wrong and how to fix it::
     │   └── InvalidDelayError      the delay is negative or not a duration (also ValueError)
     ├── JobNotFoundError           no job has that id (also LookupError)
     ├── InvalidScheduleError       a recurring job's id, cron or time zone is wrong (ValueError)
+    ├── InvalidQueryError          a list query's page size, time range or cursor is wrong
+    │                              (also ValueError)
     ├── ScheduleNotFoundError      no recurring job has that id (also LookupError)
     ├── InvalidJobStateError       the operation does not apply to the job's state
     └── NotSupportedError          the operation is not available in this version or store
@@ -53,6 +55,7 @@ __all__ = [
     "InvalidDelayError",
     "InvalidJobArgsError",
     "InvalidJobStateError",
+    "InvalidQueryError",
     "InvalidScheduleError",
     "JobNotFoundError",
     "MasaAlreadyBuiltError",
@@ -145,6 +148,10 @@ class JobNotFoundError(MasaJobsError, LookupError):
 
 class InvalidScheduleError(MasaJobsError, ValueError):
     """A recurring job's id, cron expression or time zone is invalid; nothing was stored."""
+
+
+class InvalidQueryError(MasaJobsError, ValueError):
+    """A list query cannot be answered: page size, time range or cursor."""
 
 
 class ScheduleNotFoundError(MasaJobsError, LookupError):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import builtins
 import json
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 from uuid import uuid4
@@ -33,6 +34,7 @@ from .exceptions import (
 )
 from .jobs import BackgroundScheduleJob, get_job_name
 from .options import BackgroundJobOptions
+from .queries import MAX_PAGE_SIZE, JobQuery, Page
 from .records import (
     FINISHED_STATES,
     PENDING_STATES,
@@ -138,8 +140,22 @@ class JobManager(Protocol):
     ) -> list[JobInfo]:
         """Jobs, newest first, optionally in one state."""
 
+    async def list_jobs(self, query: JobQuery) -> Page[JobInfo]:
+        """One page of jobs matching ``query`` (state, name, creation time),
+        newest first unless the query says otherwise; pass the page's
+        ``next_cursor`` in the next query for the page after it."""
+
     async def count(self) -> dict[JobState, int]:
-        """How many jobs are in each state."""
+        """How many jobs are in each state (exact up to 10,000 per state; above,
+        PostgreSQL gives its planner's estimate)."""
+
+    async def retry_all(self, name: str | None = None) -> int:
+        """Run every dead job (of one job name, when given) again, now; returns
+        how many were retried."""
+
+    async def delete_all(self, state: JobState, name: str | None = None) -> int:
+        """Remove every job in a finished state (of one job name, when given);
+        returns how many were removed."""
 
     async def retry(self, job_id: str) -> JobInfo:
         """Run a dead job again, now."""
@@ -294,28 +310,61 @@ class DefaultJobManager:
     ) -> list[JobInfo]:
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must not be negative")
-        now = utcnow()
-        if state is None or not state.is_pending:
-            states = None if state is None else (state,)
-            records = await self._store.list(states, limit=limit, offset=offset)
-            return [JobInfo.from_record(r, now) for r in records]
-        # Stores do not split pending jobs by the clock; filter here, page by
-        # page, so that many pending jobs of the other kind hide none.
-        window = offset + limit
-        page = max(window * 4, 1000)
-        matched: builtins.list[JobInfo] = []
-        start = 0
-        while len(matched) < window:
-            pending = await self._store.list(PENDING_STATES, limit=page, offset=start)
-            infos = (JobInfo.from_record(r, now) for r in pending)
-            matched.extend(info for info in infos if info.state is state)
-            if len(pending) < page:
+        # An offset is walked page by page: list_jobs with a cursor is the way
+        # to page far into a long list.
+        wanted, skip = limit, offset
+        query = JobQuery.of(state, limit=MAX_PAGE_SIZE)
+        found: builtins.list[JobInfo] = []
+        while wanted > 0:
+            page = await self.list_jobs(query)
+            items = page.items[skip:]
+            skip = max(skip - len(page.items), 0)
+            found.extend(items[:wanted])
+            wanted = limit - len(found)
+            if page.next_cursor is None:
                 break
-            start += page
-        return matched[offset:window]
+            query = replace(query, cursor=page.next_cursor)
+        return found
+
+    async def list_jobs(self, query: JobQuery) -> Page[JobInfo]:
+        now = await self._store.now()
+        page = await self._store.list_jobs(query, now)
+        return Page(tuple(JobInfo.from_record(r, now) for r in page.items), page.next_cursor)
 
     async def count(self) -> dict[JobState, int]:
         return await self._store.count_by_state(await self._store.now())
+
+    async def retry_all(self, name: str | None = None) -> int:
+        return await self._move_all(JobState.DEAD, name, self._retry_one)
+
+    async def delete_all(self, state: JobState, name: str | None = None) -> int:
+        if not state.is_finished:
+            raise InvalidJobStateError(
+                f"delete_all removes finished jobs (succeeded, dead, cancelled), not "
+                f"{state.value!r} ones; cancel pending jobs first"
+            )
+        return await self._move_all(state, name, self._store.delete)
+
+    async def _retry_one(self, job_id: str) -> bool:
+        moved = await self._store.transition(
+            job_id, (JobState.DEAD,), JobState.ENQUEUED, await self._store.now()
+        )
+        return moved is not None
+
+    async def _move_all(
+        self, state: JobState, name: str | None, move: Callable[[str], Awaitable[bool]]
+    ) -> int:
+        """Apply ``move`` to every job in ``state`` (of ``name``), a page at a time;
+        the cursor keeps its place though the moved jobs leave the list."""
+        query = JobQuery.of(state, name=name, limit=MAX_PAGE_SIZE, newest_first=False)
+        moved = 0
+        while True:
+            page = await self._store.list_jobs(query, await self._store.now())
+            for record in page.items:
+                moved += bool(await move(record.id))
+            if page.next_cursor is None:
+                return moved
+            query = replace(query, cursor=page.next_cursor)
 
     async def retry(self, job_id: str) -> JobInfo:
         return await self._transition(job_id, (JobState.DEAD,), JobState.ENQUEUED, "retried")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "MAX_HISTORY_EVENTS",
+    "JobEvent",
     "JobInfo",
     "JobOutcome",
     "JobRecord",
@@ -16,8 +18,17 @@ __all__ = [
     "ScheduleInfo",
     "ScheduleRecord",
     "WorkerInfo",
+    "decode_headers",
+    "decode_history",
+    "display_state",
+    "encode_headers",
+    "encode_history",
     "utcnow",
 ]
+
+# Events a job keeps at most (the newest): a job retried without end keeps
+# its last runs' errors, not an ever-growing record.
+MAX_HISTORY_EVENTS = 50
 
 
 def utcnow() -> datetime:
@@ -54,6 +65,24 @@ FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELL
 
 
 @dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One step of a job's history, stored with the job.
+
+    A store appends one when it applies an outcome (``finish``: the attempt
+    that ended, its error and the worker that ran it; ``started_at`` is the
+    claim's ``last_try_at``) and when an operator moves the job
+    (``transition``: ``worker`` is None). ``at`` is the store's clock.
+    """
+
+    at: datetime
+    state: JobState
+    attempt: int
+    error: str | None = None
+    worker: str | None = None
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class JobRecord:
     """A job as a store keeps it.
 
@@ -81,6 +110,12 @@ class JobRecord:
     lease_expires_at: datetime | None = None
     finished_at: datetime | None = None
     lease_token: str | None = None
+    # JSON object of text values the enqueuing process attached (the W3C
+    # ``traceparent`` of its trace); stores keep it as given.
+    headers: str | None = None
+    # What happened to the job, oldest first (``JobEvent``), at most
+    # MAX_HISTORY_EVENTS; stores append to it, callers never write it.
+    history: tuple[JobEvent, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,15 +216,15 @@ class JobInfo:
     last_try_at: datetime | None
     last_error: str | None
     args: dict[str, Any] | None = field(default=None)
+    finished_at: datetime | None = None
+    # The worker that holds the job while it is processing.
+    worker: str | None = None
+    history: tuple[JobEvent, ...] = ()
+    headers: dict[str, str] | None = None
 
     @classmethod
     def from_record(cls, record: JobRecord, now: datetime | None = None) -> JobInfo:
-        state = record.state
-        # Stores keep one "pending" state in effect; whether it shows as
-        # scheduled or enqueued depends on the clock, not on a write.
-        if state.is_pending:
-            due = record.next_try_at <= (now or utcnow())
-            state = JobState.ENQUEUED if due else JobState.SCHEDULED
+        state = display_state(record, now or utcnow())
         return cls(
             id=record.id,
             name=record.name,
@@ -200,7 +235,104 @@ class JobInfo:
             last_try_at=record.last_try_at,
             last_error=record.last_error,
             args=_decode_args(record.payload),
+            finished_at=record.finished_at,
+            worker=record.lease_owner if state is JobState.PROCESSING else None,
+            history=record.history,
+            headers=decode_headers(record.headers),
         )
+
+
+def display_state(record: JobRecord, now: datetime) -> JobState:
+    """The state callers see: stores keep one "pending" state in effect, and
+    whether it shows as scheduled or enqueued depends on the clock, not on a write."""
+    if record.state.is_pending:
+        return JobState.ENQUEUED if record.next_try_at <= now else JobState.SCHEDULED
+    return record.state
+
+
+def encode_headers(headers: dict[str, str] | None) -> str | None:
+    """Headers as the JSON text stores keep (None when there are none)."""
+    return json.dumps(headers, separators=(",", ":"), sort_keys=True) if headers else None
+
+
+def decode_headers(text: str | None) -> dict[str, str] | None:
+    """Stored headers as a dict; None when absent or not a JSON object of texts."""
+    if not text:
+        return None
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(decoded, dict):
+        return None
+    return {str(k): str(v) for k, v in decoded.items() if isinstance(v, str)}
+
+
+def encode_history(events: tuple[JobEvent, ...]) -> str:
+    """Events as the JSON array text stores keep (timestamps in microseconds)."""
+    return json.dumps([_event_json(e) for e in events[-MAX_HISTORY_EVENTS:]], separators=(",", ":"))
+
+
+def _event_json(event: JobEvent) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "at": _us(event.at),
+        "state": event.state.value,
+        "attempt": event.attempt,
+    }
+    if event.error is not None:
+        out["error"] = event.error
+    if event.worker is not None:
+        out["worker"] = event.worker
+    if event.started_at is not None:
+        out["started"] = _us(event.started_at)
+    return out
+
+
+def decode_history(text: str | None) -> tuple[JobEvent, ...]:
+    """Stored history as events; entries that are not well-formed are left out,
+    so that one damaged event never hides a job."""
+    if not text:
+        return ()
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        return ()
+    if not isinstance(decoded, list):
+        return ()
+    events = (_event_from_json(item) for item in decoded)
+    return tuple(e for e in events if e is not None)[-MAX_HISTORY_EVENTS:]
+
+
+def _event_from_json(item: object) -> JobEvent | None:
+    if not isinstance(item, dict):
+        return None
+    try:
+        started = item.get("started")
+        error, worker = item.get("error"), item.get("worker")
+        return JobEvent(
+            at=_from_us(item["at"]),
+            state=JobState(item["state"]),
+            attempt=int(item.get("attempt", 0)),
+            error=error if isinstance(error, str) else None,
+            worker=worker if isinstance(worker, str) else None,
+            started_at=None if started is None else _from_us(started),
+        )
+    except (KeyError, ValueError, TypeError, OverflowError):
+        return None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _us(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_us(value: object) -> datetime:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError(value)
+    return _EPOCH + timedelta(microseconds=int(value))
 
 
 def _decode_args(payload: str) -> dict[str, Any] | None:

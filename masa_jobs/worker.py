@@ -39,7 +39,7 @@ from .options import BackgroundJobOptions
 from .records import FINISHED_STATES, JobOutcome, JobRecord, JobState, WorkerInfo, utcnow
 from .registry import JobRegistry
 from .retry import RetryPolicy
-from .stores.base import PURGE_CHUNK_ROWS, JobStore
+from .stores.base import PURGE_CHUNK_ROWS, JobStore, OperatorStore
 
 __all__ = ["Worker"]
 
@@ -450,14 +450,16 @@ class Worker:
             await anyio.sleep(MAINTENANCE_INTERVAL_SECONDS * spread)
 
     async def _purge(self) -> None:
-        """Remove finished jobs past their retention, in short chunks."""
+        """Remove finished jobs past their retention, in short chunks (on a
+        store that offers purge: one that only runs jobs keeps what it keeps)."""
+        store = self._store
+        if not isinstance(store, OperatorStore):
+            return
         finished_before = self._clock() - timedelta(seconds=self._options.retention)
         purged = 0
         try:
             while True:
-                chunk = await self._store.purge(
-                    FINISHED_STATES, finished_before, limit=PURGE_CHUNK_ROWS
-                )
+                chunk = await store.purge(FINISHED_STATES, finished_before, limit=PURGE_CHUNK_ROWS)
                 purged += chunk
                 if chunk < PURGE_CHUNK_ROWS:
                     break

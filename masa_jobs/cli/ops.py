@@ -13,6 +13,7 @@ once: it runs jobs that were meant to run, and only the ones named.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,7 @@ from typing import Annotated
 import typer
 
 from masa_jobs import JobInfo, JobManager, JobState
+from masa_jobs.queries import JobQuery
 from masa_jobs.records import FINISHED_STATES, PENDING_STATES, utcnow
 from masa_jobs.stores.base import Store
 
@@ -44,7 +46,7 @@ __all__ = ["cancel", "delete", "jobs", "purge", "retry", "show"]
 
 DEFAULT_LIMIT = 20
 # Finished jobs read per query when counting what a purge would remove.
-PURGE_COUNT_PAGE = 1000
+PURGE_COUNT_PAGE = 500
 
 JobIdArgument = Annotated[
     str, typer.Argument(metavar="JOB_ID", help="The job's id.", show_default=False)
@@ -249,15 +251,17 @@ async def _purgeable(store: Store, cutoff: datetime) -> dict[JobState, int]:
     purge would remove. Read-only, a page of finished jobs at a time (the stores
     count by state, not by finish time)."""
     counts: Counter[JobState] = Counter()
-    offset = 0
+    query = JobQuery.of(FINISHED_STATES, limit=PURGE_COUNT_PAGE)
     while True:
-        page = await store.list(FINISHED_STATES, limit=PURGE_COUNT_PAGE, offset=offset)
+        page = await store.list_jobs(query, await store.now())
         counts.update(
-            job.state for job in page if job.finished_at is not None and job.finished_at < cutoff
+            job.state
+            for job in page.items
+            if job.finished_at is not None and job.finished_at < cutoff
         )
-        if len(page) < PURGE_COUNT_PAGE:
+        if page.next_cursor is None:
             return dict(counts)
-        offset += len(page)
+        query = replace(query, cursor=page.next_cursor)
 
 
 def _finished_jobs(count: int) -> str:

@@ -37,6 +37,16 @@ Semantics every implementation keeps:
   store refuses raises ``StoreRejectedError`` (permanent: never retry it as
   is). Nothing else that a driver raises leaks out of a store.
 * Timestamps are timezone-aware UTC datetimes.
+* ``headers`` is stored as given by ``add`` and returned by every read;
+  ``history`` is the store's: ``add`` stores a record's history as given
+  (normally empty), ``finish`` and ``transition`` append to it.
+* Operator reads scale: ``list_jobs`` pages by cursor with indexes that make
+  a page O(limit) for every filter, except that the ``scheduled`` and
+  ``enqueued`` states share one stored state and are told apart by the
+  clock, so a page of one may skip pending jobs of the other (bounded work
+  per statement or script call). ``count_by_state`` never scans a whole
+  state. On Redis no operator call runs a script whose cost grows with the
+  queue.
 """
 
 from __future__ import annotations
@@ -47,12 +57,14 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
+from ..queries import JobQuery, Page
 from ..records import JobOutcome, JobRecord, JobState, ScheduleRecord, WorkerInfo
 
 __all__ = [
     "PURGE_CHUNK_ROWS",
     "STALE_WORKER_SECONDS",
     "JobStore",
+    "OperatorStore",
     "ScheduleStore",
     "Store",
     "new_lease_token",
@@ -73,7 +85,8 @@ def new_lease_token() -> str:
 
 @runtime_checkable
 class JobStore(Protocol):
-    """Where jobs are kept. Open with ``open()`` before use, close with ``aclose()``."""
+    """What a worker needs of a store: add, claim, renew, finish, wake-up and
+    heartbeats. Open with ``open()`` before use, close with ``aclose()``."""
 
     async def open(self) -> None:
         """Connect and prepare (create tables, load scripts). Idempotent."""
@@ -106,19 +119,48 @@ class JobStore(Protocol):
     async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> set[str]:
         """Record outcomes of jobs still held under each outcome's ``lease_token``;
         returns the ids applied. All or nothing: a refused value
-        (``StoreRejectedError``) writes none of the batch."""
+        (``StoreRejectedError``) writes none of the batch. Each applied
+        outcome appends a ``JobEvent`` to the job's history (the store's
+        now, the outcome's state, attempts and error, ``worker_id``, and the
+        claim's ``last_try_at`` as ``started_at``), keeping the newest
+        ``MAX_HISTORY_EVENTS``."""
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when a job may be due: at once if one is, when one is added,
+        when the earliest scheduled job falls due, or after ``timeout`` seconds."""
+
+    async def heartbeat(self, worker: WorkerInfo) -> None:
+        """Register or refresh a worker (upsert by id)."""
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker that stopped."""
+
+
+@runtime_checkable
+class OperatorStore(Protocol):
+    """What operators, the dashboard and the CLI read and change; a store
+    that only runs jobs (``JobStore``) may leave it out.
+
+    A transition appends a ``JobEvent`` (``worker`` None) to the job's
+    history, in the same atomic step.
+    """
 
     async def get(self, job_id: str) -> JobRecord | None:
         """One job, or None."""
 
-    async def list(
-        self, states: Collection[JobState] | None = None, *, limit: int = 100, offset: int = 0
-    ) -> list[JobRecord]:
-        """Jobs in the given stored states (all when None), newest first."""
+    async def list_jobs(self, query: JobQuery, now: datetime) -> Page[JobRecord]:
+        """One page of jobs matching ``query``, in ``(created_at, id)`` order
+        (newest first unless ``query.newest_first`` is False), after
+        ``query.cursor``. ``now`` splits pending jobs into scheduled and
+        enqueued. Fetch ``limit + 1`` rows and build the page with ``page_of``.
+        A page costs O(limit) (plus an index descent), whatever the number of
+        jobs before it; see the module docstring for the one exception."""
 
     async def count_by_state(self, now: datetime) -> dict[JobState, int]:
         """How many jobs are in each state, pending ones split by ``now`` into
-        scheduled and enqueued."""
+        scheduled and enqueued. Exact up to ``EXACT_COUNT_LIMIT`` per state;
+        above it a store whose exact count would scan may answer with an
+        estimate, so that a count never costs a full scan."""
 
     async def transition(
         self,
@@ -152,18 +194,8 @@ class JobStore(Protocol):
         does not get it removes nothing. Without it, everything, in chunks.
         """
 
-    async def wait_for_work(self, timeout: float) -> None:
-        """Return when a job may be due: at once if one is, when one is added,
-        when the earliest scheduled job falls due, or after ``timeout`` seconds."""
-
-    async def heartbeat(self, worker: WorkerInfo) -> None:
-        """Register or refresh a worker (upsert by id)."""
-
     async def list_workers(self, seen_since: datetime) -> builtins.list[WorkerInfo]:
         """Workers whose last heartbeat is at or after ``seen_since``, by id."""
-
-    async def remove_worker(self, worker_id: str) -> None:
-        """Forget a worker that stopped."""
 
 
 @runtime_checkable
@@ -220,5 +252,6 @@ class ScheduleStore(Protocol):
 
 
 @runtime_checkable
-class Store(JobStore, ScheduleStore, Protocol):
-    """What every backend implements: jobs and recurring jobs."""
+class Store(JobStore, OperatorStore, ScheduleStore, Protocol):
+    """What every backend shipped here implements: running jobs, operating
+    them, and recurring jobs."""

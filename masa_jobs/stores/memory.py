@@ -23,9 +23,12 @@ from itertools import count
 
 import anyio
 
+from ..queries import JobQuery, Page, page_of, sort_key
 from ..records import (
     FINISHED_STATES,
+    MAX_HISTORY_EVENTS,
     PENDING_STATES,
+    JobEvent,
     JobOutcome,
     JobRecord,
     JobState,
@@ -34,6 +37,7 @@ from ..records import (
     utcnow,
 )
 from ._errors import duplicate_job, first_repeated_id
+from ._listing import matches
 from .base import STALE_WORKER_SECONDS, new_lease_token
 
 __all__ = ["MemoryJobStore"]
@@ -162,8 +166,17 @@ class MemoryJobStore:
             record = self._held(outcome.job_id, outcome.lease_token)
             if record is None:
                 continue
+            event = JobEvent(
+                at=self._clock(),
+                state=outcome.state,
+                attempt=outcome.attempts,
+                error=outcome.last_error,
+                worker=worker_id,
+                started_at=record.last_try_at,
+            )
             updated = replace(
                 record,
+                history=(*record.history, event)[-MAX_HISTORY_EVENTS:],
                 state=outcome.state,
                 attempts=outcome.attempts,
                 next_try_at=outcome.next_try_at,
@@ -188,13 +201,10 @@ class MemoryJobStore:
     async def get(self, job_id: str) -> JobRecord | None:
         return self._jobs.get(job_id)
 
-    async def list(
-        self, states: Collection[JobState] | None = None, *, limit: int = 100, offset: int = 0
-    ) -> list[JobRecord]:
-        wanted = None if states is None else frozenset(states)
-        found = [r for r in self._jobs.values() if wanted is None or r.state in wanted]
-        found.sort(key=lambda r: r.created_at, reverse=True)
-        return found[offset : offset + limit]
+    async def list_jobs(self, query: JobQuery, now: datetime) -> Page[JobRecord]:
+        found = [r for r in self._jobs.values() if matches(r, query, now)]
+        found.sort(key=sort_key, reverse=query.newest_first)
+        return page_of(found[: query.limit + 1], query.limit)
 
     async def count_by_state(self, now: datetime) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
@@ -215,8 +225,14 @@ class MemoryJobStore:
         record = self._jobs.get(job_id)
         if record is None or record.state not in expected:
             return None
+        event = JobEvent(at=now, state=state, attempt=record.attempts)
         released = replace(
-            record, state=state, lease_owner=None, lease_expires_at=None, lease_token=None
+            record,
+            state=state,
+            lease_owner=None,
+            lease_expires_at=None,
+            lease_token=None,
+            history=(*record.history, event)[-MAX_HISTORY_EVENTS:],
         )
         if state in PENDING_STATES:
             updated = replace(released, next_try_at=now, finished_at=None)

@@ -19,6 +19,7 @@ import pytest
 from masa_jobs import ScheduleRecord
 from masa_jobs.records import JobRecord, utcnow
 from masa_jobs.stores.sqlite import SqliteJobStore
+from tests.listing import all_jobs
 
 from ._cli import clean_env, run_cli
 
@@ -56,7 +57,7 @@ async def _seed(path: Path) -> None:
 
 async def _jobs(path: Path) -> list[JobRecord]:
     async with opened(path) as store:
-        return await store.list(None, limit=100)
+        return await all_jobs(store, None, limit=100)
 
 
 @pytest.fixture

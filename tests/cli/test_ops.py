@@ -30,6 +30,7 @@ from masa_jobs import JobInfo, JobOutcome, JobRecord, JobState, ScheduleRecord, 
 from masa_jobs.cli._escape import json_text, printable, shorten
 from masa_jobs.records import utcnow
 from masa_jobs.stores.sqlite import SqliteJobStore
+from tests.listing import all_jobs
 
 from ._cli import CLI, REPO_ROOT, RUN_TIMEOUT_SECONDS, clean_env, run_cli, run_cli_on_terminal
 
@@ -159,7 +160,7 @@ async def _get(path: Path, job_id: str) -> JobRecord | None:
 
 async def _all(path: Path) -> list[JobRecord]:
     async with opened(path) as store:
-        return await store.list(None, limit=1000)
+        return await all_jobs(store, None, limit=1000)
 
 
 async def _add_dead(path: Path, name: str, args: object, error: str) -> str:

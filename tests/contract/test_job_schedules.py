@@ -20,6 +20,7 @@ from masa_jobs import JobRecord, JobState, JobStore
 from masa_jobs.records import ScheduleRecord
 from masa_jobs.schedules import tick_job
 from masa_jobs.stores.base import Store
+from tests.listing import all_jobs
 
 pytestmark = pytest.mark.anyio
 
@@ -133,7 +134,7 @@ async def test_successive_ticks_each_store_one_job(schedules: Store) -> None:
     for tick, following in pairwise(ticks):
         assert await schedules.fire_schedule(schedule.id, tick, following, a_tick(schedule, tick))
 
-    jobs = await schedules.list(limit=100)
+    jobs = await all_jobs(schedules, limit=100)
     assert [(job.name, job.payload) for job in jobs] == [("send_report", PAYLOAD)] * 3
 
 
@@ -155,5 +156,5 @@ async def test_concurrent_fires_of_one_tick_store_one_job(
                 tg.start_soon(fire)
 
     assert sorted(results) == [False] * (schedulers - 1) + [True]
-    [job] = await schedules.list(limit=100)
+    [job] = await all_jobs(schedules, limit=100)
     assert (job.name, job.payload) == ("send_report", PAYLOAD)

@@ -1079,33 +1079,6 @@ async def added_in_turn(
         previous = (await stored(store, record.id)).created_at
 
 
-async def test_list_is_newest_first_with_limit_and_offset(store: JobStore) -> None:
-    records = [make_record(payload=json.dumps({"i": i})) for i in range(10)]
-    await added_in_turn(store, records)
-    newest_first = ids(reversed(records))
-
-    assert ids(await store.list()) == newest_first
-    assert ids(await store.list(limit=3)) == newest_first[:3]
-    assert ids(await store.list(limit=3, offset=2)) == newest_first[2:5]
-    assert ids(await store.list(limit=5, offset=8)) == newest_first[8:]
-    assert await store.list(offset=10) == []
-
-
-async def test_list_filters_by_stored_state(store: JobStore) -> None:
-    dead = await finished_job(store, JobState.DEAD)
-    await store_time_after(store, dead.created_at + MS)
-    succeeded = await finished_job(store, JobState.SUCCEEDED)
-    waiting = make_record(state=JobState.SCHEDULED, delay=60)
-    due = make_record()
-    await added_in_turn(store, [waiting, due], after=succeeded.created_at)
-
-    assert ids(await store.list([JobState.DEAD])) == [dead.id]
-    assert ids(await store.list([JobState.DEAD, JobState.SUCCEEDED])) == [succeeded.id, dead.id]
-    assert ids(await store.list(PENDING)) == [due.id, waiting.id]
-    assert await store.list([JobState.PROCESSING]) == []
-    assert len(await store.list(None)) == 4
-
-
 # -- wait_for_work -----------------------------------------------------------------
 
 

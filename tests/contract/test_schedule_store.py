@@ -21,6 +21,7 @@ from masa_jobs import JobRecord, JobState, JobStore
 from masa_jobs.records import ScheduleRecord
 from masa_jobs.schedules import ScheduleTick, tick_job
 from masa_jobs.stores.base import Store
+from tests.listing import all_jobs
 
 pytestmark = pytest.mark.anyio
 
@@ -66,10 +67,6 @@ async def stored(store: Store, schedule_id: str) -> ScheduleRecord:
     schedule = await store.get_schedule(schedule_id)
     assert schedule is not None
     return schedule
-
-
-async def all_jobs(store: Store) -> list[JobRecord]:
-    return await store.list(limit=1000)
 
 
 # -- upsert, get, list, delete ----------------------------------------------------------------

@@ -31,6 +31,7 @@ from masa_jobs.records import FINISHED_STATES, JobOutcome, JobRecord, ScheduleRe
 from masa_jobs.stores import postgres
 from masa_jobs.stores._postgres_sql import SCHEMA_VERSION, advisory_lock_key, migrations
 from masa_jobs.stores.postgres import PostgresJobStore
+from tests.listing import all_jobs
 from tests.services import POSTGRES_DSN, drop_postgres_schema, require_service, unique_name
 from tests.tcp_proxy import FaultProxy
 
@@ -232,7 +233,7 @@ async def test_first_open_creates_a_versioned_schema_and_reopening_keeps_it(sche
         await store.add([job()])
         await store.open()  # idempotent
     async with opened(schema) as again:
-        assert len(await again.list()) == 1
+        assert len(await all_jobs(again)) == 1
     await again.aclose()  # idempotent
 
     async with raw_connection() as connection:
@@ -248,7 +249,7 @@ async def test_concurrent_first_opens_by_many_processes_do_not_fail(schema: str)
                 for store in stores:
                     tg.start_soon(store.open)
         await stores[0].add([job()])
-        assert len(await stores[-1].list()) == 1
+        assert len(await all_jobs(stores[-1])) == 1
     finally:
         for store in stores:
             await store.aclose()
@@ -273,7 +274,7 @@ async def test_a_schema_from_a_newer_version_is_refused(schema: str) -> None:
     assert f"version {SCHEMA_VERSION + 1}" in str(caught.value)
     assert "upgrade masa-jobs" in str(caught.value)
     with pytest.raises(StoreError, match="not open"):
-        await store.list()
+        await all_jobs(store)
 
 
 # The tables as masa-jobs created them at schema version 1, verbatim: the
@@ -424,7 +425,7 @@ async def _stored(store: PostgresJobStore, job_id: str) -> JobRecord:
 async def test_schemas_keep_their_jobs_apart(schema: str, other_schema: str) -> None:
     async with opened(schema) as mine, opened(other_schema) as theirs:
         await mine.add([job()])
-        assert await theirs.list() == []
+        assert await all_jobs(theirs) == []
         assert await theirs.claim("worker-1", 10, LEASE) == []
 
 
@@ -807,7 +808,7 @@ async def test_refused_values_in_other_writes_store_nothing(schema: str) -> None
         # In JSON, where the server refuses the escaped \u0000.
         with pytest.raises(StoreRejectedError, match=r"refused the values of add"):
             await store.add([replace(job(), done_handlers=("on_done\x00",))])
-        assert await store.list() == []
+        assert await all_jobs(store) == []
 
         now = utcnow()
         schedule = ScheduleRecord("nightly", "app.Nightly", "0 0 * * *\x00", "UTC", now, now, now)
@@ -853,7 +854,7 @@ async def test_a_bounded_purge_removes_at_most_its_limit_and_nothing_without_the
         assert await store.purge(FINISHED_STATES, cutoff, limit=3) == 3
         assert await store.purge(FINISHED_STATES, cutoff, limit=3) == 1
         assert await store.purge(FINISHED_STATES, cutoff, limit=3) == 0
-        assert [record.state for record in await store.list()] == [JobState.ENQUEUED]
+        assert [record.state for record in await all_jobs(store)] == [JobState.ENQUEUED]
 
 
 def test_the_purge_lock_is_the_schemas_own() -> None:

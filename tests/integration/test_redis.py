@@ -27,6 +27,7 @@ from masa_jobs.exceptions import (
 from masa_jobs.records import JobOutcome, JobRecord, WorkerInfo, utcnow
 from masa_jobs.stores import redis as redis_store_module
 from masa_jobs.stores.redis import RedisJobStore
+from tests.listing import all_jobs
 from tests.services import REDIS_URL, delete_redis_prefix, require_service, unique_name
 from tests.tcp_proxy import FaultProxy
 
@@ -508,14 +509,14 @@ async def test_a_purge_while_another_holds_the_lock_removes_nothing(prefix: str)
         await client.set(lock, "another-purger", px=30_000)
 
         assert await store.purge([JobState.SUCCEEDED], later, limit=10) == 0
-        assert len(await store.list([JobState.SUCCEEDED])) == 3
+        assert len(await all_jobs(store, [JobState.SUCCEEDED])) == 3
         assert await client.get(lock) == "another-purger"  # not ours to release
 
         await client.delete(lock)
         assert await store.purge([JobState.SUCCEEDED], later, limit=2) == 2
         assert await client.exists(lock) == 0  # released after the chunk
         assert await store.purge([JobState.SUCCEEDED], later, limit=2) == 1
-        assert await store.list() == []
+        assert await all_jobs(store) == []
 
 
 async def test_a_purge_without_limit_removes_everything_in_chunks(
@@ -528,7 +529,7 @@ async def test_a_purge_without_limit_removes_everything_in_chunks(
         await store.finish("worker", [succeeded(r, r.lease_token) for r in claimed])
         later = await store.now() + timedelta(seconds=1)
         assert await store.purge([JobState.SUCCEEDED], later) == 5
-        assert await store.list() == []
+        assert await all_jobs(store) == []
 
 
 async def test_the_wait_for_a_scheduled_job_is_measured_on_the_servers_clock(
@@ -539,7 +540,7 @@ async def test_the_wait_for_a_scheduled_job_is_measured_on_the_servers_clock(
         # Due 0.3 s from now on the server, whatever the caller's clock says.
         created = utcnow() - timedelta(hours=3)
         await store.add([new_job(created_at=created, next_try_at=created + timedelta(seconds=0.3))])
-        [stored] = await store.list()
+        [stored] = await all_jobs(store)
         with anyio.fail_after(HANG_GUARD_SECONDS):
             while await store.claim("worker", 10, LEASE) == []:
                 await store.wait_for_work(NO_FALLBACK_POLL_SECONDS)
@@ -557,11 +558,11 @@ async def test_stores_with_different_prefixes_share_nothing(prefix: str, other_p
         await mine.heartbeat(WorkerInfo("w", "host", 1, started_at=now, last_seen_at=now))
 
         assert await theirs.get(job.id) is None
-        assert await theirs.list() == []
+        assert await all_jobs(theirs) == []
         assert sum((await theirs.count_by_state(utcnow())).values()) == 0
         assert await theirs.claim("worker", 10, LEASE) == []
         assert await theirs.list_workers(now - LEASE) == []
-        assert [record.id for record in await mine.list()] == [job.id]
+        assert [record.id for record in await all_jobs(mine)] == [job.id]
 
         keys = [key async for key in client.scan_iter(match=f"*{prefix}*", count=1000)]
         assert keys

@@ -37,6 +37,7 @@ from masa_jobs.exceptions import (
 )
 from masa_jobs.records import ScheduleRecord, utcnow
 from masa_jobs.scheduler import Scheduler
+from tests.listing import all_jobs
 
 from .schedule_jobs import RecordingTick, on
 from .support import (
@@ -90,7 +91,7 @@ async def make_due(store: MemoryJobStore, schedule_id: str) -> datetime:
 
 
 async def jobs_of(store: MemoryJobStore, name: str | None = GREET) -> list[JobRecord]:
-    return [job for job in await store.list(limit=1000) if job.name == name]
+    return [job for job in await all_jobs(store, limit=1000) if job.name == name]
 
 
 # -- adding, updating, listing ------------------------------------------------------------
@@ -227,7 +228,7 @@ async def test_bad_input_is_refused_and_stores_nothing(
         )
 
     assert await store.list_schedules() == []
-    assert await store.list() == []
+    assert await all_jobs(store) == []
 
 
 async def test_args_over_the_size_limit_are_refused(store: MemoryJobStore) -> None:

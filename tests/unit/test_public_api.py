@@ -31,12 +31,15 @@ EXPECTED_ALL = [
     "InvalidDelayError",
     "InvalidJobArgsError",
     "InvalidJobStateError",
+    "InvalidQueryError",
     "InvalidScheduleError",
     "JobContext",
+    "JobEvent",
     "JobInfo",
     "JobManager",
     "JobNotFoundError",
     "JobOutcome",
+    "JobQuery",
     "JobRecord",
     "JobRegistry",
     "JobState",
@@ -47,6 +50,8 @@ EXPECTED_ALL = [
     "MasaNotBuiltError",
     "MemoryJobStore",
     "NotSupportedError",
+    "OperatorStore",
+    "Page",
     "PayloadTooLargeError",
     "RegistryError",
     "RetryPolicy",
@@ -131,7 +136,7 @@ def test_every_exported_error_derives_from_the_root() -> None:
         if inspect.isclass(obj := getattr(masa_jobs, name)) and issubclass(obj, Exception)
     ]
 
-    assert len(errors) == 21
+    assert len(errors) == 22
     assert all(issubclass(error, masa_jobs.MasaJobsError) for error in errors)
 
 
@@ -160,6 +165,10 @@ def test_job_info_fields() -> None:
         "last_try_at",
         "last_error",
         "args",
+        "finished_at",
+        "worker",
+        "history",
+        "headers",
     ]
     assert masa_jobs.JobInfo.__dataclass_params__.frozen  # type: ignore[attr-defined]
 

@@ -24,6 +24,7 @@ from masa_jobs import (
 from masa_jobs.exceptions import ScheduleNotFoundError
 from masa_jobs.records import ScheduleRecord, utcnow
 from masa_jobs.scheduler import MAX_SLEEP_SECONDS, Scheduler
+from tests.listing import all_jobs
 
 from .schedule_jobs import RecordingTick, on
 from .support import Greet, GreetJob
@@ -63,7 +64,7 @@ async def make_due(store: MemoryJobStore, schedule_id: str, late: timedelta) -> 
 
 
 async def greets(store: MemoryJobStore) -> list[JobRecord]:
-    return [job for job in await store.list(limit=1000) if job.name == GREET]
+    return [job for job in await all_jobs(store, limit=1000) if job.name == GREET]
 
 
 async def paused_greet(manager: DefaultJobManager, store: MemoryJobStore, late: float) -> datetime:

@@ -24,6 +24,7 @@ from masa_jobs import (
 )
 from masa_jobs.jobs import handler_name
 from masa_jobs.records import utcnow
+from tests.listing import all_jobs
 
 from .support import (
     ALL_HANDLERS,
@@ -366,7 +367,7 @@ async def test_prefetch_bounds_the_jobs_a_worker_holds(
             await anyio.wait_all_tasks_blocked()
             # One job runs; the others held are claimed ahead, up to the prefetch.
             assert await held() == min(most_held, len(keys) - started + 1)
-            assert len(await store.list([JobState.PROCESSING])) == await held()
+            assert len(await all_jobs(store, [JobState.PROCESSING])) == await held()
             gates[calls_of("blocking")[-1]].set()
         for job_id in job_ids:
             await wait_for_record(store, job_id, in_state(JobState.SUCCEEDED))
