@@ -162,6 +162,15 @@ class OperatorStore(Protocol):
         above it a store whose exact count would scan may answer with an
         estimate, so that a count never costs a full scan."""
 
+    async def oldest_due_at(self) -> datetime | None:
+        """The ``next_try_at`` of the pending job due first (overdue or not),
+        None when none is pending: one probe of the due index."""
+
+    async def finished_per_minute(self, since: datetime) -> builtins.list[tuple[datetime, int]]:
+        """How many jobs reached a finished state in each minute (UTC, whole
+        minutes, oldest first; minutes with none left out) from ``since`` on.
+        Reads the finish-time index over that range only."""
+
     async def transition(
         self,
         job_id: str,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import heapq
 import math
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -214,6 +215,18 @@ class MemoryJobStore:
                 state = JobState.ENQUEUED if record.next_try_at <= now else JobState.SCHEDULED
             counts[state] += 1
         return counts
+
+    async def oldest_due_at(self) -> datetime | None:
+        pending = (r.next_try_at for r in self._jobs.values() if r.state in PENDING_STATES)
+        return min(pending, default=None)
+
+    async def finished_per_minute(self, since: datetime) -> builtins.list[tuple[datetime, int]]:
+        minutes: Counter[datetime] = Counter()
+        for record in self._jobs.values():
+            finished = record.finished_at
+            if record.state in FINISHED_STATES and finished is not None and finished >= since:
+                minutes[finished.replace(second=0, microsecond=0)] += 1
+        return sorted(minutes.items())
 
     async def transition(
         self,
