@@ -8,13 +8,7 @@ from masa_jobs.manager import DefaultJobManager
 from masa_jobs.options import BackgroundJobOptions
 from masa_jobs.registry import JobRegistry
 from masa_jobs.scheduler import Scheduler
-from masa_jobs.stores import (
-    check_store_backend,
-    memory_store,
-    postgres_store,
-    redis_store,
-    sqlite_store,
-)
+from masa_jobs.stores import build_store, check_store_backend
 from masa_jobs.worker import Worker
 
 __all__ = ["BackgroundJobContainer"]
@@ -44,13 +38,9 @@ class BackgroundJobContainer(containers.DeclarativeContainer):
 
     store_backend = providers.Callable(check_store_backend, config.store.backend)
 
-    job_store = providers.Selector(
-        store_backend,
-        memory=providers.Singleton(memory_store, config.store),
-        sqlite=providers.Singleton(sqlite_store, config.store),
-        postgres=providers.Singleton(postgres_store, config.store),
-        redis=providers.Singleton(redis_store, config.store),
-    )
+    # One store per container, built from the registry of backends
+    # (masa_jobs.stores._backends): a new backend needs no change here.
+    job_store = providers.Singleton(build_store, config.store)
 
     # Each container builds its own registry: with options.job_packages, only
     # the handlers and recurring jobs defined in those packages; without, all

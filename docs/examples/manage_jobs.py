@@ -1,12 +1,14 @@
 """Looking after jobs: inspect, cancel, and retry a dead job by hand."""
 
+from dataclasses import replace
+
 import anyio
 from dependency_injector import providers
 from dependency_injector.wiring import Provide, inject
 from masa_jobs.containers import BackgroundJobContainer
 from pydantic import BaseModel
 
-from masa_jobs import BackgroundJob, JobInfo, JobManager, JobState, MasaApp, job_name
+from masa_jobs import BackgroundJob, JobInfo, JobManager, JobQuery, JobState, MasaApp, job_name
 
 
 class PaymentGateway:
@@ -46,6 +48,18 @@ async def wait_until_finished(manager: JobManager, job_id: str) -> JobInfo:
         await anyio.sleep(0.02)
 
 
+async def dead_captures(manager: JobManager) -> list[JobInfo]:
+    """Every dead payment capture, a page at a time, oldest first."""
+    query = JobQuery.of(JobState.DEAD, name="billing.capture-payment", newest_first=False)
+    found: list[JobInfo] = []
+    while True:
+        page = await manager.list_jobs(query)
+        found.extend(page.items)
+        if page.next_cursor is None:
+            return found
+        query = replace(query, cursor=page.next_cursor)
+
+
 async def main() -> dict[str, JobInfo]:
     container = AppContainer()
     container.config.from_dict({"options": {"max_retry_times": 1, "first_wait_duration": 0.05}})
@@ -58,6 +72,9 @@ async def main() -> dict[str, JobInfo]:
         failing = await manager.enqueue(CapturePayment(order_id=2))
         dead = await wait_until_finished(manager, failing)  # 2 attempts, then dead
         print(f"{dead.state} after {dead.attempts} attempts; last error:\n{dead.last_error}")
+        assert [info.id for info in await dead_captures(manager)] == [failing]
+        for event in dead.history:  # one event per attempt that ended
+            print(event.attempt, event.state, event.error is not None)
 
         container.gateway().up = True  # the cause is fixed: run the dead job again
         await manager.retry(failing)

@@ -10,7 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ._bench_settings import TARGETS, BenchResult, BenchSettings, StoreChoice
+from ._bench_settings import (
+    DEFAULT_STORE,
+    NO_TARGETS,
+    TARGETS,
+    BenchResult,
+    BenchSettings,
+    StoreChoice,
+)
 from ._common import Backend, BackendOption, CliError, fail, run_async, stdout_console
 
 __all__ = ["bench"]
@@ -39,7 +46,7 @@ def bench(
     latency_samples: Annotated[
         int, typer.Option(min=1, help="Single jobs timed from enqueue to pickup.")
     ] = DEFAULT_LATENCY_SAMPLES,
-    store: Annotated[StoreChoice, typer.Option(help="Store to measure.")] = StoreChoice.MEMORY,
+    store: Annotated[StoreChoice, typer.Option(help="Store to measure.")] = DEFAULT_STORE,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
@@ -80,7 +87,7 @@ def bench(
 
 def _report(result: BenchResult) -> dict[str, Any]:
     settings = result.settings
-    targets = TARGETS[settings.store]
+    targets = TARGETS.get(settings.store.value, NO_TARGETS)
     peak = result.peak_rss_bytes
     return {
         "store": settings.store.value,
