@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 
 from masa_jobs import JobInfo, JobManager, JobState
-from masa_jobs.queries import JobQuery
+from masa_jobs.queries import MAX_PAGE_SIZE, JobQuery, Page
 from masa_jobs.records import FINISHED_STATES, PENDING_STATES, utcnow
 from masa_jobs.stores.base import Store
 
@@ -70,37 +70,64 @@ def jobs(
         JobState | None,
         typer.Option(case_sensitive=False, help="Show only the jobs in this state."),
     ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Show only the jobs of this job name.", show_default=False)
+    ] = None,
     limit: Annotated[
-        int, typer.Option(min=0, help="How many jobs to list (0: only the counts).")
+        int,
+        typer.Option(min=0, max=MAX_PAGE_SIZE, help="How many jobs to list (0: only the counts)."),
     ] = DEFAULT_LIMIT,
-    offset: Annotated[int, typer.Option(min=0, help="Newest jobs to skip, to page.")] = 0,
+    cursor: Annotated[
+        str | None,
+        typer.Option(
+            help="Start after this cursor (printed under a full page).", show_default=False
+        ),
+    ] = None,
+    offset: Annotated[
+        int, typer.Option(min=0, help="Newest jobs to skip (walks them; --cursor does not).")
+    ] = 0,
     as_json: JsonOption = False,
     app_dir: AppDirOption = HERE,
 ) -> None:
-    """Count the jobs in each state, then list the newest jobs (all, or of one --state).
+    """Count the jobs in each state, then list the newest jobs (all, or of one --state
+    or --name), a page at a time: a full page ends with the --cursor of the next.
 
-    With --json: one object, "counts" (jobs per state) and "jobs" (the listed
-    jobs, each with its args and last error).
+    With --json: one object, "counts" (jobs per state), "jobs" (the listed
+    jobs, each with its args and last error) and "next_cursor" (null on the
+    last page).
     """
+    if offset and (cursor or name):
+        fail("--offset pages by counting from the newest job: use --cursor with --name")
 
-    async def overview(target: OperatorApp) -> tuple[dict[JobState, int], list[JobInfo]]:
+    async def overview(target: OperatorApp) -> tuple[dict[JobState, int], Page[JobInfo]]:
         manager = target.manager
-        return await manager.count(), await manager.list(state, limit=limit, offset=offset)
+        counts = await manager.count()
+        if limit == 0:
+            return counts, Page()
+        if offset:
+            return counts, Page(tuple(await manager.list(state, limit=limit, offset=offset)))
+        query = JobQuery.of(state, name=name, limit=limit, cursor=cursor)
+        return counts, await manager.list_jobs(query)
 
-    counts, infos = run_operation(app, app_dir, overview)
+    counts, page = run_operation(app, app_dir, overview)
+    infos = list(page.items)
     if as_json:
-        print_json({"counts": counts_json(counts), "jobs": [job_json(i) for i in infos]})
+        jobs_out = [job_json(i) for i in infos]
+        print_json(
+            {"counts": counts_json(counts), "jobs": jobs_out, "next_cursor": page.next_cursor}
+        )
         return
     print_table(counts_table(counts))
     if limit == 0:
         return
     label = "" if state is None else f"{state.value} "
+    label += "" if name is None else f"{printable(name)} "
     if not infos:
         typer.echo(f"no {label}jobs" + (f" after the newest {offset}" if offset else ""))
         return
-    total = sum(counts.values()) if state is None else counts.get(state, 0)
-    shown = f"{offset + 1}-{offset + len(infos)} of {max(total, offset + len(infos))}"
-    print_table(jobs_table(f"Newest {label}jobs ({shown})", infos))
+    print_table(jobs_table(f"Newest {label}jobs ({len(infos)} shown)", infos))
+    if page.next_cursor is not None:
+        typer.echo(f"more: --cursor {page.next_cursor}")
 
 
 def show(

@@ -204,7 +204,8 @@ def test_jobs_shows_counts_and_the_newest_jobs_without_running_any(seeded: Seede
     assert result.stderr == ""
     out = result.stdout
     assert "Jobs per state" in out
-    assert "Newest jobs (1-4 of 4)" in out
+    assert "Newest jobs (4 shown)" in out
+    assert "--cursor" not in out  # one page holds them all
     ids = [seeded.scheduled, seeded.enqueued, seeded.dead, seeded.old_succeeded]
     positions = [out.index(job_id) for job_id in ids]
     assert positions == sorted(positions)  # newest first
@@ -213,6 +214,28 @@ def test_jobs_shows_counts_and_the_newest_jobs_without_running_any(seeded: Seede
     assert info is not None
     assert (info.state, info.attempts) == (JobState.ENQUEUED, 0)
     assert anyio.run(_workers, seeded.path) == []
+
+
+def test_jobs_pages_by_cursor_and_filters_by_name(seeded: Seeded) -> None:
+    first = json.loads(seeded.run("jobs", "--json", "--limit", "3").stdout)
+    assert [job["id"] for job in first["jobs"]] == [seeded.scheduled, seeded.enqueued, seeded.dead]
+    assert first["next_cursor"]
+
+    second = json.loads(seeded.run("jobs", "--json", "--cursor", first["next_cursor"]).stdout)
+    by_name = json.loads(seeded.run("jobs", "--json", "--name", PING).stdout)
+    table = seeded.run("jobs", "--limit", "3")
+
+    assert [job["id"] for job in second["jobs"]] == [seeded.old_succeeded]
+    assert second["next_cursor"] is None
+    assert len(by_name["jobs"]) == 4
+    assert f"more: --cursor {first['next_cursor']}" in table.stdout
+
+
+def test_jobs_refuses_a_cursor_no_page_gave(seeded: Seeded) -> None:
+    result = seeded.run("jobs", "--cursor", "not-a-cursor")
+
+    assert result.returncode != 0
+    assert "cursor" in _one_error_line(result)
 
 
 def test_a_container_whose_options_ignore_config_runs_no_worker_either(seeded: Seeded) -> None:
