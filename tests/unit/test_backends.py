@@ -8,9 +8,9 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from masa_jobs.containers import BackgroundJobContainer
 
 from masa_jobs import ConfigurationError, MasaApp, MemoryJobStore
-from masa_jobs.containers import BackgroundJobContainer
 from masa_jobs.stores import (
     ASYNCIO_ONLY_BACKENDS,
     BACKENDS,
@@ -53,7 +53,7 @@ def notebook_backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def test_the_registry_lists_every_backend_in_docs_order() -> None:
     assert STORE_BACKENDS == ("memory", "sqlite", "postgres", "redis")
-    assert ASYNCIO_ONLY_BACKENDS == {"postgres", "redis"}
+    assert {"postgres", "redis"} == ASYNCIO_ONLY_BACKENDS
     assert {b.extra for b in BACKENDS.values()} == {None, "postgres", "redis"}
 
 
