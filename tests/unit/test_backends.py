@@ -68,7 +68,7 @@ def test_an_unknown_backend_names_the_known_ones() -> None:
 
 
 def test_memory_store_settings_are_a_mistake_to_report() -> None:
-    with pytest.raises(ConfigurationError, match="store.path set, but store.backend is memory"):
+    with pytest.raises(ConfigurationError, match=r"store\.path set, but store\.backend is memory"):
         build_store({"backend": "memory", "path": "/tmp/x"})
 
 
