@@ -24,6 +24,7 @@ def test_every_example_file_has_a_test() -> None:
     tested |= {"recurring"}
     tested |= {"fastapi_app"}  # tests/docs/test_fastapi_app.py
     tested |= {"test_with_masa_jobs"}  # tests/docs/test_testing_example.py
+    tested |= {"dashboard_app"}  # tests/dashboard/test_docs_example.py
     assert {path.stem for path in EXAMPLE_FILES} == tested
 
 
