@@ -55,8 +55,11 @@ class HeldJobs:
         worker_id: str,
         lease_seconds: float,
         redact_error: Callable[[str], str] = redact,
+        on_lost: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
+        # Told the job name of every lost lease (the metrics), when set.
+        self._on_lost = on_lost
         self._worker_id = worker_id
         self._lease_seconds = lease_seconds
         self._lease = timedelta(seconds=lease_seconds)
@@ -171,6 +174,8 @@ class HeldJobs:
             return
         held.lost = True
         self.leases_lost += 1
+        if self._on_lost is not None:
+            self._on_lost(held.record.name)
         logger.warning(
             "job %s (%s): lease lost on attempt %d: %s. Another worker may run it again; "
             "see docs/stores/index.md#lost-leases",

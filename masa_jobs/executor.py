@@ -13,10 +13,11 @@ import traceback
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from ._observe import Observers
 from .context import running
 from .jobs import BackgroundJob, BackgroundScheduleJob, handler_name
 from .options import DEFAULT_UNKNOWN_JOB_TIMEOUT_SECONDS
@@ -24,6 +25,9 @@ from .records import JobOutcome, JobRecord, JobState, utcnow
 from .registry import JobRegistry
 from .retry import RetryPolicy
 from .schedules import SCHEDULE_JOB_PREFIX, ScheduleTick
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 __all__ = ["JobExecutor"]
 
@@ -52,8 +56,11 @@ class JobExecutor:
         retry_policy: RetryPolicy,
         *,
         unknown_job_timeout: float = DEFAULT_UNKNOWN_JOB_TIMEOUT_SECONDS,
+        observers: Observers | None = None,
     ) -> None:
         self._registry = registry
+        # None when nothing watches: a run then pays one `is None` test.
+        self._observers = observers
         self._retry_policy = retry_policy
         self._unknown_job_timeout = timedelta(seconds=unknown_job_timeout)
         # Handler names are computed once per class, not once per job.
@@ -70,10 +77,39 @@ class JobExecutor:
         """
         if done is None:
             done = list(record.done_handlers)
+        if self._observers is not None:
+            return await self._run_observed(record, done, self._observers)
         with running(record):
-            if record.name.startswith(SCHEDULE_JOB_PREFIX):
-                return await self._run_tick(record, done)
-            return await self._run_job(record, done)
+            return await self._dispatch(record, done)
+
+    async def _run_observed(
+        self, record: JobRecord, done: list[str], observers: Observers
+    ) -> JobOutcome:
+        """``run`` with the start, the outcome and the run time reported, in a
+        span while a tracer provider is configured."""
+        observers.job_started(record)
+        began = time.perf_counter()
+        tracer = observers.tracer()
+        with running(record):
+            if tracer is None:
+                outcome = await self._dispatch(record, done)
+            else:
+                outcome = await self._run_traced(record, done, tracer)
+        observers.job_finished(record, outcome, time.perf_counter() - began)
+        return outcome
+
+    async def _run_traced(self, record: JobRecord, done: list[str], tracer: Tracer) -> JobOutcome:
+        from .tracing import run_span
+
+        with run_span(tracer, record) as span:
+            outcome = await self._dispatch(record, done)
+            span.finish(outcome)
+        return outcome
+
+    async def _dispatch(self, record: JobRecord, done: list[str]) -> JobOutcome:
+        if record.name.startswith(SCHEDULE_JOB_PREFIX):
+            return await self._run_tick(record, done)
+        return await self._run_job(record, done)
 
     async def _run_job(self, record: JobRecord, done: list[str]) -> JobOutcome:
         args_type = self._registry.args_type(record.name)
@@ -188,6 +224,8 @@ class JobExecutor:
         try:
             await run()
         except Exception as exc:
+            if self._observers is not None:
+                self._observers.handler_failed(exc)
             logger.warning(
                 "job %s (%s) failed in %s on attempt %d: %s",
                 record.id,

@@ -20,6 +20,7 @@ from uuid import uuid4
 import anyio
 from pydantic import BaseModel
 
+from ._observe import Observers, observers_for
 from ._payload import stored_args, validate_stored_args
 from .cron import CronSchedule
 from .exceptions import (
@@ -180,23 +181,50 @@ class DefaultJobManager:
         self._store = store
         self._registry = registry
         self._options = options
+        # Metrics and traces of enqueues, or None when nothing watches (see _observe).
+        self._observers = observers_for(options)
 
     @property
     def store(self) -> Store:
         return self._store
 
+    @property
+    def options(self) -> BackgroundJobOptions:
+        return self._options
+
     async def enqueue(self, args: BaseModel, delay: Delay = None) -> str:
         record = self._new_record(args, delay, utcnow())
-        await self._store.add((record,))
+        if self._observers is None:
+            await self._store.add((record,))
+        else:
+            await self._add_observed([record], self._observers)
         return record.id
 
     async def enqueue_many(self, jobs: Iterable[tuple[BaseModel, Delay]]) -> builtins.list[str]:
         now = utcnow()
         # Validate everything before storing anything: one bad job refuses the batch.
         records = [self._new_record(args, delay, now) for args, delay in jobs]
-        if records:
+        if not records:
+            return []
+        if self._observers is None:
             await self._store.add(records)
+        else:
+            await self._add_observed(records, self._observers)
         return [record.id for record in records]
+
+    async def _add_observed(self, records: builtins.list[JobRecord], observers: Observers) -> None:
+        """Store ``records``, in an enqueue span (whose context their headers
+        carry) while a tracer provider is configured, then report them."""
+        tracer = observers.tracer()
+        if tracer is None:
+            await self._store.add(records)
+            observers.jobs_enqueued(records)
+            return
+        from .tracing import enqueue_span
+
+        with enqueue_span(tracer, records) as stored:
+            await self._store.add(stored)
+        observers.jobs_enqueued(stored)
 
     async def add_or_update_schedule(
         self, job: BackgroundScheduleJob | type[BackgroundScheduleJob]

@@ -31,6 +31,10 @@ DEFAULT_MAX_ERROR_LENGTH = 16 * 1024
 # An import path, so that configuration files and environment variables can
 # name another one the same way.
 DEFAULT_REDACT_ERROR = "masa_jobs:redact"
+# Five minutes: a burst that the workers absorb drains well within it, while a
+# queue that nobody drains (no worker claims, or every slot hangs) shows within
+# one alerting window; raise it where a backlog of hours is normal.
+DEFAULT_HEALTH_MAX_DUE_AGE_SECONDS = 300.0
 
 
 class BackgroundJobOptions(BaseModel):
@@ -100,6 +104,29 @@ class BackgroundJobOptions(BaseModel):
         default=DEFAULT_MAX_ERROR_LENGTH,
         ge=256,
         description="Characters of last_error kept: the head and the tail of a long traceback.",
+    )
+    metrics: bool = Field(
+        default=True,
+        description=(
+            "Count jobs in Prometheus metrics when prometheus-client is installed "
+            "(the `metrics` extra)."
+        ),
+    )
+    tracing: bool = Field(
+        default=True,
+        description=(
+            "Trace enqueues and runs with OpenTelemetry when opentelemetry-api is installed "
+            "(the `tracing` extra) and a tracer provider is configured."
+        ),
+    )
+    health_max_due_age: float = Field(
+        default=DEFAULT_HEALTH_MAX_DUE_AGE_SECONDS,
+        gt=0,
+        description="Seconds the oldest due job may wait before the health check fails.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="How `masa-jobs worker` writes its log: text lines or one JSON object a line.",
     )
     job_packages: tuple[str, ...] = Field(
         default=(), description="Packages imported at start-up to find job handlers."

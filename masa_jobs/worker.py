@@ -32,6 +32,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._leases import HeldJobs
+from ._observe import observers_for
 from ._outage import OutageLog
 from ._text import clean_error
 from .executor import JobExecutor
@@ -94,10 +95,13 @@ class Worker:
         self._store = store
         self._options = options
         self._clock = clock
+        # Metrics and traces, or None when nothing watches (see _observe).
+        self._observers = observers_for(options)
         self._executor = JobExecutor(
             registry,
             RetryPolicy.from_options(options),
             unknown_job_timeout=options.unknown_job_timeout,
+            observers=self._observers,
         )
         self._lease = timedelta(seconds=options.lease_timeout)
         prefetch = options.concurrency if options.prefetch is None else options.prefetch
@@ -108,7 +112,13 @@ class Worker:
         self._claim_scope: anyio.CancelScope | None = None
         self._job_scopes: set[anyio.CancelScope] = set()
         # Claimed jobs whose outcome is not stored yet: their leases are renewed.
-        self._held = HeldJobs(store, self.worker_id, options.lease_timeout, options.redact_error)
+        self._held = HeldJobs(
+            store,
+            self.worker_id,
+            options.lease_timeout,
+            options.redact_error,
+            on_lost=None if self._observers is None else self._observers.lease_lost,
+        )
         self._outcomes: list[JobOutcome] = []
         self._in_flight = 0
         self._consumers_done = False
@@ -305,14 +315,17 @@ class Worker:
         if self._slot_freed is not None:
             self._slot_freed.set()
 
-    def _log_dead(self, outcome: JobOutcome) -> None:
+    def _log_dead(self, outcome: JobOutcome, *, count: bool = True) -> None:
+        name = self._held.name_of(outcome.job_id)
         logger.error(
             "job %s (%s) is dead after %d attempts: %s",
             outcome.job_id,
-            self._held.name_of(outcome.job_id),
+            name,
             outcome.attempts,
             _summary(outcome.last_error or ""),
         )
+        if count and self._observers is not None:
+            self._observers.job_dead(name)
 
     def _signal_outcome(self) -> None:
         if self._outcome_added is not None:
@@ -402,7 +415,8 @@ class Worker:
             finished_at=self._clock(),
             lease_token=outcome.lease_token,
         )
-        self._log_dead(dead)
+        # A dead outcome refused as it was is already counted dead.
+        self._log_dead(dead, count=outcome.state is not JobState.DEAD)
         await self._write_outcomes((dead,), last_resort=True)
 
     # -- heartbeat, leases, maintenance -------------------------------------------------

@@ -21,7 +21,9 @@ import typer
 
 from .. import __version__
 from .bench import bench
+from .dashboard import dashboard
 from .demo import demo
+from .health import health
 from .ops import cancel, delete, jobs, purge, retry, show
 from .ops_fleet import pause_schedule, resume_schedule, schedules, trigger, workers
 from .worker import worker
@@ -48,6 +50,8 @@ app.command("trigger")(trigger)
 app.command("pause-schedule")(pause_schedule)
 app.command("resume-schedule")(resume_schedule)
 app.command("workers")(workers)
+app.command("dashboard")(dashboard)
+app.command("health")(health)
 
 
 def _show_version(value: bool) -> None:

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from masa_jobs import BackgroundJobOptions, JobManager, JobRegistry, MemoryJobStore
+from masa_jobs._observe import metrics_installed
 from masa_jobs.app import describe_store
 from masa_jobs.containers import ENV_PREFIX
 
 from ._app_setup import apply_settings, build_app, jobs_container, store_name
 from ._common import CliError
 
-__all__ = ["WorkerSetup", "check_memory_worker", "prepare_worker"]
+__all__ = ["WorkerSetup", "check_memory_worker", "check_metrics_flag", "prepare_worker"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,20 +35,28 @@ class WorkerSetup:
     # On the memory store: whether the app declares recurring jobs (which enqueue).
     memory_store: bool = False
     declares_schedules: bool = False
+    # options.log_format: how the log is written unless --log-format says.
+    log_format: str = "text"
 
 
-def prepare_worker(container: Any, concurrency: int | None) -> WorkerSetup:
+def check_metrics_flag(metrics_port: int | None) -> None:
+    """Refuse ``--metrics-port`` without prometheus-client, before building anything."""
+    if metrics_port is not None and not metrics_installed():
+        raise CliError(
+            "--metrics-port needs prometheus-client, which is not installed: "
+            "pip install 'masa-jobs[metrics]'"
+        )
+
+
+def prepare_worker(
+    container: Any, concurrency: int | None, *, metrics_port: int | None = None
+) -> WorkerSetup:
     """Apply environment and flags, ``MasaApp.build`` the container, describe the worker."""
     jobs = jobs_container(container)
     _apply_settings(jobs, concurrency)
     build_app(container)
     options: BackgroundJobOptions = jobs.options()
-    if options.disable_background_job:
-        raise CliError(
-            "options.disable_background_job is true, so this process would run no worker; "
-            f"set it to false for worker processes ({ENV_PREFIX}OPTIONS__DISABLE_BACKGROUND_JOB"
-            "=false)"
-        )
+    _check_options(options, metrics_port)
     registry: JobRegistry = jobs.job_registry()
     return WorkerSetup(
         worker_id=jobs.worker().worker_id,
@@ -59,7 +68,22 @@ def prepare_worker(container: Any, concurrency: int | None) -> WorkerSetup:
         shutdown_timeout=options.shutdown_timeout,
         memory_store=isinstance(jobs.job_store(), MemoryJobStore),
         declares_schedules=bool(registry.declared_schedules()),
+        log_format=options.log_format,
     )
+
+
+def _check_options(options: BackgroundJobOptions, metrics_port: int | None) -> None:
+    if options.disable_background_job:
+        raise CliError(
+            "options.disable_background_job is true, so this process would run no worker; "
+            f"set it to false for worker processes ({ENV_PREFIX}OPTIONS__DISABLE_BACKGROUND_JOB"
+            "=false)"
+        )
+    if metrics_port is not None and not options.metrics:
+        raise CliError(
+            "--metrics-port serves the metrics, but options.metrics is false, so none are "
+            f"counted; set it to true ({ENV_PREFIX}OPTIONS__METRICS=true) or drop --metrics-port"
+        )
 
 
 def _store_line(jobs: Any) -> str:

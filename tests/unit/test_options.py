@@ -27,6 +27,10 @@ DEFAULTS: dict[str, Any] = {
     "misfire_grace": 60.0,
     "unknown_job_timeout": 24 * 3600,
     "max_error_length": 16 * 1024,
+    "metrics": True,
+    "tracing": True,
+    "health_max_due_age": 300.0,
+    "log_format": "text",
     "job_packages": (),
     "redact_error": redact,
 }
@@ -55,6 +59,7 @@ RULES = [
     ("max_payload_bytes", 1, 0),
     ("retention", 0.001, 0),
     ("misfire_grace", 0.001, 0),
+    ("health_max_due_age", 0.001, 0),
 ]
 
 
@@ -168,3 +173,23 @@ def test_schedule_options_from_environment_style_strings() -> None:
     options = BackgroundJobOptions.from_config({"missed_ticks": "skip", "misfire_grace": "2.5"})
 
     assert (options.missed_ticks, options.misfire_grace) == ("skip", 2.5)
+
+
+@pytest.mark.parametrize("value", ["text", "json"])
+def test_log_format_values(value: str) -> None:
+    assert BackgroundJobOptions(log_format=value).log_format == value
+
+
+@pytest.mark.parametrize("value", ["JSON", "logfmt", "", None])
+def test_log_format_is_text_or_json(value: Any) -> None:
+    with pytest.raises(ValidationError, match=r"log_format[\s\S]*'text' or 'json'"):
+        BackgroundJobOptions(log_format=value)
+
+
+def test_observability_switches_from_environment_style_strings() -> None:
+    options = BackgroundJobOptions.from_config(
+        {"metrics": "false", "tracing": "0", "health_max_due_age": "90", "log_format": "json"}
+    )
+
+    assert (options.metrics, options.tracing) == (False, False)
+    assert (options.health_max_due_age, options.log_format) == (90.0, "json")
