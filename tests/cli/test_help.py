@@ -19,11 +19,17 @@ runner = CliRunner()
 @pytest.mark.parametrize(
     ("command", "fragments"),
     [
-        ((), ("demo", "worker", "bench", "jobs", "retry", "purge", "schedules", "workers")),
+        (
+            (),
+            ("demo", "worker", "bench", "jobs", "retry", "purge", "schedules", "workers", "health"),
+        ),
         (("demo",), ("sign-up", "--backend")),
-        (("worker",), ("APP", "SIGTERM", "--concurrency", "--log-level")),
+        (
+            ("worker",),
+            ("APP", "SIGTERM", "--concurrency", "--log-level", "--log-format", "--metrics-port"),
+        ),
         (("bench",), ("--jobs", "--concurrency", "--latency-samples", "--json", "--store")),
-        (("jobs",), ("APP", "newest jobs", "--state", "--limit", "--offset", "--json")),
+        (("jobs",), ("APP", "newest jobs", "--state", "--name", "--limit", "--cursor", "--json")),
         (("show",), ("APP", "JOB_ID", "last error", "--json")),
         (("retry",), ("APP", "JOB_ID", "dead jobs again")),
         (("cancel",), ("APP", "JOB_ID", "not started")),
@@ -34,6 +40,8 @@ runner = CliRunner()
         (("pause-schedule",), ("APP", "SCHEDULE_ID", "resume-schedule", "triggered")),
         (("resume-schedule",), ("APP", "SCHEDULE_ID", "paused", "missed_ticks")),
         (("workers",), ("APP", "live workers", "--json")),
+        (("health",), ("APP", "--max-due-age", "--json", "Exit code 0")),
+        (("dashboard",), ("APP", "--host", "--port", "--read-only", "no worker")),
     ],
 )
 def test_help_describes_the_command(command: tuple[str, ...], fragments: tuple[str, ...]) -> None:
