@@ -14,7 +14,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..exceptions import StoreError
-from ..records import JobOutcome, JobRecord, JobState, ScheduleRecord, WorkerInfo
+from ..records import (
+    MAX_HISTORY_EVENTS,
+    JobEvent,
+    JobOutcome,
+    JobRecord,
+    JobState,
+    ScheduleRecord,
+    WorkerInfo,
+    decode_history,
+    encode_history,
+)
 
 __all__ = [
     "CLAIM_FIELDS",
@@ -49,9 +59,12 @@ FIELDS = (
     "lease",
     "finished",
     "token",
+    "headers",
+    "history",
 )
-# Values per job in a claim reply: id attempts name payload created next error done.
-CLAIM_FIELDS = 8
+# Values per job in a claim reply: id attempts name payload created next error done
+# headers.
+CLAIM_FIELDS = 9
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 DECODE_ERRORS = (ValueError, TypeError, OverflowError)
@@ -73,9 +86,10 @@ def moment(value: str | int) -> datetime:
 
 
 def job_args(r: JobRecord) -> tuple[Any, ...]:
-    """A new job as the scripts take it: 10 arguments. The scripts keep only the
-    delay between ``created_at`` and ``next_try_at``: they rebase both on the
-    server's clock."""
+    """A new job as the scripts take it: ``JOB_ARGS`` (13) arguments. The scripts
+    keep only the delay between ``created_at`` and ``next_try_at``: they rebase
+    both on the server's clock. The history goes with its count of events, which
+    the finish script keeps beside it so that an append never parses it."""
     if not r.state.is_pending:
         raise ValueError(f"job {r.id!r} is {r.state.value}: only pending jobs are added")
     return (
@@ -89,6 +103,9 @@ def job_args(r: JobRecord) -> tuple[Any, ...]:
         _opt_us(r.last_try_at),
         _opt(r.last_error),
         _opt_done(r.done_handlers),
+        _opt(r.headers),
+        _opt_history(r.history),
+        min(len(r.history), MAX_HISTORY_EVENTS),
     )
 
 
@@ -140,7 +157,7 @@ def claimed_record(
     values: list[Any], worker_id: str, now: datetime, lease_expires_at: datetime, token: str
 ) -> JobRecord:
     """A job from a claim reply; ValueError (or TypeError) when it cannot be read."""
-    job_id, attempts, name, payload, created, next_try, error, done = values
+    job_id, attempts, name, payload, created, next_try, error, done, headers = values
     if payload is None:
         raise ValueError("it has no payload")
     return JobRecord(
@@ -157,6 +174,7 @@ def claimed_record(
         lease_owner=worker_id,
         lease_expires_at=lease_expires_at,
         lease_token=token,
+        headers=headers,
     )
 
 
@@ -221,7 +239,7 @@ def read_worker(text: str) -> WorkerInfo:
 
 def _decode(job_id: str, fields: list[Any]) -> JobRecord:
     name, payload, state, created, next_try, attempts, *rest = fields
-    last_try, error, done, owner, lease, finished, token = rest
+    last_try, error, done, owner, lease, finished, token, headers, history = rest
     return JobRecord(
         id=job_id,
         name=name,
@@ -237,6 +255,8 @@ def _decode(job_id: str, fields: list[Any]) -> JobRecord:
         lease_expires_at=_opt_dt(lease),
         finished_at=_opt_dt(finished),
         lease_token=token,
+        headers=headers,
+        history=decode_history(history),
     )
 
 
@@ -246,6 +266,10 @@ def _opt_us(when: datetime | None) -> str:
 
 def _opt(text: str | None) -> str:
     return "" if text is None else "+" + text
+
+
+def _opt_history(events: tuple[JobEvent, ...]) -> str:
+    return "+" + encode_history(events) if events else ""
 
 
 def _opt_done(handlers: tuple[str, ...]) -> str:

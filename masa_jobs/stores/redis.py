@@ -5,15 +5,20 @@ Data layout. Every key starts with the hash tag ``{prefix}`` (setting
 store's keys in one slot, where one script may touch them all::
 
     {p}:job:<id>           hash: name payload state created next attempts seq
-                           [last_try error done owner lease token finished]
+                           [last_try error done owner lease token finished headers
+                           history events]; history is the JSON array of
+                           records.encode_history, events how many it holds
     {p}:pending            zset of pending jobs, scored by next_try_at; the member is
                            <attempts, 8 hex><seq, 16 hex><id>, so jobs due at the same
                            time order by attempts, then by insertion
     {p}:leases             zset of processing jobs, scored by lease expiry
-    {p}:created:<group>    zset by created_at, for listing newest first
-                           (pending, succeeded, dead, cancelled)
-    {p}:done:<state>       zset by finished_at, for purge and counts
+    {p}:created:<group>    zset of ids by created_at, for listing (groups: pending,
+                           processing, succeeded, dead, cancelled); Redis orders equal
+                           scores by member, so it is in (created_at, id) order
+    {p}:name:<group>:<name>  the same, for the jobs of one name
+    {p}:done:<state>       zset by finished_at, for purge, counts and the finish rate
                            (succeeded, dead, cancelled)
+    {p}:layout             the version of this layout (LAYOUT_VERSION)
     {p}:seq                counter of insertions
     {p}:purge-lock         the random token of the purger at work (SET NX PX)
     {p}:wake               list of wake-up tokens that idle workers pop (BLPOP)
@@ -32,7 +37,9 @@ them under a new token; finish records a whole batch where each token still
 holds its job). The scripts read the server's ``TIME`` for every due time and
 lease, so that the workers' clocks decide nothing. A job hash keeps the
 ``token`` of the claim that holds it; a job leased before tokens existed has
-none, so only a new claim (after its lease expires) can finish it.
+none, so only a new claim (after its lease expires) can finish it. A claim
+answers with a job's headers but not its history, which no worker reads and a
+job retried often would carry on every claim; ``get`` and ``list_jobs`` have it.
 ``wait_for_work`` pops a wake-up token with BLPOP on a connection pool of its
 own. redis-py reconnects by itself when the server comes back; until then
 every method raises ``StoreUnavailableError`` (a lost or refused connection, a
@@ -44,6 +51,18 @@ or that a batch names twice, and any other error of redis-py is a
 ``StoreError``, each chained to redis-py's exception. A full server
 (``maxmemory`` reached, OOM) is ``StoreUnavailableError`` like the rest:
 writes succeed again once it has room.
+
+Operator reads cost what they answer, never the size of the queue (a
+long script would block every worker): ``list_jobs`` seeks its cursor in the
+listing indexes by rank (O(log n)) and reads ``limit + 1`` entries per group;
+only a page of scheduled or of enqueued jobs, which share the pending index,
+may look past jobs of the other kind, at most ``LIST_SCAN_BUDGET`` entries per
+script call, calling again from where it stopped until the page is full, so
+its total work is linear in the jobs it skips. Counts are ``ZCOUNT`` and
+``ZCARD``; the finish rate counts minute by minute over its window. A store
+written before the listing indexes existed gets them when it is first opened
+by this version, in chunks (``{p}:layout`` records that it is done); processes
+of the older version must be stopped first, since they do not keep them.
 """
 
 from __future__ import annotations
@@ -52,6 +71,7 @@ import builtins
 import logging
 import math
 import re
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -76,6 +96,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._redact import redact
 from ..exceptions import StoreError, StoreRejectedError, StoreUnavailableError
+from ..queries import JobQuery, Page, page_of
 from ..records import (
     FINISHED_STATES,
     JobOutcome,
@@ -85,6 +106,7 @@ from ..records import (
     WorkerInfo,
 )
 from ._errors import cut, duplicate_job, first_repeated_id, translates_driver_errors
+from ._listing import created_bounds_us, stored_states
 from ._redis_codec import (
     CLAIM_FIELDS,
     DECODE_ERRORS,
@@ -116,7 +138,27 @@ logger = logging.getLogger("masa_jobs.store")
 MAX_SIGNAL_WAIT_SECONDS = 1.0
 # BLPOP counts whole milliseconds, and a zero timeout would block forever.
 MIN_BLOCK_SECONDS = 0.001
+# Index entries one list script call examines at most per group: a page of
+# scheduled (or enqueued) jobs that must look past many of the other kind
+# takes several short calls (about 2 ms each on a small server) instead of one long one.
+LIST_SCAN_BUDGET = 1000
+# Minutes one finish-rate script call counts at most: a long window takes
+# several short calls.
+RATE_MINUTES_PER_CALL = 1000
+# Job ids one re-index call of the layout upgrade handles: a short script.
+REINDEX_CHUNK = 500
+# The data layout this version writes; a store without it gets its listing
+# indexes built once on open (see the module docstring).
+LAYOUT_VERSION = "2"
 _ALL_GROUPS = ("pending", "processing", "succeeded", "dead", "cancelled")
+# The indexes the layout upgrade reads job ids from: every job is in one.
+_REINDEX_SOURCES = (
+    "created:pending",
+    "leases",
+    "created:succeeded",
+    "created:dead",
+    "created:cancelled",
+)
 # What a call meets when Redis cannot be used: redis-py's ConnectionError (lost,
 # reset or refused connections, a refused login, a server still loading its
 # data) and TimeoutError, and the socket errors it may let through; and the
@@ -186,6 +228,12 @@ class RedisJobStore:
                 raise
             raise self._unavailable(exc, f"{timeout:g} s") from exc
         self._client, self._blocking = client, blocking
+        try:
+            await self._upgrade_layout()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+            raise
 
     async def aclose(self) -> None:
         client, blocking = self._client, self._blocking
@@ -271,7 +319,7 @@ class RedisJobStore:
     async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> set[str]:
         if not outcomes:
             return set()
-        args: list[Any] = []
+        args: list[Any] = [worker_id]
         for outcome in outcomes:
             args += outcome_args(outcome)
         try:
@@ -293,15 +341,22 @@ class RedisJobStore:
 
     @reports_unavailable
     @translates_driver_errors
-    async def list(
-        self, states: Collection[JobState] | None = None, *, limit: int = 100, offset: int = 0
-    ) -> builtins.list[JobRecord]:
-        groups = _ALL_GROUPS if states is None else _groups(states)
-        if limit <= 0 or not groups:
-            return []
-        reply = await self._run("list", [offset, limit, *groups])
-        found = (read_record(reply[i], reply[i + 1]) for i in range(0, len(reply), 2))
-        return [record for record in found if record is not None]
+    async def list_jobs(self, query: JobQuery, now: datetime) -> Page[JobRecord]:
+        after = query.after
+        position = None if after is None else (str(after.created_us), after.job_id)
+        found: builtins.list[JobRecord] = []
+        while True:
+            most = query.limit + 1 - len(found)
+            reply = await self._run("page", _page_args(query, now, most, position))
+            for i in range(2, len(reply), 2):
+                record = read_record(reply[i], reply[i + 1])
+                if record is not None:
+                    found.append(record)
+            # A position comes back when a group ran out of its budget: the
+            # page is complete up to it, and the next call goes on from there.
+            if reply[0] is None or len(found) > query.limit:
+                return page_of(found, query.limit)
+            position = (reply[0], reply[1])
 
     @reports_unavailable
     @translates_driver_errors
@@ -309,6 +364,27 @@ class RedisJobStore:
         # The script answers in the order JobState declares the states.
         counts = await self._run("count", [us(now)])
         return dict(zip(JobState, counts, strict=True))
+
+    @reports_unavailable
+    @translates_driver_errors
+    async def oldest_due_at(self) -> datetime | None:
+        first = await self._require().zrange(
+            self._keys[0], 0, 0, withscores=True, score_cast_func=int
+        )
+        return moment(first[0][1]) if first else None
+
+    @reports_unavailable
+    @translates_driver_errors
+    async def finished_per_minute(self, since: datetime) -> builtins.list[tuple[datetime, int]]:
+        minutes: Counter[int] = Counter()
+        for state in sorted(FINISHED_STATES):
+            position: str | None = str(us(since))
+            while position is not None:
+                reply = await self._run("finished", [state.value, position, RATE_MINUTES_PER_CALL])
+                position = reply[0]
+                for i in range(1, len(reply), 2):
+                    minutes[int(reply[i])] += int(reply[i + 1])
+        return [(moment(minute), n) for minute, n in sorted(minutes.items())]
 
     @reports_unavailable
     @translates_driver_errors
@@ -441,6 +517,28 @@ class RedisJobStore:
                 raise
             raise self._refused_jobs((job,), exc, tick=True) from exc
 
+    @reports_unavailable
+    @translates_driver_errors
+    async def _upgrade_layout(self) -> None:
+        """Build the listing indexes of a store written before they existed, once:
+        ZSCAN (which returns every member present throughout the scan) hands the
+        ids over in chunks, each indexed by one short script as its job is then."""
+        client = self._require()
+        layout = self._tag + "layout"
+        if await client.get(layout) == LAYOUT_VERSION:
+            return
+        for source in _REINDEX_SOURCES:
+            cursor = 0
+            while True:
+                cursor, entries = await client.zscan(
+                    self._tag + source, cursor, count=REINDEX_CHUNK
+                )
+                if entries:
+                    await self._run("reindex", [member for member, _ in entries])
+                if cursor == 0:
+                    break
+        await client.set(layout, LAYOUT_VERSION)
+
     async def _schedules(self, ids: builtins.list[str]) -> builtins.list[ScheduleRecord]:
         reply = await self._run("schedules", ids)
         found = (read_schedule(reply[i], reply[i + 1]) for i in range(0, len(reply), 2))
@@ -542,10 +640,38 @@ def _is_unavailable(exc: Exception) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith(_UNAVAILABLE_CODES)
 
 
+def _page_args(
+    query: JobQuery, now: datetime, most: int, position: tuple[str, str] | None
+) -> builtins.list[Any]:
+    """The page script's arguments: at most ``most`` jobs after ``position``."""
+    stored = stored_states(query)
+    groups = _ALL_GROUPS if stored is None else _groups(stored)
+    start, end = created_bounds_us(query)
+    at, at_id = position or ("", "")
+    return [
+        "desc" if query.newest_first else "asc",
+        most,
+        "" if start is None else start,
+        "" if end is None else end,
+        at,
+        at_id,
+        _pending_filter(query.states),
+        us(now),
+        LIST_SCAN_BUDGET,
+        "" if query.name is None else "+" + query.name,
+        *groups,
+    ]
+
+
+def _pending_filter(states: frozenset[JobState] | None) -> str:
+    """Which pending jobs a query keeps: '' for both kinds (or none), else the one."""
+    if states is None:
+        return ""
+    kinds = states & {JobState.SCHEDULED, JobState.ENQUEUED}
+    return next(iter(kinds)).value if len(kinds) == 1 else ""
+
+
 def _groups(states: Collection[JobState]) -> tuple[str, ...]:
-    """The list script's groups for ``states``: both pending states are one group."""
-    wanted = set(states)
-    if {JobState.SCHEDULED, JobState.ENQUEUED} <= wanted:
-        wanted -= {JobState.SCHEDULED, JobState.ENQUEUED}
-        return ("pending", *(state.value for state in wanted))
-    return tuple(state.value for state in wanted)
+    """The listing groups of stored states, in ``_ALL_GROUPS`` order."""
+    wanted = {"pending" if state.is_pending else state.value for state in states}
+    return tuple(group for group in _ALL_GROUPS if group in wanted)
