@@ -19,6 +19,12 @@ refuses (a NUL character in a text) raise ``StoreRejectedError``, an id that
 exists already ``DuplicateJobError``, and any other error of asyncpg
 ``StoreError``, each chained to asyncpg's exception.
 
+Operator reads (pages of jobs by cursor, counts per state, the oldest due
+time, finishes per minute) read index entries in proportion to their answer,
+never a whole state: see ``_postgres_listing``. Each applied outcome and
+operator move appends an event to the job's ``history`` (a JSON array, the
+newest ``MAX_HISTORY_EVENTS`` kept) in the same statement.
+
 The tables live in their own PostgreSQL schema (``store.schema``), created on
 first open under an advisory lock and versioned in ``schema_version``.
 asyncpg runs on asyncio only: this store does not run under trio.
@@ -43,8 +49,25 @@ from ..exceptions import (
     StoreRejectedError,
     StoreUnavailableError,
 )
-from ..records import JobOutcome, JobRecord, JobState, ScheduleRecord, WorkerInfo
+from ..queries import JobQuery, Page, page_of
+from ..records import (
+    JobOutcome,
+    JobRecord,
+    JobState,
+    ScheduleRecord,
+    WorkerInfo,
+    decode_history,
+    encode_history,
+)
 from ._errors import cut, duplicate_job, first_repeated_id, translates_driver_errors
+from ._postgres_listing import (
+    Listing,
+    count_arguments,
+    counts_of,
+    estimate_arguments,
+    estimated_count,
+    list_arguments,
+)
 from ._postgres_settings import PostgresSettings, describe_dsn
 from ._postgres_sql import SCHEMA_VERSION, Statements, advisory_lock_key, migrations
 from ._postgres_wakeup import LOST_CONNECTION_ERRORS, WakeUps
@@ -111,6 +134,7 @@ _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
 _DUPLICATE_KEY = ("Key (id)=(", ") already exists.")
 _STATES = {state.value: state for state in JobState}
 _NO_HANDLERS = "[]"
+_NO_EVENTS = "[]"
 
 
 class PostgresJobStore:
@@ -121,6 +145,7 @@ class PostgresJobStore:
         self._sql = Statements.for_schema(
             settings.db_schema, relaxed_commit=settings.relaxed_commit
         )
+        self._listing = Listing.for_schema(settings.db_schema)
         self._address = describe_dsn(settings.dsn)
         self._name = f"PostgreSQL store at {self._address}"
         self._pool: asyncpg.Pool | None = None
@@ -379,26 +404,45 @@ class PostgresJobStore:
         row = await self._require_pool().fetchrow(self._sql.get, job_id)
         return None if row is None else _record(row)
 
+    # -- operator reads --------------------------------------------------------------------
+
     @reports_unavailable
     @translates_driver_errors
-    async def list(
-        self, states: Collection[JobState] | None = None, *, limit: int = 100, offset: int = 0
-    ) -> builtins.list[JobRecord]:
-        pool = self._require_pool()
-        if states is None:
-            rows = await pool.fetch(self._sql.list_all, limit, offset)
-        else:
-            wanted = [state.value for state in states]
-            rows = await pool.fetch(self._sql.list_states, limit, offset, wanted)
-        return [_record(row) for row in rows]
+    async def list_jobs(self, query: JobQuery, now: datetime) -> Page[JobRecord]:
+        """One page of ``query``: O(limit) index entries; see ``_postgres_listing``."""
+        shape, arguments = list_arguments(query, now)
+        rows = await self._require_pool().fetch(self._listing.pages[shape], *arguments)
+        return page_of([_record(row) for row in rows], query.limit)
 
     @reports_unavailable
     @translates_driver_errors
     async def count_by_state(self, now: datetime) -> dict[JobState, int]:
-        counts = dict.fromkeys(JobState, 0)
-        for shown, count in await self._require_pool().fetch(self._sql.count_by_state, now):
-            counts[_STATES[shown]] = count
+        """Exact up to ``EXACT_COUNT_LIMIT`` jobs per state (a count of at most
+        that many index entries, plus one); above it the planner's estimate from
+        the table's statistics (``EXPLAIN`` of the state's predicate), so that no
+        count scans a whole state. See ``_postgres_listing``."""
+        pool = self._require_pool()
+        row = await pool.fetchrow(self._listing.count, *count_arguments(now))
+        assert row is not None  # a SELECT of scalar subqueries always returns its row
+        counts, saturated = counts_of(row)
+        for state in saturated:
+            plan = await pool.fetchval(
+                self._listing.estimates[state], *estimate_arguments(state, now)
+            )
+            counts[state] = estimated_count(plan, counts[state])
         return counts
+
+    @reports_unavailable
+    @translates_driver_errors
+    async def oldest_due_at(self) -> datetime | None:
+        oldest: datetime | None = await self._require_pool().fetchval(self._sql.oldest_due_at)
+        return oldest
+
+    @reports_unavailable
+    @translates_driver_errors
+    async def finished_per_minute(self, since: datetime) -> builtins.list[tuple[datetime, int]]:
+        rows = await self._require_pool().fetch(self._sql.finished_per_minute, since)
+        return [(row["minute"], row["count"]) for row in rows]
 
     @reports_unavailable
     @translates_driver_errors
@@ -624,6 +668,8 @@ def _job_arrays(records: Sequence[JobRecord]) -> tuple[builtins.list[Any], ...]:
         [r.lease_owner for r in records],
         [r.lease_expires_at for r in records],
         [r.finished_at for r in records],
+        [r.headers for r in records],
+        [encode_history(r.history) if r.history else _NO_EVENTS for r in records],
     )
 
 
@@ -632,22 +678,25 @@ def _encode_handlers(handlers: tuple[str, ...]) -> str:
 
 
 def _record(row: asyncpg.Record) -> JobRecord:
-    handlers: str = row[9]
+    handlers: str = row["done_handlers"]
+    history: str = row["history"]
     return JobRecord(
-        id=row[0],
-        name=row[1],
-        payload=row[2],
-        state=_STATES[row[3]],
-        created_at=row[4],
-        next_try_at=row[5],
-        attempts=row[6],
-        last_try_at=row[7],
-        last_error=row[8],
+        id=row["id"],
+        name=row["name"],
+        payload=row["payload"],
+        state=_STATES[row["state"]],
+        created_at=row["created_at"],
+        next_try_at=row["next_try_at"],
+        attempts=row["attempts"],
+        last_try_at=row["last_try_at"],
+        last_error=row["last_error"],
         done_handlers=() if handlers == _NO_HANDLERS else tuple(json.loads(handlers)),
-        lease_owner=row[10],
-        lease_expires_at=row[11],
-        finished_at=row[12],
-        lease_token=row[13],
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
+        finished_at=row["finished_at"],
+        lease_token=row["lease_token"],
+        headers=row["headers"],
+        history=() if history == _NO_EVENTS else decode_history(history),
     )
 
 

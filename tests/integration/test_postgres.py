@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from masa_jobs.containers import BackgroundJobContainer
 
-from masa_jobs import JobState, MasaApp
+from masa_jobs import JobQuery, JobState, MasaApp
 from masa_jobs.exceptions import (
     ConfigurationError,
     DuplicateJobError,
@@ -368,8 +368,8 @@ async def test_a_version_1_schema_is_migrated_in_place_and_keeps_its_jobs(schema
             f'SELECT version FROM "{schema}".schema_version ORDER BY version'
         )
     assert column == "text"
-    assert [row["version"] for row in versions] == [1, 2, 3]
-    assert SCHEMA_VERSION == 3
+    assert [row["version"] for row in versions] == [1, 2, 3, 4]
+    assert SCHEMA_VERSION == 4
 
 
 async def test_a_version_2_schema_is_migrated_in_place_to_schedule_payloads(
@@ -404,7 +404,7 @@ async def test_a_version_2_schema_is_migrated_in_place_to_schedule_payloads(
             )
         )
         new = await store.get_schedule("new")
-    async with opened(schema):  # a second open finds version 3 and migrates nothing
+    async with opened(schema):  # a second open finds the current version and migrates nothing
         pass
 
     assert new is not None
@@ -413,7 +413,60 @@ async def test_a_version_2_schema_is_migrated_in_place_to_schedule_payloads(
         versions = await connection.fetch(
             f'SELECT version FROM "{schema}".schema_version ORDER BY version'
         )
-    assert [row["version"] for row in versions] == [1, 2, 3]
+    assert [row["version"] for row in versions] == [1, 2, 3, 4]
+
+
+async def test_a_version_3_schema_is_migrated_in_place_to_history_and_listing_indexes(
+    schema: str,
+) -> None:
+    waiting, held, dead = job(), job(), job()
+    async with raw_connection() as connection:
+        # Version 3 is version 1 and its two steps.
+        await connection.execute(_VERSION_1_TABLES.format(s=f'"{schema}"'))
+        for step in (1, 2):
+            await connection.execute(migrations(f'"{schema}"')[step])
+        # A job waiting, one a version-3 worker holds, and one that died: created in turn.
+        await connection.execute(
+            f'INSERT INTO "{schema}".jobs (id, name, payload, state, created_at, next_try_at, '
+            "attempts, last_try_at, lease_owner, lease_expires_at, lease_token, finished_at) "
+            "VALUES "
+            "($1, 'integration-work', '{}', 'enqueued', now() - interval '3 s', now(), 0, "
+            "NULL, NULL, NULL, NULL, NULL), "
+            "($2, 'integration-work', '{}', 'processing', now() - interval '2 s', now(), 1, "
+            "now(), 'old-worker', now() + interval '1 hour', 'old-token', NULL), "
+            "($3, 'integration-work', '{}', 'dead', now() - interval '1 s', now(), 1, "
+            "now(), NULL, NULL, NULL, now())",
+            waiting.id,
+            held.id,
+            dead.id,
+        )
+
+    async with opened(schema) as store:
+        kept = await all_jobs(store)
+        # The version-3 worker's outcome still applies, and is the job's first event.
+        applied = await store.finish("old-worker", [succeeded(await _stored(store, held.id))])
+        after = await _stored(store, held.id)
+        dead_jobs = await store.list_jobs(JobQuery.of(JobState.DEAD), await store.now())
+    async with opened(schema):  # a second open finds the current version and migrates nothing
+        pass
+
+    assert [record.id for record in kept] == [dead.id, held.id, waiting.id]
+    assert all(record.headers is None and record.history == () for record in kept)
+    assert applied == {held.id}
+    assert [(event.state, event.worker) for event in after.history] == [
+        (JobState.SUCCEEDED, "old-worker")
+    ]
+    assert [record.id for record in dead_jobs.items] == [dead.id]
+    async with raw_connection() as connection:
+        indexes = await connection.fetch(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'jobs'",
+            schema,
+        )
+        versions = await connection.fetch(
+            f'SELECT version FROM "{schema}".schema_version ORDER BY version'
+        )
+    assert {"jobs_by_state", "jobs_by_name"} <= {row["indexname"] for row in indexes}
+    assert [row["version"] for row in versions] == [1, 2, 3, 4]
 
 
 async def _stored(store: PostgresJobStore, job_id: str) -> JobRecord:
