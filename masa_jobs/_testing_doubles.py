@@ -20,6 +20,7 @@ from .options import BackgroundJobOptions
 from .records import FINISHED_STATES, JobInfo, JobRecord, JobState, utcnow
 from .registry import JobRegistry
 from .schedules import tick_job
+from .stores._memory_index import JobIndex
 from .stores.memory import MemoryJobStore
 
 __all__ = ["WORKER_ID", "ClockedJobManager", "FakeClock", "InlineJobs", "RecordingStore"]
@@ -68,6 +69,7 @@ class RecordingStore(MemoryJobStore):
     def keep(self, record: JobRecord) -> None:
         """Keep a finished job, for ``get`` and ``wait``: it is never claimed."""
         self._jobs[record.id] = record
+        self._index.touch(record)
 
     def clear_jobs(self) -> None:
         """Forget every job (schedules stay)."""
@@ -75,6 +77,7 @@ class RecordingStore(MemoryJobStore):
         self._due.clear()
         self._leases.clear()
         self._versions.clear()
+        self._index = JobIndex()
 
 
 class ClockedJobManager(DefaultJobManager):

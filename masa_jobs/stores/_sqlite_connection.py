@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import ConfigurationError, SchemaVersionError, StoreUnavailableError
+from ..exceptions import (
+    ConfigurationError,
+    SchemaVersionError,
+    StoreError,
+    StoreUnavailableError,
+)
 from ._sqlite_schema import MIGRATIONS, SCHEMA_VERSION, Statements, check_table_prefix
 
 __all__ = [
@@ -107,7 +112,8 @@ def connect(settings: SqliteSettings, sql: Statements) -> sqlite3.Connection:
 
     Raises ``StoreUnavailableError`` naming the path when the file cannot be
     opened or is not a database, ``SchemaVersionError`` when a newer
-    masa-jobs set it up.
+    masa-jobs set it up, ``StoreError`` when Python's SQLite lacks the JSON
+    functions.
     """
     path = settings.path
     where = f"SQLite store at {str(path)!r}"
@@ -129,6 +135,7 @@ def connect(settings: SqliteSettings, sql: Statements) -> sqlite3.Connection:
         raise StoreUnavailableError(f"cannot open the {where}: {exc}") from exc
     try:
         _configure(connection, path, settings.synchronous)
+        _check_json(connection, path)
         _migrate(connection, path, sql)
     except sqlite3.DatabaseError as exc:
         connection.close()
@@ -182,6 +189,25 @@ def _configure(connection: sqlite3.Connection, path: Path, synchronous: str) -> 
     # A checkpoint that resets the log truncates the -wal file to this size, so
     # a busy hour does not leave a log many times the database's size on disk.
     connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+
+
+# What the store needs of SQLite's JSON functions (job histories): json_insert
+# with '$[#]' is SQLite 3.31 (2020), with JSON built in (as in Python's builds).
+_JSON_PROBE = "SELECT json_insert('[]', '$[#]', json_object('at', 1))"
+
+
+def _check_json(connection: sqlite3.Connection, path: Path) -> None:
+    """Refuse, once and clearly, an SQLite library without the JSON functions:
+    else every outcome would fail as if the file were unavailable."""
+    try:
+        connection.execute(_JSON_PROBE).fetchone()
+    except sqlite3.OperationalError as exc:
+        raise StoreError(
+            f"the SQLite store at {str(path)!r} needs SQLite's JSON functions ({exc}), and "
+            f"this Python's sqlite3 module has SQLite {sqlite3.sqlite_version} without them: "
+            "use a Python whose SQLite is 3.31 or later with JSON (its own builds since "
+            "2020 are)"
+        ) from exc
 
 
 def _migrate(connection: sqlite3.Connection, path: Path, sql: Statements) -> None:

@@ -7,8 +7,11 @@ without our tables, and ``MIGRATIONS[n]`` takes version ``n - 1`` to ``n``.
 
 Timestamps are integer microseconds since the Unix epoch, UTC: exact for every
 ``datetime``, compared as integers, and indexable. ``done_handlers`` is a JSON
-array. Rows are kept in a rowid table, so that the rowid is the insertion
-order that breaks ties when due time, attempts and creation time are equal.
+array, ``headers`` a JSON object (or NULL) and ``history`` a JSON array of
+events (``encode_history``), to which outcomes and operator moves append with
+SQLite's JSON functions, in the statement that writes them. Rows are kept in a
+rowid table, so that the rowid is the insertion order that breaks ties when
+due time, attempts and creation time are equal.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..records import JobRecord, JobState, ScheduleRecord
+from ..records import (
+    FINISHED_STATES,
+    MAX_HISTORY_EVENTS,
+    JobRecord,
+    JobState,
+    ScheduleRecord,
+    decode_history,
+    encode_history,
+)
 
 __all__ = [
     "JOB_COLUMNS",
@@ -43,7 +54,7 @@ __all__ = [
     "with_states",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 Row = tuple[Any, ...]
 
@@ -57,14 +68,51 @@ _HELD = "state = 'processing'"
 # The columns of a job row, in the order that ``records_from_rows`` reads them.
 JOB_COLUMNS = (
     "rowid, id, name, payload, state, created_at, next_try_at, attempts, last_try_at, "
-    "last_error, done_handlers, lease_owner, lease_expires_at, finished_at, lease_token"
+    "last_error, done_handlers, lease_owner, lease_expires_at, finished_at, lease_token, "
+    "headers, history"
 )
+# What a claim reads: every column but the history, which no worker reads and
+# which a job retried often would carry on every claim (its record says none).
+_CLAIM_COLUMNS = JOB_COLUMNS.replace(", history", ", '[]' AS history")
 _SCHEDULE_COLUMNS = (
     "id, job_class, cron_expression, timezone, next_fire_at, created_at, updated_at, "
     "last_fire_at, payload, paused"
 )
 # Claim order: due time, then fewer attempts, then creation, then insertion.
 _CLAIM_ORDER = "next_try_at, attempts, created_at, rowid"
+_FINISHED = f"state IN ({', '.join(repr(s.value) for s in sorted(FINISHED_STATES))})"
+_MINUTE_US = 60_000_000
+
+
+def _appended(event: str) -> str:
+    """``history`` with ``event`` (an SQL expression of a JSON object) appended,
+    the oldest event dropped when it holds MAX_HISTORY_EVENTS already. A
+    history that is not a JSON array (damaged by something else) starts again
+    rather than failing the write it belongs to."""
+    kept = (
+        "CASE WHEN NOT json_valid(history) THEN '[]' "
+        "WHEN json_type(history) <> 'array' THEN '[]' "
+        f"WHEN json_array_length(history) >= {MAX_HISTORY_EVENTS} "
+        "THEN json_remove(history, '$[0]') ELSE history END"
+    )
+    return f"json_insert({kept}, '$[#]', {event})"
+
+
+def _move_event(now: str) -> str:
+    """The event of an operator's move (``transition``): no worker, no error;
+    ``now`` names the parameter of the store's now, ?1 is the state, and the
+    attempt is the job's attempts so far."""
+    return f"json_object('at', {now}, 'state', ?1, 'attempt', attempts)"
+
+
+# The event of an outcome, from ``finish``'s numbered parameters: ?7 the
+# store's now, ?1 the state, ?2 the attempts, ?4 the error, ?8 the worker; the
+# claim's last_try_at as the run's start. json_patch leaves out the members
+# that are NULL, as ``encode_history`` does.
+_OUTCOME_EVENT = (
+    "json_patch(json_object('at', ?7, 'state', ?1, 'attempt', ?2), "
+    "json_object('error', ?4, 'worker', ?8, 'started', last_try_at))"
+)
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -125,6 +173,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE {p}schedules ADD COLUMN payload TEXT",
         "ALTER TABLE {p}schedules ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",
     ),
+    # What the enqueuing process attached (NULL: nothing), and what happened
+    # to each job (jobs stored before the upgrade start with none). Lists page
+    # by (created_at, id) per state, and per job name and state; these indexes
+    # replace the ones that listed by state or by time alone.
+    4: (
+        "ALTER TABLE {p}jobs ADD COLUMN headers TEXT",
+        "ALTER TABLE {p}jobs ADD COLUMN history TEXT NOT NULL DEFAULT '[]'",
+        "DROP INDEX {p}jobs_state",
+        "DROP INDEX {p}jobs_created",
+        "CREATE INDEX {p}jobs_list ON {p}jobs (state, created_at, id)",
+        "CREATE INDEX {p}jobs_list_name ON {p}jobs (name, state, created_at, id)",
+    ),
 }
 
 
@@ -147,8 +207,8 @@ def with_states(template: str, count: int) -> str:
 class Statements:
     """The SQL text of every operation, for one table prefix.
 
-    ``list_in`` and ``purge_chunk`` hold a ``{states}`` placeholder for one
-    ``?`` per state (see ``with_states``).
+    ``purge_chunk`` holds a ``{states}`` placeholder for one ``?`` per state
+    (see ``with_states``). Lists are built per query (``list_statement``).
     """
 
     prefix: str
@@ -163,9 +223,9 @@ class Statements:
     finish: str
     extend_lease: str
     get: str
-    list_all: str
-    list_in: str
     count: str
+    oldest_due: str
+    finished_per_minute: str
     make_pending: str
     make_settled: str
     delete: str
@@ -198,16 +258,16 @@ class Statements:
             insert_job=(
                 f"INSERT INTO {jobs} (id, name, payload, state, created_at, next_try_at, "
                 "attempts, last_try_at, last_error, done_handlers, lease_owner, "
-                "lease_expires_at, finished_at, lease_token) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "lease_expires_at, finished_at, lease_token, headers, history) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             due_pending=(
-                f"SELECT {JOB_COLUMNS} FROM {jobs} INDEXED BY {p}jobs_due "
+                f"SELECT {_CLAIM_COLUMNS} FROM {jobs} INDEXED BY {p}jobs_due "
                 f"WHERE {_PENDING} AND next_try_at <= ? "
                 f"ORDER BY {_CLAIM_ORDER} LIMIT ?"
             ),
             due_expired=(
-                f"SELECT {JOB_COLUMNS} FROM {jobs} INDEXED BY {p}jobs_leases "
+                f"SELECT {_CLAIM_COLUMNS} FROM {jobs} INDEXED BY {p}jobs_leases "
                 f"WHERE {_HELD} AND lease_expires_at <= ? "
                 f"ORDER BY {_CLAIM_ORDER} LIMIT ?"
             ),
@@ -216,34 +276,49 @@ class Statements:
                 "last_try_at = ?, lease_owner = ?, lease_expires_at = ?, lease_token = ? "
                 "WHERE rowid = ?"
             ),
+            # Numbered parameters: the event repeats the outcome's values.
+            # The right-hand sides read the row as the claim left it.
             finish=(
-                f"UPDATE {jobs} SET state = ?, attempts = ?, next_try_at = ?, last_error = ?, "
-                "done_handlers = ?, finished_at = ?, "
-                "lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL "
-                f"WHERE id = ? AND {_HELD} AND lease_token = ?"
+                f"UPDATE {jobs} SET state = ?1, attempts = ?2, next_try_at = ?3, "
+                "last_error = ?4, done_handlers = ?5, finished_at = ?6, "
+                "lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, "
+                f"history = {_appended(_OUTCOME_EVENT)} "
+                f"WHERE id = ?9 AND {_HELD} AND lease_token = ?10"
             ),
             extend_lease=(
                 f"UPDATE {jobs} SET lease_expires_at = ? "
                 f"WHERE id = ? AND {_HELD} AND lease_token = ?"
             ),
             get=f"SELECT {JOB_COLUMNS} FROM {jobs} WHERE id = ?",
-            # Newest first; jobs created together keep their insertion order,
-            # as in the memory store.
-            list_all=(
-                f"SELECT {JOB_COLUMNS} FROM {jobs} ORDER BY created_at DESC, rowid LIMIT ? OFFSET ?"
+            # One statement, so one snapshot: the jobs per state (on the
+            # list index), then the pending jobs due by ?, as state NULL.
+            count=(
+                f"SELECT state, COUNT(*) FROM {jobs} INDEXED BY {p}jobs_list GROUP BY state "
+                f"UNION ALL SELECT NULL, COUNT(*) FROM {jobs} INDEXED BY {p}jobs_due "
+                f"WHERE {_PENDING} AND next_try_at <= ?"
             ),
-            list_in=(
-                f"SELECT {JOB_COLUMNS} FROM {jobs} WHERE state IN ({{states}}) "
-                "ORDER BY created_at DESC, rowid LIMIT ? OFFSET ?"
+            oldest_due=(
+                f"SELECT MIN(next_try_at) FROM {jobs} INDEXED BY {p}jobs_due WHERE {_PENDING}"
             ),
-            count=(f"SELECT state, COUNT(*), TOTAL(next_try_at <= ?) FROM {jobs} GROUP BY state"),
+            finished_per_minute=(
+                f"SELECT finished_at - finished_at % {_MINUTE_US} AS minute, COUNT(*) "
+                f"FROM {jobs} INDEXED BY {p}jobs_finished "
+                f"WHERE {_FINISHED} AND finished_at IS NOT NULL AND finished_at >= ? "
+                "GROUP BY minute ORDER BY minute"
+            ),
+            # An operator's move: ?1 the state, ?2 the store's now (the due
+            # time too), ?3 the row.
             make_pending=(
-                f"UPDATE {jobs} SET state = ?, next_try_at = ?, finished_at = NULL, "
-                "lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL WHERE rowid = ?"
+                f"UPDATE {jobs} SET state = ?1, next_try_at = ?2, finished_at = NULL, "
+                "lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, "
+                f"history = {_appended(_move_event('?2'))} WHERE rowid = ?3"
             ),
+            # ?1 the state, ?2 the finish time (NULL for an unfinished state),
+            # ?3 the store's now, ?4 the row.
             make_settled=(
-                f"UPDATE {jobs} SET state = ?, finished_at = ?, "
-                "lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL WHERE rowid = ?"
+                f"UPDATE {jobs} SET state = ?1, finished_at = ?2, "
+                "lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, "
+                f"history = {_appended(_move_event('?3'))} WHERE rowid = ?4"
             ),
             delete=f"DELETE FROM {jobs} WHERE id = ?",
             purge_chunk=(
@@ -303,6 +378,7 @@ class Statements:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _STATES = {state.value: state for state in JobState}
+_NO_HISTORY = "[]"
 
 
 def to_us(stamp: datetime) -> int:
@@ -352,6 +428,8 @@ def record_from_row(row: Row) -> JobRecord:
         lease_expires_at=at_or_none(row[12]),
         finished_at=at_or_none(row[13]),
         lease_token=row[14],
+        headers=row[15],
+        history=() if row[16] == _NO_HISTORY else decode_history(row[16]),
     )
 
 
@@ -372,6 +450,8 @@ def row_from_record(record: JobRecord) -> Row:
         to_us_or_none(record.lease_expires_at),
         to_us_or_none(record.finished_at),
         record.lease_token,
+        record.headers,
+        encode_history(record.history) if record.history else _NO_HISTORY,
     )
 
 

@@ -4,8 +4,10 @@ Jobs live in a dict; two heaps order the due jobs and the leases. Heap entries
 are invalidated lazily: each job has one current heap version, and an entry
 whose version is not current is skipped when it reaches the top. (A heap
 version is bookkeeping of this module; the *lease token* of a claim is the
-fencing value of the protocol.) Nothing survives the process, so use a
-durable store wherever a lost job matters.
+fencing value of the protocol.) Operator reads use ordered views of the jobs
+(``JobIndex``), kept up to date on read so that claims and outcomes only mark
+the jobs they change. Nothing survives the process, so use a durable store
+wherever a lost job matters.
 
 Time comes from the store's clock (``utcnow`` unless a test injects another):
 claims, leases and ``wait_for_work`` compare with it, never with a caller's.
@@ -16,7 +18,6 @@ from __future__ import annotations
 import builtins
 import heapq
 import math
-from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -24,7 +25,7 @@ from itertools import count
 
 import anyio
 
-from ..queries import JobQuery, Page, page_of, sort_key
+from ..queries import JobQuery, Page, page_of
 from ..records import (
     FINISHED_STATES,
     MAX_HISTORY_EVENTS,
@@ -38,7 +39,7 @@ from ..records import (
     utcnow,
 )
 from ._errors import duplicate_job, first_repeated_id
-from ._listing import matches
+from ._memory_index import JobIndex
 from .base import STALE_WORKER_SECONDS, new_lease_token
 
 __all__ = ["MemoryJobStore"]
@@ -66,6 +67,8 @@ class MemoryJobStore:
         self._wakeup: anyio.Event | None = None
         self._workers: dict[str, WorkerInfo] = {}
         self._schedules: dict[str, ScheduleRecord] = {}
+        # Every write that changes a job's state, due time or existence tells it.
+        self._index = JobIndex()
 
     def __repr__(self) -> str:
         return f"MemoryJobStore(jobs={len(self._jobs)})"
@@ -81,6 +84,7 @@ class MemoryJobStore:
         for record in records:
             self._jobs[record.id] = record
             self._push_due(record)
+            self._index.touch(record)
         self._wake()
 
     def _check_new(self, records: Sequence[JobRecord], *, tick: bool = False) -> None:
@@ -144,6 +148,7 @@ class MemoryJobStore:
         )
         self._jobs[job_id] = taken
         self._push_lease(job_id, lease_expires_at)
+        self._index.touch(taken)
         return taken
 
     async def extend_leases(
@@ -189,6 +194,7 @@ class MemoryJobStore:
                 lease_token=None,
             )
             self._jobs[outcome.job_id] = updated
+            self._index.touch(updated)
             if updated.state in PENDING_STATES:
                 self._push_due(updated)
                 requeued = True
@@ -203,30 +209,22 @@ class MemoryJobStore:
         return self._jobs.get(job_id)
 
     async def list_jobs(self, query: JobQuery, now: datetime) -> Page[JobRecord]:
-        found = [r for r in self._jobs.values() if matches(r, query, now)]
-        found.sort(key=sort_key, reverse=query.newest_first)
-        return page_of(found[: query.limit + 1], query.limit)
+        index = self._synced_index()
+        return page_of(index.page(query, now, self._jobs), query.limit)
 
     async def count_by_state(self, now: datetime) -> dict[JobState, int]:
-        counts = dict.fromkeys(JobState, 0)
-        for record in self._jobs.values():
-            state = record.state
-            if state in PENDING_STATES:
-                state = JobState.ENQUEUED if record.next_try_at <= now else JobState.SCHEDULED
-            counts[state] += 1
-        return counts
+        return self._synced_index().counts(now)
 
     async def oldest_due_at(self) -> datetime | None:
-        pending = (r.next_try_at for r in self._jobs.values() if r.state in PENDING_STATES)
-        return min(pending, default=None)
+        first = self._synced_index().first_due()
+        return None if first is None else self._jobs[first].next_try_at
 
     async def finished_per_minute(self, since: datetime) -> builtins.list[tuple[datetime, int]]:
-        minutes: Counter[datetime] = Counter()
-        for record in self._jobs.values():
-            finished = record.finished_at
-            if record.state in FINISHED_STATES and finished is not None and finished >= since:
-                minutes[finished.replace(second=0, microsecond=0)] += 1
-        return sorted(minutes.items())
+        return self._synced_index().finished_per_minute(since)
+
+    def _synced_index(self) -> JobIndex:
+        self._index.sync(self._jobs)
+        return self._index
 
     async def transition(
         self,
@@ -257,10 +255,12 @@ class MemoryJobStore:
             updated = replace(released, finished_at=finished_at)
             self._jobs[job_id] = updated
             self._versions.pop(job_id, None)
+        self._index.touch(updated)
         return updated
 
     async def delete(self, job_id: str) -> bool:
         self._versions.pop(job_id, None)
+        self._index.forget(job_id)
         return self._jobs.pop(job_id, None) is not None
 
     async def purge(
@@ -270,20 +270,16 @@ class MemoryJobStore:
         *,
         limit: int | None = None,
     ) -> int:
-        wanted = frozenset(states) & FINISHED_STATES
-        doomed = [
-            record
-            for record in self._jobs.values()
-            if record.state in wanted
-            and record.finished_at is not None
-            and record.finished_at < finished_before
-        ]
-        if limit is not None:
-            # The oldest first, as a caller pausing between chunks would expect.
-            doomed = heapq.nsmallest(max(limit, 0), doomed, key=_finished_at)
-        for record in doomed:
-            del self._jobs[record.id]
-            self._versions.pop(record.id, None)
+        if not self._index.may_have_finished_before(finished_before):
+            # The maintenance pass of an idle store: no need to update the views.
+            return 0
+        wanted = [state.value for state in frozenset(states) & FINISHED_STATES]
+        # The oldest first, as a caller pausing between chunks would expect.
+        chunk = None if limit is None else max(limit, 0)
+        doomed = self._synced_index().take_finished_before(wanted, finished_before, chunk)
+        for job_id in doomed:
+            del self._jobs[job_id]
+            self._versions.pop(job_id, None)
         return len(doomed)
 
     async def wait_for_work(self, timeout: float) -> None:
@@ -412,8 +408,3 @@ class MemoryJobStore:
     def _wake(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
-
-
-def _finished_at(record: JobRecord) -> datetime:
-    assert record.finished_at is not None  # purge only looks at finished jobs
-    return record.finished_at

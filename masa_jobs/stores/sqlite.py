@@ -23,6 +23,18 @@ Wake-up: jobs added by this process set an in-process event at once; jobs
 added by other processes are seen by polling, at least every second and
 earlier when the earliest scheduled job falls due sooner.
 
+Operator reads: a page of ``list_jobs`` is one SELECT that reads at most
+``limit + 1`` rows per stored state it needs from the index ``(state,
+created_at, id)`` (or ``(name, state, created_at, id)``), after the cursor,
+and merges them (see ``_sqlite_listing``). ``count_by_state`` counts on the
+list index and the due index in one statement: exact, at the cost of one pass
+over those index entries (SQLite keeps no counts). ``oldest_due_at`` is one
+probe of the due index, and ``finished_per_minute`` reads the finish-time
+index from its start time on. Every outcome and operator move appends an
+event to the job's ``history`` in the statement that writes it; a claim
+answers without the history, which no worker reads (``get`` and ``list_jobs``
+have it).
+
 Time: the processes sharing a file share one machine's clock, so due times and
 leases are compared with this process's clock (``utcnow``, or the ``clock``
 given to the store, for tests). Records are stored as given, not rebased.
@@ -53,6 +65,7 @@ import anyio
 import anyio.to_thread
 
 from ..exceptions import StoreError, StoreRejectedError, StoreUnavailableError
+from ..queries import JobQuery, Page, page_of
 from ..records import (
     FINISHED_STATES,
     PENDING_STATES,
@@ -72,6 +85,7 @@ from ._sqlite_connection import (
     connect,
     write_transaction,
 )
+from ._sqlite_listing import list_statement
 from ._sqlite_schema import (
     Row,
     Statements,
@@ -297,10 +311,10 @@ class SqliteJobStore:
                 except _UNREADABLE as exc:
                     # No handler can run a record that cannot be read: dead at
                     # once, with the reason, instead of failing every claim.
-                    broken.append(_dead_row(row, now, taker.token, exc))
+                    broken.append(_dead_row(row, now, taker, exc))
                     logger.error("job %s is dead: %s", row[1], _unreadable(row[1], exc))
             if broken:
-                broken.sort(key=lambda row: str(row[6]))
+                broken.sort(key=lambda row: str(row[-2]))
                 connection.executemany(self._sql.finish, broken)
         return claimed
 
@@ -335,26 +349,19 @@ class SqliteJobStore:
     async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> set[str]:
         if not outcomes:
             return set()
-        rows = [
-            (
-                o.state.value,
-                o.attempts,
-                to_us(o.next_try_at),
-                o.last_error,
-                encode_handlers(o.done_handlers),
-                to_us_or_none(o.finished_at),
-                o.job_id,
-                o.lease_token,
-            )
-            for o in sorted(outcomes, key=lambda o: o.job_id)
-        ]
-        applied = await self._run(self._finish, rows)
+        ordered = sorted(outcomes, key=lambda o: o.job_id)
+        applied = await self._run(self._finish, worker_id, ordered)
         if any(o.state in PENDING_STATES and o.job_id in applied for o in outcomes):
             self._wake()
         return applied
 
-    def _finish(self, connection: sqlite3.Connection, rows: list[Row]) -> set[str]:
+    def _finish(
+        self, connection: sqlite3.Connection, worker_id: str, outcomes: list[JobOutcome]
+    ) -> set[str]:
         with write_transaction(connection):
+            # The events' time: the store's, read under the write lock.
+            now = to_us(self._clock())
+            rows = [_outcome_row(o, now, worker_id) for o in outcomes]
             return self._applied(connection, self._sql.finish, rows)
 
     @staticmethod
@@ -381,25 +388,19 @@ class SqliteJobStore:
     def _fetch_all(self, connection: sqlite3.Connection, query: str, params: Row) -> list[Row]:
         return connection.execute(query, params).fetchall()
 
-    async def list(
-        self, states: Collection[JobState] | None = None, *, limit: int = 100, offset: int = 0
-    ) -> list[JobRecord]:
-        params: Row
-        if states is None:
-            query, params = self._sql.list_all, (limit, offset)
-        else:
-            values = sorted({JobState(s).value for s in states})
-            if not values or limit <= 0:
-                return []
-            query = with_states(self._sql.list_in, len(values))
-            params = (*values, limit, offset)
-        rows = await self._run(self._fetch_all, query, params)
-        return [_readable(row) for row in rows]
+    async def list_jobs(self, query: JobQuery, now: datetime) -> Page[JobRecord]:
+        text, params = list_statement(self._sql.prefix, query, now)
+        rows = await self._run(self._fetch_all, text, params)
+        return page_of([_readable(row) for row in rows], query.limit)
 
     async def count_by_state(self, now: datetime) -> dict[JobState, int]:
         rows = await self._run(self._fetch_all, self._sql.count, (to_us(now),))
         counts = dict.fromkeys(JobState, 0)
-        for value, total, due in rows:
+        pending = due = 0
+        for value, total in rows:
+            if value is None:
+                due = total
+                continue
             try:
                 state = state_of(value)
             except KeyError:
@@ -412,11 +413,20 @@ class SqliteJobStore:
                 )
                 continue
             if state in PENDING_STATES:
-                counts[JobState.ENQUEUED] += int(due)
-                counts[JobState.SCHEDULED] += total - int(due)
+                pending += total
             else:
                 counts[state] += total
+        counts[JobState.ENQUEUED] = due
+        counts[JobState.SCHEDULED] = pending - due
         return counts
+
+    async def oldest_due_at(self) -> datetime | None:
+        row = await self._run(self._fetch_one, self._sql.oldest_due, ())
+        return None if row is None or row[0] is None else at(row[0])
+
+    async def finished_per_minute(self, since: datetime) -> builtins.list[tuple[datetime, int]]:
+        rows = await self._run(self._fetch_all, self._sql.finished_per_minute, (to_us(since),))
+        return [(at(minute), count) for minute, count in rows]
 
     async def transition(
         self,
@@ -448,7 +458,7 @@ class SqliteJobStore:
                 connection.execute(sql.make_pending, (state.value, now, row[0]))
             else:
                 finished_at = now if state in FINISHED_STATES else None
-                connection.execute(sql.make_settled, (state.value, finished_at, row[0]))
+                connection.execute(sql.make_settled, (state.value, finished_at, now, row[0]))
             updated: Row = connection.execute(sql.get, (job_id,)).fetchone()
         return _readable(updated)
 
@@ -615,7 +625,8 @@ class _Taker:
 def _as_taken(row: Row, now: int, taker: _Taker, expires: int) -> Row:
     """A claimed row as the ``take`` update left it: (rowid, id, name, payload),
     state, (created_at, next_try_at), attempts, last_try_at, (last_error,
-    done_handlers), lease_owner, lease_expires_at, finished_at, lease_token."""
+    done_handlers), lease_owner, lease_expires_at, finished_at, lease_token,
+    (headers, history)."""
     return (
         *row[:4],
         "processing",
@@ -627,6 +638,23 @@ def _as_taken(row: Row, now: int, taker: _Taker, expires: int) -> Row:
         expires,
         row[13],
         taker.token,
+        *row[15:],
+    )
+
+
+def _outcome_row(outcome: JobOutcome, now: int, worker_id: str) -> Row:
+    """The parameters of ``finish`` (?1 to ?10) for one outcome."""
+    return (
+        outcome.state.value,
+        outcome.attempts,
+        to_us(outcome.next_try_at),
+        outcome.last_error,
+        encode_handlers(outcome.done_handlers),
+        to_us_or_none(outcome.finished_at),
+        now,
+        worker_id,
+        outcome.job_id,
+        outcome.lease_token,
     )
 
 
@@ -637,10 +665,11 @@ def _unreadable(job_id: object, exc: Exception) -> str:
     )
 
 
-def _dead_row(row: Row, now: int, token: str, exc: Exception) -> Row:
+def _dead_row(row: Row, now: int, taker: _Taker, exc: Exception) -> Row:
     """``finish`` values that make an unreadable claimed row dead, with the reason."""
     attempts = row[7] + 1 if isinstance(row[7], int) else 1
-    return ("dead", attempts, now, _unreadable(row[1], exc), "[]", now, row[1], token)
+    reason = _unreadable(row[1], exc)
+    return ("dead", attempts, now, reason, "[]", now, now, taker.worker_id, row[1], taker.token)
 
 
 def _readable(row: Row) -> JobRecord:

@@ -22,6 +22,7 @@ from masa_jobs.containers import BackgroundJobContainer, load_env
 from masa_jobs import (
     ConfigurationError,
     JobOutcome,
+    JobQuery,
     JobRecord,
     JobState,
     SchemaVersionError,
@@ -29,8 +30,18 @@ from masa_jobs import (
     StoreRejectedError,
     StoreUnavailableError,
 )
-from masa_jobs.records import FINISHED_STATES, ScheduleRecord, utcnow
+from masa_jobs.queries import encode_cursor
+from masa_jobs.records import (
+    FINISHED_STATES,
+    MAX_HISTORY_EVENTS,
+    ScheduleRecord,
+    decode_history,
+    encode_history,
+    utcnow,
+)
+from masa_jobs.stores import _sqlite_connection as sqlite_connection
 from masa_jobs.stores import sqlite as sqlite_module
+from masa_jobs.stores._sqlite_listing import list_statement
 from masa_jobs.stores._sqlite_schema import MIGRATIONS, SCHEMA_VERSION, Statements
 from masa_jobs.stores.base import PURGE_CHUNK_ROWS, Store
 from masa_jobs.stores.sqlite import SqliteJobStore
@@ -154,6 +165,21 @@ async def test_a_file_that_is_not_a_database_is_named_and_left_alone(tmp_path: P
 
     assert str(path) in str(caught.value)
     assert path.read_text() == text
+
+
+@pytest.mark.anyio
+async def test_an_sqlite_without_json_functions_is_refused_at_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stands for an SQLite library built without JSON: the probe names a missing function.
+    monkeypatch.setattr(sqlite_connection, "_JSON_PROBE", "SELECT json_nowhere('[]')")
+    path = tmp_path / "jobs.db"
+
+    with pytest.raises(StoreError, match="JSON functions") as caught:
+        await SqliteJobStore(path).open()
+
+    assert str(path) in str(caught.value)
+    assert not isinstance(caught.value, StoreUnavailableError)
 
 
 @pytest.mark.anyio
@@ -446,6 +472,173 @@ async def test_purge_with_a_limit_removes_one_chunk(tmp_path: Path) -> None:
         assert await all_jobs(store) == []
 
 
+# -- operator reads and history -------------------------------------------------------
+
+CURSOR = encode_cursor(job(id="m"))
+LIST_QUERIES = {
+    "every job": JobQuery(),
+    "every job, oldest first, after a cursor": JobQuery(newest_first=False, cursor=CURSOR),
+    "one state": JobQuery.of(JobState.DEAD),
+    "one state after a cursor": JobQuery.of(JobState.SUCCEEDED, cursor=CURSOR),
+    "enqueued": JobQuery.of(JobState.ENQUEUED),
+    "scheduled of one name": JobQuery.of(JobState.SCHEDULED, name="mail"),
+    "several states in a time range": JobQuery.of(
+        [JobState.DEAD, JobState.CANCELLED], created_from=T0, created_until=T0 + LEASE
+    ),
+    "one name, every state, after a cursor": JobQuery(name="mail", cursor=CURSOR),
+    "one name and state, oldest first, in a range": JobQuery.of(
+        JobState.PROCESSING, name="mail", created_from=T0, newest_first=False, cursor=CURSOR
+    ),
+}
+
+
+def query_plan(path: Path, text: str, params: tuple[Any, ...]) -> list[tuple[int, int, str]]:
+    """EXPLAIN QUERY PLAN of a statement: (id, parent, detail) per step."""
+    with closing(sqlite3.connect(path)) as connection:
+        rows = connection.execute(f"EXPLAIN QUERY PLAN {text}", params).fetchall()
+    return [(node, parent, detail) for node, parent, _, detail in rows]
+
+
+async def filled_file(path: Path) -> None:
+    """A file with jobs of every state and two names, so the planner has rows to weigh."""
+    async with opened(path) as store:
+        records = [
+            job(name=("mail", "report")[n % 2], next_try_at=utcnow() + timedelta(hours=n % 3))
+            for n in range(300)
+        ]
+        await store.add(records)
+        held = await store.claim("worker-1", 60, LEASE)
+        await store.finish("worker-1", [outcome(r, JobState.DEAD) for r in held[:30]])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("query", LIST_QUERIES.values(), ids=LIST_QUERIES.keys())
+async def test_every_list_reads_its_page_from_an_index(tmp_path: Path, query: JobQuery) -> None:
+    path = tmp_path / "jobs.db"
+    await filled_file(path)
+
+    plan = query_plan(path, *list_statement("masa_", query, utcnow()))
+
+    tables = [detail for _, _, detail in plan if "masa_jobs " in detail]
+    assert tables, plan
+    index = "masa_jobs_list" if query.name is None else "masa_jobs_list_name"
+    # A search of the list index per state: never a scan of the table or an index.
+    assert all(d.startswith(f"SEARCH masa_jobs USING INDEX {index} (") for d in tables), plan
+    # Nothing sorts a state's rows: a sort only merges the few rows of each
+    # state's subquery (a step beside the scan of that subquery's result).
+    for node, parent, detail in plan:
+        if "TEMP B-TREE" in detail:
+            beside = [d for n, p, d in plan if p == parent and n != node]
+            assert any(d.startswith("SCAN (subquery-") for d in beside), plan
+
+
+@pytest.mark.anyio
+async def test_counts_due_times_and_finish_rates_read_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    await filled_file(path)
+    sql = Statements.for_prefix("masa_")
+
+    count = query_plan(path, sql.count, (0,))
+    oldest = query_plan(path, sql.oldest_due, ())
+    rate = query_plan(path, sql.finished_per_minute, (0,))
+
+    # Counting per state walks the list index (an exact count, on the index).
+    assert "SCAN masa_jobs USING COVERING INDEX masa_jobs_list" in [d for _, _, d in count]
+    assert "SEARCH masa_jobs USING INDEX masa_jobs_due (next_try_at<?)" in [d for _, _, d in count]
+    assert [d for _, _, d in oldest] == ["SEARCH masa_jobs USING INDEX masa_jobs_due"]
+    assert next(d for _, _, d in rate).startswith(
+        "SEARCH masa_jobs USING COVERING INDEX masa_jobs_finished (state=? AND finished_at>?)"
+    )
+
+
+@pytest.mark.anyio
+async def test_the_stored_history_is_the_json_of_encode_history(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    async with opened(path) as store:
+        record = job()
+        await store.add([record])
+        [held] = await store.claim("worker-1", 1, LEASE)
+        await store.finish(
+            "worker-1", [outcome(held, JobState.SCHEDULED, last_error='a "quoted"\nerror')]
+        )
+        await store.transition(record.id, [JobState.SCHEDULED], JobState.CANCELLED, utcnow())
+    with closing(sqlite3.connect(path)) as connection:
+        (text,) = connection.execute("SELECT history FROM masa_jobs").fetchone()
+
+    events = decode_history(text)
+    assert text == encode_history(events)
+    assert [(e.state, e.worker, e.error) for e in events] == [
+        (JobState.SCHEDULED, "worker-1", 'a "quoted"\nerror'),
+        (JobState.CANCELLED, None, None),
+    ]
+    assert events[0].started_at == held.last_try_at
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("damage", ["not json", '{"an": "object"}'])
+async def test_a_damaged_history_starts_again_and_the_outcome_is_recorded(
+    tmp_path: Path, damage: str
+) -> None:
+    path = tmp_path / "jobs.db"
+    async with opened(path) as store:
+        record = job()
+        await store.add([record])
+        [held] = await store.claim("worker-1", 1, LEASE)
+        with closing(sqlite3.connect(path)) as raw:
+            raw.execute("UPDATE masa_jobs SET history = ?", (damage,))
+            raw.commit()
+        assert (await store.get(record.id)) == replace(held, history=())
+
+        assert await store.finish("worker-1", [outcome(held, JobState.SUCCEEDED)]) == {held.id}
+
+        after = await store.get(record.id)
+    assert after is not None
+    assert [e.state for e in after.history] == [JobState.SUCCEEDED]
+
+
+@pytest.mark.anyio
+async def test_transitions_keep_the_newest_events(tmp_path: Path) -> None:
+    async with opened(tmp_path / "jobs.db") as store:
+        record = job()
+        await store.add([record])
+        moves = [JobState.CANCELLED, JobState.ENQUEUED] * (MAX_HISTORY_EVENTS // 2 + 2)
+        for state in moves:
+            await store.transition(record.id, list(JobState), state, utcnow())
+
+        history = (await store.get(record.id) or record).history
+
+    assert len(history) == MAX_HISTORY_EVENTS
+    assert [e.state for e in history] == moves[-MAX_HISTORY_EVENTS:]
+    assert all(e.worker is None and e.attempt == 0 for e in history)
+
+
+@pytest.mark.anyio
+async def test_a_claim_answers_without_the_history(tmp_path: Path) -> None:
+    async with opened(tmp_path / "jobs.db") as store:
+        record = job()
+        await store.add([record])
+        [held] = await store.claim("worker-1", 1, LEASE)
+        retry = outcome(held, JobState.SCHEDULED, next_try_at=utcnow(), last_error="boom")
+        await store.finish("worker-1", [retry])
+
+        [again] = await store.claim("worker-1", 1, LEASE)
+        stored = await store.get(record.id)
+
+    # No worker reads it, and a job retried often would carry it on every claim.
+    assert again.history == ()
+    assert stored is not None
+    assert [e.error for e in stored.history] == ["boom"]
+    assert replace(stored, history=()) == again
+
+
+@pytest.mark.anyio
+async def test_operator_reads_of_an_empty_file(tmp_path: Path) -> None:
+    async with opened(tmp_path / "jobs.db") as store:
+        assert await store.oldest_due_at() is None
+        assert await store.finished_per_minute(T0) == []
+        assert await store.count_by_state(utcnow()) == dict.fromkeys(JobState, 0)
+
+
 # -- upgrading a file ----------------------------------------------------------------
 
 
@@ -545,7 +738,75 @@ async def test_a_version_2_file_is_upgraded_in_place_to_schedule_payloads(
         assert new.payload == '{"to":"ops"}'
 
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [(3,)]
+        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
+
+
+def create_version_3_file(path: Path, now: datetime) -> dict[str, str]:
+    """A file as masa-jobs with schema version 3 left it: a due job, a held
+    one and a dead one, of two job names."""
+    sql = Statements.for_prefix("masa_")
+    ids = {"due": uuid4().hex, "held": uuid4().hex, "dead": uuid4().hex}
+    now_us = int(now.timestamp() * 1_000_000)
+    until = now_us + 3600 * 1_000_000
+    # id, name, state, created_at, attempts, last_try_at, lease (owner, expiry, token), finished_at
+    rows = [
+        (ids["due"], "old.mail", "enqueued", now_us, 0, None, None, None, None, None),
+        (ids["held"], "old.mail", "processing", now_us + 1, 1, now_us, "w", until, "t", None),
+        (ids["dead"], "old.report", "dead", now_us + 2, 3, now_us, None, None, None, now_us),
+    ]
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute(sql.create_version_table)
+        for step in (1, 2, 3):
+            for statement in MIGRATIONS[step]:
+                connection.execute(statement.format(p="masa_"))
+        connection.execute(sql.write_version, (3,))
+        connection.executemany(
+            "INSERT INTO masa_jobs (id, name, payload, state, created_at, next_try_at, "
+            "attempts, last_try_at, done_handlers, lease_owner, lease_expires_at, lease_token, "
+            "finished_at) VALUES (?1, ?2, '{}', ?3, ?4, ?4, ?5, ?6, '[]', ?7, ?8, ?9, ?10)",
+            rows,
+        )
+        connection.commit()
+    return ids
+
+
+def indexes(path: Path) -> set[str]:
+    with closing(sqlite3.connect(path)) as connection:
+        rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        return {name for (name,) in rows}
+
+
+@pytest.mark.anyio
+async def test_a_version_3_file_is_upgraded_in_place_to_history_and_headers(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.db"
+    ids = create_version_3_file(path, utcnow() - timedelta(minutes=5))
+
+    async with opened(path) as store:
+        before = {job_id: await store.get(job_id) for job_id in ids.values()}
+        listed = [r.id for r in await all_jobs(store)]
+        dead = [r.id for r in await all_jobs(store, [JobState.DEAD])]
+        mails = await store.list_jobs(JobQuery(name="old.mail"), await store.now())
+        [due] = await store.claim("worker-1", 10, LEASE)
+        await store.finish("worker-1", [outcome(due, JobState.SUCCEEDED)])
+        after = await store.get(due.id)
+
+    assert all(r is not None and (r.headers, r.history) == (None, ()) for r in before.values())
+    assert listed == [ids["dead"], ids["held"], ids["due"]]
+    assert dead == [ids["dead"]]
+    assert [r.id for r in mails.items] == [ids["held"], ids["due"]]
+    assert after is not None
+    assert [(e.state, e.worker) for e in after.history] == [(JobState.SUCCEEDED, "worker-1")]
+    # The list indexes replace the ones that listed by state or by time alone.
+    assert {"masa_jobs_list", "masa_jobs_list_name"} <= indexes(path)
+    assert not {"masa_jobs_state", "masa_jobs_created"} & indexes(path)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
 
 
 # -- several processes -------------------------------------------------------------
