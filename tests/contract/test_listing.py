@@ -310,3 +310,33 @@ async def test_count_by_state_is_exact_for_small_states(store: JobStore) -> None
     assert counts[JobState.SCHEDULED] == 30
     assert counts[JobState.ENQUEUED] == 20
     assert counts[JobState.DEAD] == 1
+
+
+# -- the overview's reads ------------------------------------------------------------
+
+
+async def test_oldest_due_at_is_the_pending_job_due_first(store: JobStore) -> None:
+    assert await store.oldest_due_at() is None
+    later = await add_one(store, delay=3600)
+    overdue = await add_one(store, delay=-60)
+
+    first = await store.oldest_due_at()
+
+    assert first == (await stored(store, overdue.id)).next_try_at
+    await claim_one(store, "worker-1")  # the overdue job: no longer pending
+    assert await store.oldest_due_at() == (await stored(store, later.id)).next_try_at
+
+
+async def test_finished_per_minute_counts_finished_jobs_by_minute(store: JobStore) -> None:
+    before = await store.now()
+    await finished_job(store, JobState.SUCCEEDED)
+    await finished_job(store, JobState.DEAD)
+    await finished_job(store, JobState.CANCELLED)
+    await add_one(store)  # pending: not counted
+
+    minutes = await store.finished_per_minute(before - seconds(60))
+
+    assert sum(n for _, n in minutes) == 3
+    assert all(m.second == 0 and m.microsecond == 0 for m, _ in minutes)
+    assert [m for m, _ in minutes] == sorted(m for m, _ in minutes)
+    assert await store.finished_per_minute(await store.now() + seconds(120)) == []
