@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import subprocess
 import sys
@@ -223,3 +224,19 @@ def test_importing_the_library_imports_no_store_driver() -> None:
     )
 
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        ("masa_jobs.dashboard", ["Authorize", "dashboard"]),
+        ("masa_jobs.health", ["HealthCheck", "HealthReport", "check_health"]),
+        ("masa_jobs.metrics", ["CONTENT_TYPE", "render_metrics"]),
+        ("masa_jobs.logs", ["JsonFormatter", "configure_logging"]),
+        ("masa_jobs.queries", ["JobQuery", "MAX_PAGE_SIZE", "EXACT_COUNT_LIMIT", "Page"]),
+        ("masa_jobs.stores", ["BACKENDS", "OperatorStore", "build_store"]),
+    ],
+)
+def test_operations_modules_export_their_names(module: str, names: list[str]) -> None:
+    exported = importlib.import_module(module).__all__
+    assert set(names) <= set(exported)
