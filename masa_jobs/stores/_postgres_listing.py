@@ -202,7 +202,14 @@ LIMIT $7
 def list_arguments(query: JobQuery, now: datetime) -> tuple[ListShape, list[Any]]:
     """The statement shape and the parameters of one page of ``query``."""
     stored = stored_states(query)
-    states = [state.value for state in (JobState if stored is None else stored)]
+    due = _due_filter(query)
+    # A job stored enqueued was due when stored (base.py): a page of scheduled
+    # jobs need not walk them.
+    states = [
+        state.value
+        for state in (JobState if stored is None else stored)
+        if not (due is False and state is JobState.ENQUEUED)
+    ]
     (start_at, start_id), inclusive = _start(query)
     stop = _stop(query)
     shape = ListShape(query.newest_first, query.name is not None, inclusive)
@@ -211,7 +218,7 @@ def list_arguments(query: JobQuery, now: datetime) -> tuple[ListShape, list[Any]
         start_at,
         start_id,
         stop,
-        _due_filter(query),
+        due,
         now,
         query.limit + 1,
     ]

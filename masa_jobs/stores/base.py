@@ -16,7 +16,10 @@ Semantics every implementation keeps:
   store's time whatever the caller's clock says.
 * A job is *due* when it is pending (``scheduled`` or ``enqueued``) and its
   ``next_try_at`` has passed, or when it is ``processing`` and its lease
-  expired (its worker died or was cut off).
+  expired (its worker died or was cut off). A job is stored ``enqueued``
+  only when it is due at once (``next_try_at`` not after ``created_at``, or
+  the time of the move that stored it); ``scheduled`` may be due or not. So
+  a list of scheduled jobs never walks the ones stored ``enqueued``.
 * ``claim`` atomically moves up to ``limit`` due jobs to ``processing`` under
   a lease owned by ``worker_id`` and a **new lease token** (a fencing value
   that differs on every claim), increments ``attempts`` and sets

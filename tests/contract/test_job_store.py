@@ -60,13 +60,16 @@ def make_record(
     *,
     name: str = "contract.job",
     payload: str = '{"n": 1}',
-    state: JobState = JobState.ENQUEUED,
+    state: JobState | None = None,
     created_at: datetime | None = None,
     delay: float = 0.0,
     attempts: int = 0,
 ) -> JobRecord:
-    """A new job created now (or at ``created_at``), due ``delay`` seconds after."""
+    """A new job created now (or at ``created_at``), due ``delay`` seconds after;
+    stored ``scheduled`` when it is due later, as the manager stores it."""
     created = whole_ms(utcnow()) if created_at is None else created_at
+    if state is None:
+        state = JobState.SCHEDULED if delay > 0 else JobState.ENQUEUED
     return JobRecord(
         id=job_id or uuid4().hex,
         name=name,
