@@ -29,6 +29,7 @@ __all__ = [
     "SYNCHRONOUS_MODES",
     "SqliteSettings",
     "connect",
+    "read_transaction",
     "write_transaction",
 ]
 
@@ -164,6 +165,18 @@ def write_transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connec
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
+
+
+@contextmanager
+def read_transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A transaction that only reads: its statements see one snapshot of the
+    file (WAL mode: it blocks no writer, and no writer changes what it reads)."""
+    connection.execute("BEGIN DEFERRED")
+    try:
+        yield connection
+    finally:
+        if connection.in_transaction:
+            connection.execute("COMMIT")
 
 
 # What the -wal file is cut back to after a checkpoint: enough for a burst of

@@ -29,6 +29,10 @@ def list_statement(prefix: str, query: JobQuery, now: datetime) -> tuple[str, Ro
     """The SQL text and parameters that select ``limit + 1`` rows of a page."""
     states = stored_states(query)
     values = _ALL_STATES if states is None else tuple(sorted(s.value for s in states))
+    if query.states is not None and query.states & PENDING_STATES == {JobState.SCHEDULED}:
+        # A job stored enqueued was due when stored (base.py): a page of
+        # scheduled jobs need not walk them.
+        values = tuple(v for v in values if v != JobState.ENQUEUED.value)
     direction = "DESC" if query.newest_first else "ASC"
     parts: list[str] = []
     params: list[object] = []

@@ -26,9 +26,12 @@ earlier when the earliest scheduled job falls due sooner.
 Operator reads: a page of ``list_jobs`` is one SELECT that reads at most
 ``limit + 1`` rows per stored state it needs from the index ``(state,
 created_at, id)`` (or ``(name, state, created_at, id)``), after the cursor,
-and merges them (see ``_sqlite_listing``). ``count_by_state`` counts on the
-list index and the due index in one statement: exact, at the cost of one pass
-over those index entries (SQLite keeps no counts). ``oldest_due_at`` is one
+and merges them (see ``_sqlite_listing``). ``count_by_state`` reads the jobs
+per stored state from a table that triggers keep on every write of the jobs
+(a row per state), and splits the pending ones into due and later by counting
+the smaller side on the due index, reading at most ``EXACT_COUNT_LIMIT + 1``
+entries per side (every due entry only when both sides are larger); all in one
+read transaction, so one snapshot, and exact. ``oldest_due_at`` is one
 probe of the due index, and ``finished_per_minute`` reads the finish-time
 index from its start time on. Every outcome and operator move appends an
 event to the job's ``history`` in the statement that writes it; a claim
@@ -65,7 +68,7 @@ import anyio
 import anyio.to_thread
 
 from ..exceptions import StoreError, StoreRejectedError, StoreUnavailableError
-from ..queries import JobQuery, Page, page_of
+from ..queries import EXACT_COUNT_LIMIT, JobQuery, Page, page_of
 from ..records import (
     FINISHED_STATES,
     PENDING_STATES,
@@ -83,6 +86,7 @@ from ._sqlite_connection import (
     SqliteSettings,
     checkpoint,
     connect,
+    read_transaction,
     write_transaction,
 )
 from ._sqlite_listing import list_statement
@@ -119,6 +123,18 @@ _REFUSED_VALUES = (sqlite3.DataError, UnicodeEncodeError, OverflowError)
 # What reading a damaged row raises (a text where a number belongs, a time
 # beyond what ``datetime`` holds, JSON that does not parse).
 _UNREADABLE = (ValueError, TypeError, KeyError, OverflowError)
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingSplit:
+    """The pending jobs of one side counted: those due by now, or those due later."""
+
+    count: int
+    counted_due: bool
+
+    def enqueued(self, pending: int) -> int:
+        """The due jobs, of ``pending`` jobs in all."""
+        return self.count if self.counted_due else pending - self.count
 
 
 class SqliteJobStore:
@@ -394,31 +410,55 @@ class SqliteJobStore:
         return page_of([_readable(row) for row in rows], query.limit)
 
     async def count_by_state(self, now: datetime) -> dict[JobState, int]:
-        rows = await self._run(self._fetch_all, self._sql.count, (to_us(now),))
+        stored, split = await self._run(self._count, to_us(now))
         counts = dict.fromkeys(JobState, 0)
-        pending = due = 0
-        for value, total in rows:
-            if value is None:
-                due = total
-                continue
+        pending = 0
+        for value, total in stored:
             try:
                 state = state_of(value)
             except KeyError:
-                # Written by something else: counted nowhere, and said once per call.
-                logger.warning(
-                    "SQLite store at %s: %d jobs have the unknown state %r",
-                    self._path,
-                    total,
-                    value,
-                )
+                if total:
+                    # Written by something else: counted nowhere, and said once per call.
+                    logger.warning(
+                        "SQLite store at %s: %d jobs have the unknown state %r",
+                        self._path,
+                        total,
+                        value,
+                    )
                 continue
             if state in PENDING_STATES:
                 pending += total
             else:
                 counts[state] += total
-        counts[JobState.ENQUEUED] = due
-        counts[JobState.SCHEDULED] = pending - due
+        counts[JobState.ENQUEUED] = split.enqueued(pending)
+        counts[JobState.SCHEDULED] = pending - counts[JobState.ENQUEUED]
         return counts
+
+    def _count(self, connection: sqlite3.Connection, now: int) -> tuple[list[Row], _PendingSplit]:
+        """The jobs per stored state (kept by triggers), and how many pending
+        jobs are due by ``now``, from one snapshot of the file."""
+        with read_transaction(connection):
+            stored = connection.execute(self._sql.count_stored).fetchall()
+            return stored, self._split_pending(connection, now)
+
+    def _split_pending(self, connection: sqlite3.Connection, now: int) -> _PendingSplit:
+        """How the pending jobs split into due by ``now`` and due later.
+
+        The side (due or later) with at most EXACT_COUNT_LIMIT jobs is counted,
+        reading at most one index entry more than that; the other is the rest
+        of the total. Only when both sides hold more than the limit are the
+        due jobs counted in full: rare (a backlog and a crowded schedule at once).
+        """
+        probe = (now, EXACT_COUNT_LIMIT + 1)
+        due = _counted(connection, self._sql.count_due, probe)
+        if due <= EXACT_COUNT_LIMIT:
+            return _PendingSplit(due, counted_due=True)
+        later = _counted(connection, self._sql.count_later, probe)
+        if later <= EXACT_COUNT_LIMIT:
+            return _PendingSplit(later, counted_due=False)
+        return _PendingSplit(
+            _counted(connection, self._sql.count_every_due, (now,)), counted_due=True
+        )
 
     async def oldest_due_at(self) -> datetime | None:
         row = await self._run(self._fetch_one, self._sql.oldest_due, ())
@@ -611,6 +651,12 @@ class SqliteJobStore:
 
     async def remove_worker(self, worker_id: str) -> None:
         await self._run(self._write_many, self._sql.remove_worker, [(worker_id,)])
+
+
+def _counted(connection: sqlite3.Connection, statement: str, params: Row) -> int:
+    """The one number that a counting statement answers."""
+    (total,) = connection.execute(statement, params).fetchone()
+    return int(total)
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,21 +72,25 @@ class Run:
     def seconds(self, *choices: float) -> timedelta:
         return timedelta(seconds=self.rng.choice(choices))
 
+    def new_job(self, n: int, created: datetime, now: datetime) -> JobRecord:
+        """A new pending job; stored enqueued only when due at once, as the
+        manager stores it (a scheduled one may be due or not)."""
+        due = now + self.seconds(-60, 0, 5, 3600)
+        enqueued = due <= created and self.rng.random() < 0.5
+        return JobRecord(
+            id=f"job-{len(self.ids) + n:04d}-{self.rng.randrange(1000):03d}",
+            name=self.rng.choice(NAMES),
+            payload="{}",
+            state=JobState.ENQUEUED if enqueued else JobState.SCHEDULED,
+            created_at=created,
+            next_try_at=due,
+        )
+
     async def add(self) -> None:
         now = self.clock.now
         # Several jobs of a batch may share one creation time: ids break the tie.
         created = now - self.seconds(0, 0, 1, 30)
-        batch = [
-            JobRecord(
-                id=f"job-{len(self.ids) + n:04d}-{self.rng.randrange(1000):03d}",
-                name=self.rng.choice(NAMES),
-                payload="{}",
-                state=self.rng.choice((JobState.ENQUEUED, JobState.SCHEDULED)),
-                created_at=created,
-                next_try_at=now + self.seconds(-60, 0, 5, 3600),
-            )
-            for n in range(self.rng.randint(1, 4))
-        ]
+        batch = [self.new_job(n, created, now) for n in range(self.rng.randint(1, 4))]
         await self.store.add(batch)
         self.ids.extend(r.id for r in batch)
 

@@ -21,6 +21,7 @@ from masa_jobs.containers import BackgroundJobContainer, load_env
 
 from masa_jobs import (
     ConfigurationError,
+    DuplicateJobError,
     JobOutcome,
     JobQuery,
     JobRecord,
@@ -36,6 +37,7 @@ from masa_jobs.records import (
     MAX_HISTORY_EVENTS,
     ScheduleRecord,
     decode_history,
+    display_state,
     encode_history,
     utcnow,
 )
@@ -538,13 +540,17 @@ async def test_counts_due_times_and_finish_rates_read_indexes(tmp_path: Path) ->
     await filled_file(path)
     sql = Statements.for_prefix("masa_")
 
-    count = query_plan(path, sql.count, (0,))
+    stored = query_plan(path, sql.count_stored, ())
+    due = query_plan(path, sql.count_due, (0, 10))
+    later = query_plan(path, sql.count_later, (0, 10))
     oldest = query_plan(path, sql.oldest_due, ())
     rate = query_plan(path, sql.finished_per_minute, (0,))
 
-    # Counting per state walks the list index (an exact count, on the index).
-    assert "SCAN masa_jobs USING COVERING INDEX masa_jobs_list" in [d for _, _, d in count]
-    assert "SEARCH masa_jobs USING INDEX masa_jobs_due (next_try_at<?)" in [d for _, _, d in count]
+    # Counting per state reads the counts the triggers keep, never the jobs.
+    assert [d for _, _, d in stored] == ["SCAN masa_job_counts"]
+    # Either side of the pending jobs is a bounded search of the due index.
+    assert "SEARCH masa_jobs USING INDEX masa_jobs_due (next_try_at<?)" in [d for _, _, d in due]
+    assert "SEARCH masa_jobs USING INDEX masa_jobs_due (next_try_at>?)" in [d for _, _, d in later]
     assert [d for _, _, d in oldest] == ["SEARCH masa_jobs USING INDEX masa_jobs_due"]
     assert next(d for _, _, d in rate).startswith(
         "SEARCH masa_jobs USING COVERING INDEX masa_jobs_finished (state=? AND finished_at>?)"
@@ -637,6 +643,130 @@ async def test_operator_reads_of_an_empty_file(tmp_path: Path) -> None:
         assert await store.oldest_due_at() is None
         assert await store.finished_per_minute(T0) == []
         assert await store.count_by_state(utcnow()) == dict.fromkeys(JobState, 0)
+
+
+# -- counts kept by triggers ------------------------------------------------------------
+
+
+def stored_counts(path: Path, prefix: str = "masa_") -> dict[str, int]:
+    """The counts the triggers keep, without the states no job holds."""
+    with closing(sqlite3.connect(path)) as connection:
+        rows = connection.execute(f"SELECT state, n FROM {prefix}job_counts").fetchall()
+    return {state: n for state, n in rows if n}
+
+
+def counted_rows(path: Path, prefix: str = "masa_") -> dict[str, int]:
+    """The jobs per stored state, counted row by row."""
+    with closing(sqlite3.connect(path)) as connection:
+        rows = connection.execute(f"SELECT state, COUNT(*) FROM {prefix}jobs GROUP BY state")
+        return dict(rows.fetchall())
+
+
+async def assert_counts_are_right(store: SqliteJobStore, path: Path) -> None:
+    """The kept counts match the rows, and ``count_by_state`` a scan of every job."""
+    assert stored_counts(path) == counted_rows(path)
+    now = await store.now()
+    scanned = dict.fromkeys(JobState, 0)
+    for record in await all_jobs(store):
+        scanned[display_state(record, now)] += 1
+    assert await store.count_by_state(now) == scanned
+
+
+@pytest.mark.anyio
+async def test_counts_follow_every_write(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    later = utcnow() + timedelta(hours=1)
+    async with opened(path) as store:
+        await store.add([job() for _ in range(4)] + [job(next_try_at=later)] + finished(3))
+        await assert_counts_are_right(store, path)
+
+        held = await store.claim("worker-1", 3, LEASE)
+        await assert_counts_are_right(store, path)
+        # A lease renewal changes no state, so no count.
+        await store.extend_leases("worker-1", {r.id: str(r.lease_token) for r in held}, LEASE)
+        await assert_counts_are_right(store, path)
+
+        retry = outcome(held[1], JobState.SCHEDULED, next_try_at=later, finished_at=None)
+        await store.finish("worker-1", [outcome(held[0], JobState.SUCCEEDED), retry])
+        await assert_counts_are_right(store, path)
+
+        await store.transition(held[2].id, [JobState.PROCESSING], JobState.CANCELLED, utcnow())
+        await store.transition(held[1].id, [JobState.SCHEDULED], JobState.ENQUEUED, utcnow())
+        await assert_counts_are_right(store, path)
+
+        assert await store.delete(held[2].id) is True
+        await assert_counts_are_right(store, path)
+
+        assert await store.purge(FINISHED_STATES, utcnow() - timedelta(minutes=1)) == 3
+        await assert_counts_are_right(store, path)
+
+        await store.upsert_schedule(schedule())
+        assert await store.fire_schedule("nightly", T0, T0 + timedelta(days=1), job()) is True
+        await assert_counts_are_right(store, path)
+
+    assert stored_counts(path) == {"enqueued": 4, "succeeded": 1}
+
+
+@pytest.mark.anyio
+async def test_a_refused_batch_leaves_the_counts_as_they_were(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    async with opened(path) as store:
+        first = job()
+        await store.add([first])
+        with pytest.raises(DuplicateJobError):
+            await store.add([job(), first])
+
+        assert stored_counts(path) == {"enqueued": 1}
+        await assert_counts_are_right(store, path)
+
+
+# Jobs due now and later, per case, for a limit of 2 exact counts: each case
+# takes one way of splitting the pending jobs.
+PENDING_SPLITS = {
+    "few due: the due ones counted": (1, 5),
+    "few later: the later ones counted": (5, 2),
+    "many of both: every due one counted": (4, 3),
+    "none": (0, 0),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("due", "later"), PENDING_SPLITS.values(), ids=PENDING_SPLITS.keys())
+async def test_pending_jobs_split_into_enqueued_and_scheduled_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, due: int, later: int
+) -> None:
+    monkeypatch.setattr(sqlite_module, "EXACT_COUNT_LIMIT", 2)
+    path = tmp_path / "jobs.db"
+    now = utcnow()
+    async with opened(path) as store:
+        # Stored as either pending state: the clock decides which one shows.
+        await store.add(
+            [job(state=JobState.SCHEDULED, next_try_at=now) for _ in range(due)]
+            + [job(next_try_at=now + timedelta(hours=1)) for _ in range(later)]
+            + finished(1)
+        )
+        counts = await store.count_by_state(now)
+
+    assert counts[JobState.ENQUEUED] == due
+    assert counts[JobState.SCHEDULED] == later
+    assert counts[JobState.SUCCEEDED] == 1
+
+
+@pytest.mark.anyio
+async def test_table_prefixes_keep_two_stores_counts_apart(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    async with opened(path, table_prefix="one_") as one, opened(path, table_prefix="two_") as two:
+        await one.add([job(), job()])
+        await two.add(finished(1))
+        now = utcnow()
+
+        one_counts = await one.count_by_state(now)
+        two_counts = await two.count_by_state(now)
+
+    assert (one_counts[JobState.ENQUEUED], one_counts[JobState.SUCCEEDED]) == (2, 0)
+    assert (two_counts[JobState.ENQUEUED], two_counts[JobState.SUCCEEDED]) == (0, 1)
+    assert stored_counts(path, "one_") == {"enqueued": 2}
+    assert stored_counts(path, "two_") == {"succeeded": 1}
 
 
 # -- upgrading a file ----------------------------------------------------------------
@@ -803,10 +933,24 @@ async def test_a_version_3_file_is_upgraded_in_place_to_history_and_headers(
     # The list indexes replace the ones that listed by state or by time alone.
     assert {"masa_jobs_list", "masa_jobs_list_name"} <= indexes(path)
     assert not {"masa_jobs_state", "masa_jobs_created"} & indexes(path)
+    # The jobs stored before the upgrade are counted, and so is every later write.
+    assert stored_counts(path) == counted_rows(path) == {"processing": 1, "dead": 1, "succeeded": 1}
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT version FROM masa_schema_version").fetchall() == [
             (SCHEMA_VERSION,)
         ]
+
+
+@pytest.mark.anyio
+async def test_a_version_3_file_holding_jobs_is_counted_when_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    create_version_3_file(path, utcnow() - timedelta(minutes=5))
+
+    async with opened(path) as store:
+        assert stored_counts(path) == {"enqueued": 1, "processing": 1, "dead": 1}
+        await assert_counts_are_right(store, path)
+        await store.add([job(), job(next_try_at=utcnow() + timedelta(hours=1))])
+        await assert_counts_are_right(store, path)
 
 
 # -- several processes -------------------------------------------------------------
