@@ -19,6 +19,7 @@ from .exceptions import (
     InvalidJobStateError,
     InvalidQueryError,
     InvalidScheduleError,
+    InvalidTimeoutError,
     JobNotFoundError,
     MasaAlreadyBuiltError,
     MasaJobsError,
@@ -39,6 +40,7 @@ from .jobs import (
     BackgroundScheduleJob,
     get_job_name,
     job_name,
+    job_options,
 )
 from .manager import BackgroundJobManager, DefaultJobManager, JobManager
 from .options import BackgroundJobOptions
@@ -80,6 +82,7 @@ __all__ = [
     "InvalidJobStateError",
     "InvalidQueryError",
     "InvalidScheduleError",
+    "InvalidTimeoutError",
     "JobContext",
     "JobEvent",
     "JobInfo",
@@ -120,5 +123,6 @@ __all__ = [
     "current_job",
     "get_job_name",
     "job_name",
+    "job_options",
     "redact",
 ]

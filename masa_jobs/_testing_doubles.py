@@ -98,8 +98,8 @@ class ClockedJobManager(DefaultJobManager):
         super().__init__(store, registry, options)
         self._clock = clock
 
-    async def enqueue(self, args: BaseModel, delay: Delay = None) -> str:
-        record = self._new_record(args, delay, self._clock())
+    async def enqueue(self, args: BaseModel, delay: Delay = None, *, timeout: Delay = None) -> str:
+        record = self._new_record(args, delay, self._clock(), timeout)
         await self.store.add((record,))
         return record.id
 
@@ -148,8 +148,8 @@ class _InlineJobManager(ClockedJobManager):
         self._recording = store
         self.ran: list[BaseModel] = []
 
-    async def enqueue(self, args: BaseModel, delay: Delay = None) -> str:
-        record = self._new_record(args, delay, self._clock())
+    async def enqueue(self, args: BaseModel, delay: Delay = None, *, timeout: Delay = None) -> str:
+        record = self._new_record(args, delay, self._clock(), timeout)
         await self._run(record)
         return record.id
 

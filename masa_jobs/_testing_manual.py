@@ -74,6 +74,7 @@ class ManualJobs:
             registry,
             RetryPolicy.from_options(options),
             unknown_job_timeout=options.unknown_job_timeout,
+            job_timeout=options.job_timeout,
         )
         self._scheduler = Scheduler(self.store, registry, options)
         # Without schedules, the declared ones count as declared already: no tick fires.

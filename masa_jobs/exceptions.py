@@ -24,7 +24,8 @@ message says what went wrong and how to fix it::
     │   │                          the trip through JSON to the worker (also TypeError)
     │   ├── UnknownJobError        no handler is registered for the args type
     │   ├── PayloadTooLargeError   the serialised args exceed max_payload_bytes (also ValueError)
-    │   └── InvalidDelayError      the delay is negative or not a duration (also ValueError)
+    │   ├── InvalidDelayError      the delay is negative or not a duration (also ValueError)
+    │   └── InvalidTimeoutError    the timeout is not a positive duration (also ValueError)
     ├── JobNotFoundError           no job has that id (also LookupError)
     ├── InvalidScheduleError       a recurring job's id, cron or time zone is wrong (ValueError)
     ├── InvalidQueryError          a list query's page size, time range or cursor is wrong
@@ -57,6 +58,7 @@ __all__ = [
     "InvalidJobStateError",
     "InvalidQueryError",
     "InvalidScheduleError",
+    "InvalidTimeoutError",
     "JobNotFoundError",
     "MasaAlreadyBuiltError",
     "MasaJobsError",
@@ -140,6 +142,10 @@ class PayloadTooLargeError(EnqueueError, ValueError):
 
 class InvalidDelayError(EnqueueError, ValueError):
     """The delay is negative or not a duration."""
+
+
+class InvalidTimeoutError(EnqueueError, ValueError):
+    """A job timeout is not a positive, finite number of seconds or timedelta."""
 
 
 class JobNotFoundError(MasaJobsError, LookupError):

@@ -15,11 +15,13 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from pydantic import BaseModel, ValidationError
 
 from ._observe import Observers
+from ._timeouts import stored_timeout
 from .context import running
-from .jobs import BackgroundJob, BackgroundScheduleJob, handler_name
+from .jobs import BackgroundJob, BackgroundScheduleJob, get_job_timeout, handler_name
 from .options import DEFAULT_UNKNOWN_JOB_TIMEOUT_SECONDS
 from .records import JobOutcome, JobRecord, JobState, utcnow
 from .registry import JobRegistry
@@ -56,9 +58,11 @@ class JobExecutor:
         retry_policy: RetryPolicy,
         *,
         unknown_job_timeout: float = DEFAULT_UNKNOWN_JOB_TIMEOUT_SECONDS,
+        job_timeout: float | None = None,
         observers: Observers | None = None,
     ) -> None:
         self._registry = registry
+        self._job_timeout = job_timeout
         # None when nothing watches: a run then pays one `is None` test.
         self._observers = observers
         self._retry_policy = retry_policy
@@ -107,6 +111,41 @@ class JobExecutor:
         return outcome
 
     async def _dispatch(self, record: JobRecord, done: list[str]) -> JobOutcome:
+        timeout = self._timeout_of(record)
+        if timeout is None:
+            return await self._dispatch_now(record, done)
+        with anyio.move_on_after(timeout):
+            return await self._dispatch_now(record, done)
+        # Only our own deadline lands here: a worker that stops cancels an
+        # outer scope, which this one does not catch.
+        logger.warning(
+            "job %s (%s) timed out after %g s on attempt %d",
+            record.id,
+            record.name,
+            timeout,
+            record.attempts,
+        )
+        error = (
+            f"timed out after {timeout:g} s: the run was cancelled; raise the timeout "
+            "(enqueue(..., timeout=...), @job_options(timeout=...) or options.job_timeout) "
+            "if the job needs longer"
+        )
+        return self._failed(record, error, tuple(done))
+
+    def _timeout_of(self, record: JobRecord) -> float | None:
+        """The job's own timeout (set at enqueue), else its args class's, else the option's."""
+        if record.headers is not None:
+            stored = stored_timeout(record.headers)
+            if stored is not None:
+                return stored
+        args_type = self._registry.args_type(record.name)
+        if args_type is not None:
+            declared = get_job_timeout(args_type)
+            if declared is not None:
+                return declared
+        return self._job_timeout
+
+    async def _dispatch_now(self, record: JobRecord, done: list[str]) -> JobOutcome:
         if record.name.startswith(SCHEDULE_JOB_PREFIX):
             return await self._run_tick(record, done)
         return await self._run_job(record, done)

@@ -11,12 +11,15 @@ orphan jobs already stored.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from abc import ABC, abstractmethod
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel
+
+from .exceptions import InvalidTimeoutError
 
 __all__ = [
     "BackgroundJob",
@@ -24,14 +27,17 @@ __all__ = [
     "BackgroundScheduleJob",
     "get_handler_args_type",
     "get_job_name",
+    "get_job_timeout",
     "handler_name",
     "job_name",
+    "job_options",
 ]
 
 TArgs = TypeVar("TArgs", bound=BaseModel)
 TModel = TypeVar("TModel", bound=type[BaseModel])
 
 _JOB_NAME_ATTRIBUTE = "__masa_job_name__"
+_JOB_OPTIONS_ATTRIBUTE = "__masa_job_options__"
 # Names travel through stores, logs, URLs and CLI arguments: keep them plain.
 _VALID_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 
@@ -59,6 +65,55 @@ def job_name(name: str) -> Any:
         return cls
 
     return decorate
+
+
+def job_options(*, timeout: float | timedelta | None = None) -> Any:
+    """Set what the jobs of an args class run with, beside their name.
+
+    ``timeout`` (seconds or a ``timedelta``): a run that lasts longer is
+    cancelled and counts as a failed attempt, retried by the retry policy;
+    it overrides the ``job_timeout`` option and is overridden by
+    ``enqueue(..., timeout=...)``. ::
+
+        @job_options(timeout=30)
+        class BuildReport(BaseModel):
+            month: str
+    """
+    seconds = timeout_seconds(timeout, "@job_options(timeout=...)")
+
+    def decorate(cls: TModel) -> TModel:
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            raise TypeError(f"@job_options decorates a pydantic model class, not {cls!r}")
+        setattr(cls, _JOB_OPTIONS_ATTRIBUTE, (cls, seconds))
+        return cls
+
+    return decorate
+
+
+def get_job_timeout(args_type: type[BaseModel]) -> float | None:
+    """The timeout ``@job_options`` set on this args class (not inherited), or None."""
+    pinned = args_type.__dict__.get(_JOB_OPTIONS_ATTRIBUTE)
+    if pinned is not None and pinned[0] is args_type:
+        return pinned[1]  # type: ignore[no-any-return]
+    return None
+
+
+def timeout_seconds(timeout: object, where: str) -> float | None:
+    """A job timeout in seconds (None: none); ``ValueError`` for anything but a
+    positive, finite number of seconds or ``timedelta``."""
+    if timeout is None:
+        return None
+    seconds: float | None = None
+    if isinstance(timeout, timedelta):
+        seconds = timeout.total_seconds()
+    elif isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidTimeoutError(
+            f"{where}: timeout {timeout!r} is not a positive number of seconds or a "
+            "timedelta; pass e.g. 30 or timedelta(minutes=5), or None for no timeout"
+        )
+    return seconds
 
 
 def get_job_name(args_type: type[BaseModel]) -> str:

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from ._observe import Observers, observers_for
 from ._payload import stored_args, validate_stored_args
+from ._timeouts import timeout_headers
 from .cron import CronSchedule
 from .exceptions import (
     InvalidDelayError,
@@ -33,7 +34,7 @@ from .exceptions import (
     ScheduleNotFoundError,
     UnknownJobError,
 )
-from .jobs import BackgroundScheduleJob, get_job_name
+from .jobs import BackgroundScheduleJob, get_job_name, timeout_seconds
 from .options import BackgroundJobOptions
 from .queries import MAX_PAGE_SIZE, JobQuery, Page
 from .records import (
@@ -74,8 +75,10 @@ _MAX_WAIT_POLL_SECONDS = 0.2
 class JobManager(Protocol):
     """Enqueue jobs and manage them (MASA's ``IBackgroundJobManager``)."""
 
-    async def enqueue(self, args: BaseModel, delay: Delay = None) -> str:
-        """Store a job to run after ``delay`` (now when None); returns its id."""
+    async def enqueue(self, args: BaseModel, delay: Delay = None, *, timeout: Delay = None) -> str:
+        """Store a job to run after ``delay`` (now when None); returns its id.
+        ``timeout`` (seconds or a timedelta) cancels a run that lasts longer,
+        overriding ``@job_options(timeout=...)`` and the ``job_timeout`` option."""
 
     async def enqueue_many(self, jobs: Iterable[tuple[BaseModel, Delay]]) -> list[str]:
         """Store several jobs at once, all or none; returns their ids."""
@@ -192,8 +195,8 @@ class DefaultJobManager:
     def options(self) -> BackgroundJobOptions:
         return self._options
 
-    async def enqueue(self, args: BaseModel, delay: Delay = None) -> str:
-        record = self._new_record(args, delay, utcnow())
+    async def enqueue(self, args: BaseModel, delay: Delay = None, *, timeout: Delay = None) -> str:
+        record = self._new_record(args, delay, utcnow(), timeout)
         if self._observers is None:
             await self._store.add((record,))
         else:
@@ -427,8 +430,11 @@ class DefaultJobManager:
             f"only a job that is {allowed} can be {verb}"
         )
 
-    def _new_record(self, args: BaseModel, delay: Delay, now: datetime) -> JobRecord:
+    def _new_record(
+        self, args: BaseModel, delay: Delay, now: datetime, timeout: Delay = None
+    ) -> JobRecord:
         name = self._job_name_of(args)
+        headers = timeout_headers(timeout_seconds(timeout, f"enqueue of {name!r}"))
         payload = stored_args(args, name)
         self._check_payload_size(name, payload)
         # After the size check: a payload over the limit is not worth parsing.
@@ -448,6 +454,7 @@ class DefaultJobManager:
             state=JobState.SCHEDULED if seconds > 0 else JobState.ENQUEUED,
             created_at=now,
             next_try_at=next_try_at,
+            headers=headers,
         )
 
     def _job_name_of(self, args: object) -> str:
@@ -553,10 +560,15 @@ class BackgroundJobManager:
         raise TypeError("BackgroundJobManager is a static facade; call its methods on the class")
 
     @staticmethod
-    async def enqueue(args: BaseModel, delay: Delay = None) -> str:
+    async def enqueue(args: BaseModel, delay: Delay = None, *, timeout: Delay = None) -> str:
         from .app import MasaApp
 
-        return await MasaApp.job_manager().enqueue(args, delay)
+        manager = MasaApp.job_manager()
+        if timeout is None:
+            # A manager of the application's own (a provider override) may
+            # predate timeouts: pass only what was asked for.
+            return await manager.enqueue(args, delay)
+        return await manager.enqueue(args, delay, timeout=timeout)
 
     @staticmethod
     async def add_or_update_schedule(
@@ -586,11 +598,11 @@ class BackgroundJobManager:
     # handlers, scripts): the machinery is in masa_jobs.sync.
 
     @staticmethod
-    def enqueue_sync(args: BaseModel, delay: Delay = None) -> str:
+    def enqueue_sync(args: BaseModel, delay: Delay = None, *, timeout: Delay = None) -> str:
         """``enqueue`` from a thread without a running event loop; returns the job id."""
         from .sync import SyncJobManager
 
-        return SyncJobManager().enqueue(args, delay)
+        return SyncJobManager().enqueue(args, delay, timeout=timeout)
 
     @staticmethod
     def get_sync(job_id: str) -> JobInfo | None:

@@ -100,6 +100,14 @@ class BackgroundJobOptions(BaseModel):
             "deploy) before it is dead."
         ),
     )
+    job_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Seconds a job may run before it is cancelled and retried (None: no limit); "
+            "@job_options(timeout=...) and enqueue(..., timeout=...) override it."
+        ),
+    )
     max_error_length: int = Field(
         default=DEFAULT_MAX_ERROR_LENGTH,
         ge=256,

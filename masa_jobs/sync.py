@@ -64,9 +64,11 @@ class SyncJobManager:
     event loop it is refused: ``await`` the ``JobManager`` there instead.
     """
 
-    def enqueue(self, args: BaseModel, delay: Delay = None) -> str:
+    def enqueue(self, args: BaseModel, delay: Delay = None, *, timeout: Delay = None) -> str:
         """Store a job to run after ``delay`` (now when None); returns its id."""
-        return _call("enqueue", lambda manager: manager.enqueue(args, delay))
+        if timeout is None:
+            return _call("enqueue", lambda manager: manager.enqueue(args, delay))
+        return _call("enqueue", lambda manager: manager.enqueue(args, delay, timeout=timeout))
 
     def get(self, job_id: str) -> JobInfo | None:
         """One job, or None."""

@@ -101,6 +101,7 @@ class Worker:
             registry,
             RetryPolicy.from_options(options),
             unknown_job_timeout=options.unknown_job_timeout,
+            job_timeout=options.job_timeout,
             observers=self._observers,
         )
         self._lease = timedelta(seconds=options.lease_timeout)

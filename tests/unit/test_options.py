@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "missed_ticks": "coalesce",
     "misfire_grace": 60.0,
     "unknown_job_timeout": 24 * 3600,
+    "job_timeout": None,
     "max_error_length": 16 * 1024,
     "metrics": True,
     "tracing": True,

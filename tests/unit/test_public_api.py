@@ -34,6 +34,7 @@ EXPECTED_ALL = [
     "InvalidJobStateError",
     "InvalidQueryError",
     "InvalidScheduleError",
+    "InvalidTimeoutError",
     "JobContext",
     "JobEvent",
     "JobInfo",
@@ -74,6 +75,7 @@ EXPECTED_ALL = [
     "current_job",
     "get_job_name",
     "job_name",
+    "job_options",
     "redact",
 ]
 
@@ -137,7 +139,7 @@ def test_every_exported_error_derives_from_the_root() -> None:
         if inspect.isclass(obj := getattr(masa_jobs, name)) and issubclass(obj, Exception)
     ]
 
-    assert len(errors) == 22
+    assert len(errors) == 23
     assert all(issubclass(error, masa_jobs.MasaJobsError) for error in errors)
 
 
@@ -203,8 +205,10 @@ def test_static_facade(method: str) -> None:
 def test_enqueue_signature() -> None:
     parameters = inspect.signature(masa_jobs.BackgroundJobManager.enqueue).parameters
 
-    assert list(parameters) == ["args", "delay"]
+    assert list(parameters) == ["args", "delay", "timeout"]
     assert parameters["delay"].default is None
+    assert parameters["timeout"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert parameters["timeout"].default is None
 
 
 def test_importing_the_library_imports_no_store_driver() -> None:

@@ -92,8 +92,10 @@ def test_the_sync_methods_are_plain_functions() -> None:
         assert callable(method)
         assert not inspect.iscoroutinefunction(method)
     parameters = inspect.signature(BackgroundJobManager.enqueue_sync).parameters
-    assert list(parameters) == ["args", "delay"]
+    assert list(parameters) == ["args", "delay", "timeout"]
     assert parameters["delay"].default is None
+    assert parameters["timeout"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert parameters["timeout"].default is None
     assert list(inspect.signature(BackgroundJobManager.wait_sync).parameters) == [
         "job_id",
         "timeout",
