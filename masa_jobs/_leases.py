@@ -96,6 +96,11 @@ class HeldJobs:
         """The held jobs whose lease is not known to be lost."""
         return [held.record for held in self._held.values() if not held.lost]
 
+    def is_lost(self, job_id: str) -> bool:
+        """Whether the lease of a job this worker holds is known to be lost."""
+        held = self._held.get(job_id)
+        return held is not None and held.lost
+
     def forget(self, job_ids: Iterable[str]) -> None:
         for job_id in job_ids:
             self._held.pop(job_id, None)

@@ -71,6 +71,10 @@ _FIRST_WAIT_POLL_SECONDS = 0.005
 _MAX_WAIT_POLL_SECONDS = 0.2
 
 
+# A job can be cancelled until it finishes; a running one is stopped by its worker.
+_CANCELLABLE = PENDING_STATES | {JobState.PROCESSING}
+
+
 @runtime_checkable
 class JobManager(Protocol):
     """Enqueue jobs and manage them (MASA's ``IBackgroundJobManager``)."""
@@ -165,7 +169,9 @@ class JobManager(Protocol):
         """Run a dead job again, now."""
 
     async def cancel(self, job_id: str) -> JobInfo:
-        """Cancel a job that has not started."""
+        """Cancel a job that has not finished: a pending one never runs; a
+        running one is stopped by its worker at the worker's next lease
+        renewal (within a third of ``lease_timeout``) and is not retried."""
 
     async def delete(self, job_id: str) -> None:
         """Remove a job, whatever its state."""
@@ -401,7 +407,7 @@ class DefaultJobManager:
         return await self._transition(job_id, (JobState.DEAD,), JobState.ENQUEUED, "retried")
 
     async def cancel(self, job_id: str) -> JobInfo:
-        return await self._transition(job_id, PENDING_STATES, JobState.CANCELLED, "cancelled")
+        return await self._transition(job_id, _CANCELLABLE, JobState.CANCELLED, "cancelled")
 
     async def delete(self, job_id: str) -> None:
         if not await self._store.delete(job_id):

@@ -111,7 +111,9 @@ class Worker:
         self._running = False
         self._stop_requested = False
         self._claim_scope: anyio.CancelScope | None = None
-        self._job_scopes: set[anyio.CancelScope] = set()
+        # The cancel scope of each running job, by id: shutdown cancels them
+        # all, a lost lease (an operator's cancel, or another claim) its own.
+        self._job_scopes: dict[str, anyio.CancelScope] = {}
         # Claimed jobs whose outcome is not stored yet: their leases are renewed.
         self._held = HeldJobs(
             store,
@@ -281,11 +283,22 @@ class Worker:
         outcome: JobOutcome | None = None
         done = list(record.done_handlers)
         with anyio.CancelScope() as scope:
-            self._job_scopes.add(scope)
+            self._job_scopes[record.id] = scope
             try:
                 outcome = await self._executor.run(record, done)
             finally:
-                self._job_scopes.discard(scope)
+                self._job_scopes.pop(record.id, None)
+        if outcome is None and self._held.is_lost(record.id):
+            # Stopped because the job is no longer ours: there is no outcome
+            # to record, the store already says what became of it.
+            logger.info(
+                "job %s (%s) stopped: its lease is gone (cancelled by an operator, or "
+                "claimed again after it lapsed)",
+                record.id,
+                record.name,
+            )
+            self._drop(record.id)
+            return
         if outcome is None:
             logger.warning(
                 "job %s (%s) was interrupted by shutdown; put back as due", record.id, record.name
@@ -430,11 +443,20 @@ class Worker:
             while True:
                 # Separate steps: a failed heartbeat must not cost live leases.
                 await self._held.renew()
+                self._stop_lost_runs()
                 await self._beat(started_at)
                 await anyio.sleep(interval)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(interval):
                 await self._forget_worker()
+
+    def _stop_lost_runs(self) -> None:
+        """Cancel the runs of jobs whose lease was refused: an operator cancelled
+        them, or another worker claimed them after the lease lapsed. Their
+        outcome would be refused anyway; running on only repeats work."""
+        for job_id, scope in list(self._job_scopes.items()):
+            if self._held.is_lost(job_id):
+                scope.cancel()
 
     async def _beat(self, started_at: datetime) -> None:
         info = WorkerInfo(
@@ -488,7 +510,7 @@ class Worker:
 
     async def _cancel_running_after(self, timeout: float) -> None:
         await anyio.sleep(timeout)
-        for scope in list(self._job_scopes):
+        for scope in list(self._job_scopes.values()):
             scope.cancel()
 
     async def _release_abandoned(self) -> None:

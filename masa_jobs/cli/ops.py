@@ -174,7 +174,7 @@ async def _delete_one(manager: JobManager, job_id: str) -> str:
 
 
 RETRY = JobAction("retry", "retried", frozenset({JobState.DEAD}), _retry_one)
-CANCEL = JobAction("cancel", "cancelled", PENDING_STATES, _cancel_one)
+CANCEL = JobAction("cancel", "cancelled", PENDING_STATES | {JobState.PROCESSING}, _cancel_one)
 DELETE = JobAction("delete", "deleted", frozenset(JobState), _delete_one)
 
 
@@ -199,10 +199,10 @@ def cancel(
     dry_run: DryRunOption = False,
     app_dir: AppDirOption = HERE,
 ) -> None:
-    """Cancel jobs that have not started (scheduled or enqueued): they will not run.
+    """Cancel jobs that have not finished: pending ones will not run, running ones are stopped.
 
     It cannot be undone: on a terminal it asks first, without one it needs
-    --yes. Prints a line per id; an id that is unknown or already started gets
+    --yes. Prints a line per id; an id that is unknown or already finished gets
     an error line on stderr, the others are still cancelled, and the exit code
     is then 1.
     """

@@ -32,7 +32,7 @@ runner = CliRunner()
         (("jobs",), ("APP", "newest jobs", "--state", "--name", "--limit", "--cursor", "--json")),
         (("show",), ("APP", "JOB_ID", "last error", "--json")),
         (("retry",), ("APP", "JOB_ID", "dead jobs again")),
-        (("cancel",), ("APP", "JOB_ID", "not started")),
+        (("cancel",), ("APP", "JOB_ID", "not finished")),
         (("delete",), ("APP", "JOB_ID", "Remove jobs")),
         (("purge",), ("APP", "--older-than", "finished jobs", "how many")),
         (("schedules",), ("APP", "recurring jobs", "known", "--json")),

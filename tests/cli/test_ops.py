@@ -566,7 +566,7 @@ def test_dry_runs_say_what_would_be_done_and_change_nothing(seeded: Seeded) -> N
     assert cancel.stdout == f"would cancel {seeded.scheduled} ({PING}, scheduled)\n"
     assert _one_error_line(cancel) == (
         f"error: job '{seeded.old_succeeded}' is succeeded; "
-        "only a job that is enqueued or scheduled can be cancelled"
+        "only a job that is enqueued or processing or scheduled can be cancelled"
     )
     assert (retry.returncode, retry.stderr) == (0, "")
     assert retry.stdout == f"would retry {seeded.dead} ({PING}, dead)\n"

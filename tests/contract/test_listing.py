@@ -20,6 +20,7 @@ from .test_job_store import (
     LEASE,
     MS,
     PENDING,
+    SHORT_LEASE,
     add_one,
     added_in_turn,
     claim_one,
@@ -340,3 +341,35 @@ async def test_finished_per_minute_counts_finished_jobs_by_minute(store: JobStor
     assert all(m.second == 0 and m.microsecond == 0 for m, _ in minutes)
     assert [m for m, _ in minutes] == sorted(m for m, _ in minutes)
     assert await store.finished_per_minute(await store.now() + seconds(120)) == []
+
+
+# -- cancelling a running job ------------------------------------------------------
+
+
+async def test_a_running_job_cancelled_is_no_longer_held(store: JobStore) -> None:
+    record = await add_one(store)
+    held = await claim_one(store, "worker-1", SHORT_LEASE)
+    assert held.lease_token is not None
+
+    moved = await store.transition(
+        record.id, [JobState.PROCESSING], JobState.CANCELLED, await store.now()
+    )
+
+    assert moved is not None
+    assert moved.state is JobState.CANCELLED
+    assert moved.lease_owner is None
+    assert moved.lease_token is None
+    # The worker that ran it can neither renew nor finish it any more.
+    assert await store.extend_leases("worker-1", {record.id: held.lease_token}, LEASE) == set()
+    assert await store.finish("worker-1", [outcome(held, JobState.SUCCEEDED)]) == set()
+    # Its lease running out does not make it due again.
+    await store_time_after(store, held.lease_expires_at or held.created_at)
+    assert await store.claim("worker-2", 10, LEASE) == []
+    after = await stored(store, record.id)
+    assert after.state is JobState.CANCELLED
+    assert after.finished_at is not None
+    assert (await store.count_by_state(await store.now()))[JobState.CANCELLED] == 1
+    assert ids(
+        (await store.list_jobs(JobQuery.of(JobState.CANCELLED), await store.now())).items
+    ) == [record.id]
+    assert (await store.list_jobs(JobQuery.of(JobState.PROCESSING), await store.now())).items == ()

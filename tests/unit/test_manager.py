@@ -340,18 +340,22 @@ async def test_cancel_a_pending_job(
     assert await store.claim("worker-1", 10, LEASE) == []
 
 
-async def test_cancel_refuses_jobs_that_started_or_ended(
+async def test_cancel_refuses_finished_jobs_and_takes_running_ones(
     manager: DefaultJobManager, store: MemoryJobStore
 ) -> None:
     cancelled = await manager.enqueue(Greet(key="a"))
     await manager.cancel(cancelled)
     running = await manager.enqueue(Greet(key="b"))
-    await store.claim("worker-1", 10, LEASE)
+    [held] = await store.claim("worker-1", 10, LEASE)
 
     with pytest.raises(InvalidJobStateError, match="is cancelled; only a job that is enqueued"):
         await manager.cancel(cancelled)
-    with pytest.raises(InvalidJobStateError, match="is processing; only a job that is enqueued"):
-        await manager.cancel(running)
+    stopped = await manager.cancel(running)
+
+    assert stopped.state is JobState.CANCELLED
+    assert held.lease_token is not None
+    # Its worker's next renewal is refused: that is how it learns to stop.
+    assert await store.extend_leases("worker-1", {running: held.lease_token}, LEASE) == set()
 
 
 async def test_delete(manager: DefaultJobManager) -> None:

@@ -60,7 +60,8 @@ def test_an_action_the_state_no_longer_allows_is_a_message(site: Site, page: Any
     page.get_by_role("button", name="Cancel").click()
     page.wait_for_url("**/job?id=*&level=error*")
     assert page.locator(".flash-error").inner_text() == (
-        f"job {job_id!r} is cancelled; only a job that is enqueued or scheduled can be cancelled"
+        f"job {job_id!r} is cancelled; "
+        "only a job that is enqueued or processing or scheduled can be cancelled"
     )
 
     site.call(site.store.delete(job_id))
