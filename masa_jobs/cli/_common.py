@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
@@ -101,6 +102,22 @@ def first_line(text: str) -> str:
         if line.strip():
             return line.strip()
     return ""
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn a problem the user can fix (``CliError``) or a ``MasaJobsError`` (a
+    store that cannot be reached, a bad recurring job) into one line on stderr
+    and exit code 2, instead of a traceback."""
+    try:
+        yield
+    except CliError as exc:
+        fail(str(exc))
+    except Exception as exc:
+        problem = masa_error_in(exc)
+        if problem is None:
+            raise
+        fail(str(problem))
 
 
 def run_async(func: Callable[[], Awaitable[T]], backend: Backend) -> T:

@@ -22,9 +22,9 @@ from masa_jobs.stores.base import Store
 
 from ._app_loader import load_container
 from ._app_setup import apply_settings, build_app, jobs_container, store_name
-from ._common import Backend, CliError, fail, masa_error_in, run_async, stderr_console
+from ._common import Backend, one_line_errors, run_async, stderr_console
 
-__all__ = ["OperatorApp", "run_operation"]
+__all__ = ["OperatorApp", "load_operator_app", "run_operation"]
 
 T = TypeVar("T")
 
@@ -52,19 +52,12 @@ def run_operation(spec: str, app_dir: Path, operation: Callable[[OperatorApp], A
     reached, an unknown id the operation did not handle), is one line on
     stderr and exit code 2.
     """
-    try:
-        target = _load(spec, app_dir)
+    with one_line_errors():
+        target = load_operator_app(spec, app_dir)
         try:
             return run_async(partial(_in_lifespan, target, operation), Backend.ASYNCIO)
         finally:
             MasaApp.reset()
-    except CliError as exc:
-        fail(str(exc))
-    except Exception as exc:
-        problem = masa_error_in(exc)
-        if problem is None:
-            raise
-        fail(str(problem))
 
 
 async def _in_lifespan(target: OperatorApp, operation: Callable[[OperatorApp], Awaitable[T]]) -> T:
@@ -72,7 +65,9 @@ async def _in_lifespan(target: OperatorApp, operation: Callable[[OperatorApp], A
         return await operation(target)
 
 
-def _load(spec: str, app_dir: Path) -> OperatorApp:
+def load_operator_app(spec: str, app_dir: Path) -> OperatorApp:
+    """APP built without a worker (enqueue-only options), warning when its store is the
+    memory store, which an operator command cannot share with the workers."""
     container = load_container(spec, app_dir)
     jobs = jobs_container(container)
     config = apply_settings(jobs)

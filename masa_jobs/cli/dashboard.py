@@ -18,7 +18,7 @@ import typer
 from masa_jobs import MasaApp
 
 from ._common import AppArgument, AppDirOption, CliError, fail, stderr_console
-from ._operator import _load as load_operator_app
+from ._operator import load_operator_app
 from .worker import LogLevel
 
 __all__ = ["dashboard"]

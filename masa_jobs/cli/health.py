@@ -8,7 +8,6 @@ or configuration): an exec probe or a cron job can act on it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -16,22 +15,19 @@ from typing import Annotated
 import anyio
 import typer
 
-from masa_jobs import BackgroundJobOptions, JobManager, MasaApp
+from masa_jobs import MasaApp
 from masa_jobs.health import HealthReport, check_health, store_unreachable
-from masa_jobs.stores.base import JobStore
 
-from ._app_loader import load_container
-from ._app_setup import build_app, jobs_container, store_name
 from ._common import (
     AppArgument,
     AppDirOption,
     Backend,
-    CliError,
-    fail,
+    first_line,
     masa_error_in,
+    one_line_errors,
     run_async,
-    stderr_console,
 )
+from ._operator import OperatorApp, load_operator_app
 from ._ops_view import JsonOption, print_json
 
 __all__ = ["health"]
@@ -62,60 +58,32 @@ def health(
 
     Exit code 0 when healthy, 1 when not, 2 for a usage error.
     """
-    try:
-        target = _load(app, app_dir)
+    with one_line_errors():
+        target = load_operator_app(app, app_dir)
         try:
             report = run_async(partial(_check, target, max_due_age), Backend.ASYNCIO)
         finally:
             MasaApp.reset()
-    except CliError as exc:
-        fail(str(exc))
-    except Exception as exc:
-        problem = masa_error_in(exc)
-        if problem is None:
-            raise
-        fail(str(problem))
     _print(report, as_json)
     raise typer.Exit(0 if report.healthy else UNHEALTHY_EXIT_CODE)
 
 
-@dataclass(frozen=True, slots=True)
-class _Target:
-    manager: JobManager
-    store: JobStore
-    options: BackgroundJobOptions
-
-
-def _load(spec: str, app_dir: Path) -> _Target:
-    container = load_container(spec, app_dir)
-    jobs = jobs_container(container)
-    build_app(container)
-    if store_name(jobs) == "memory":
-        stderr_console().print(
-            "warning: the memory store keeps jobs inside the process that runs them, so this "
-            "command sees an empty store with no worker; set store.backend "
-            "(MASA_JOBS_STORE__BACKEND) to sqlite, postgres or redis, as for your workers",
-            markup=False,
-        )
-    return _Target(jobs.job_manager(), jobs.job_store(), jobs.options())
-
-
-async def _check(target: _Target, max_due_age: float | None) -> HealthReport:
+async def _check(target: OperatorApp, max_due_age: float | None) -> HealthReport:
     """Open the store (no worker runs here), check, close it."""
     try:
         with anyio.fail_after(OPEN_TIMEOUT_SECONDS):
-            await target.store.open()
+            await target.job_store.open()
     except TimeoutError:
         return store_unreachable(f"the store did not open within {OPEN_TIMEOUT_SECONDS:g} s")
     except Exception as exc:
         # The text may quote a connection string: redacted like every error.
-        problem = _first_line(masa_error_in(exc) or exc)
+        problem = first_line(str(masa_error_in(exc) or exc)) or type(exc).__name__
         return store_unreachable(f"cannot open the store: {target.options.redact_error(problem)}")
     try:
         return await check_health(target.manager, max_due_age=max_due_age)
     finally:
         with anyio.CancelScope(shield=True):
-            await target.store.aclose()
+            await target.job_store.aclose()
 
 
 def _print(report: HealthReport, as_json: bool) -> None:
@@ -127,8 +95,3 @@ def _print(report: HealthReport, as_json: bool) -> None:
     for check in report.checks:
         mark = "ok  " if check.ok else "FAIL"
         typer.echo(f"  {mark}  {check.name:<{width}}  {check.detail}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0]

@@ -25,8 +25,7 @@ from ._common import (
     Backend,
     BackendOption,
     CliError,
-    fail,
-    masa_error_in,
+    one_line_errors,
     run_async,
 )
 from ._worker_setup import WorkerSetup, check_memory_worker, check_metrics_flag, prepare_worker
@@ -103,7 +102,7 @@ def worker(
     """
     level = log_level.upper()
     configure_logging(log_format.value if log_format else "text", level=level)
-    try:
+    with one_line_errors():
         check_metrics_flag(metrics_port)
         setup = prepare_worker(load_container(app, app_dir), concurrency, metrics_port=metrics_port)
         if log_format is None and setup.log_format == LogFormat.JSON:
@@ -114,15 +113,6 @@ def worker(
             )
         metrics = None if metrics_port is None else (metrics_host, metrics_port)
         code = run_async(partial(_serve, setup, metrics), backend)
-    except CliError as exc:
-        fail(str(exc))
-    except Exception as exc:
-        # A store that cannot be reached (or a bad recurring job) is a
-        # problem to state in one line, not a traceback.
-        problem = masa_error_in(exc)
-        if problem is None:
-            raise
-        fail(str(problem))
     raise typer.Exit(code)
 
 
