@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +24,7 @@ from masa_jobs.queries import EXACT_COUNT_LIMIT
 from masa_jobs.records import JobOutcome, JobRecord, utcnow
 from masa_jobs.stores._postgres_listing import Listing, count_arguments, list_arguments
 from masa_jobs.stores.postgres import PostgresJobStore
+from tests.integration.test_postgres import opened, raw_connection, store_for
 from tests.services import POSTGRES_DSN, drop_postgres_schema, require_service, unique_name
 
 pytestmark = pytest.mark.anyio
@@ -91,7 +91,7 @@ def big_schema() -> Iterator[str]:
     name = unique_name()
 
     async def fill() -> None:
-        store = _store(name)
+        store = store_for(name)
         await store.open()
         await store.aclose()
         connection = await asyncpg.connect(POSTGRES_DSN)
@@ -113,29 +113,6 @@ def schema() -> Iterator[str]:
     name = unique_name()
     yield name
     drop_postgres_schema(name)
-
-
-def _store(schema: str) -> PostgresJobStore:
-    return PostgresJobStore.from_settings({"dsn": POSTGRES_DSN, "schema": schema})
-
-
-@asynccontextmanager
-async def opened(schema: str) -> AsyncIterator[PostgresJobStore]:
-    store = _store(schema)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.aclose()
-
-
-@asynccontextmanager
-async def raw_connection() -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(POSTGRES_DSN)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 # -- plans --------------------------------------------------------------------------

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 import redis.asyncio
 
 from masa_jobs import JobQuery, JobState
-from masa_jobs.queries import sort_key, to_us
+from masa_jobs.queries import sort_key
 from masa_jobs.records import (
     MAX_HISTORY_EVENTS,
     JobEvent,
@@ -26,11 +25,13 @@ from masa_jobs.records import (
     JobRecord,
     ScheduleRecord,
     decode_history,
+    to_us,
     utcnow,
 )
 from masa_jobs.stores import redis as redis_store_module
 from masa_jobs.stores._listing import matches
 from masa_jobs.stores.redis import LAYOUT_VERSION, RedisJobStore
+from tests.integration.test_redis import opened, raw_redis
 from tests.services import REDIS_URL, delete_redis_prefix, require_service, unique_name
 
 pytestmark = pytest.mark.anyio
@@ -61,25 +62,6 @@ def prefix() -> Iterator[str]:
     name = unique_name()
     yield name
     delete_redis_prefix(name)
-
-
-@asynccontextmanager
-async def opened(prefix: str) -> AsyncIterator[RedisJobStore]:
-    store = RedisJobStore.from_settings({"url": REDIS_URL, "prefix": prefix})
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.aclose()
-
-
-@asynccontextmanager
-async def raw_redis() -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def new_job(name: str = NAMES[0], delay: float = 0.0, **fields: Any) -> JobRecord:
