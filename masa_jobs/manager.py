@@ -12,7 +12,7 @@ import builtins
 import json
 import math
 from collections.abc import Awaitable, Callable, Collection, Iterable
-from dataclasses import replace
+from contextlib import aclosing
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 from uuid import uuid4
@@ -36,7 +36,7 @@ from .exceptions import (
 )
 from .jobs import BackgroundScheduleJob, get_job_name, timeout_seconds
 from .options import BackgroundJobOptions
-from .queries import MAX_PAGE_SIZE, JobQuery, Page
+from .queries import MAX_PAGE_SIZE, JobQuery, Page, pages
 from .records import (
     FINISHED_STATES,
     PENDING_STATES,
@@ -349,18 +349,18 @@ class DefaultJobManager:
             raise ValueError("limit and offset must not be negative")
         # An offset is walked page by page: list_jobs with a cursor is the way
         # to page far into a long list.
-        wanted, skip = limit, offset
-        query = JobQuery.of(state, limit=MAX_PAGE_SIZE)
         found: builtins.list[JobInfo] = []
-        while wanted > 0:
-            page = await self.list_jobs(query)
-            items = page.items[skip:]
-            skip = max(skip - len(page.items), 0)
-            found.extend(items[:wanted])
-            wanted = limit - len(found)
-            if page.next_cursor is None:
-                break
-            query = replace(query, cursor=page.next_cursor)
+        skip = offset
+        if limit == 0:
+            return found
+        # Closed at once when the walk stops early, not whenever it is collected.
+        async with aclosing(pages(self.list_jobs, JobQuery.of(state, limit=MAX_PAGE_SIZE))) as walk:
+            async for page in walk:
+                items = page.items[skip:]
+                skip = max(skip - len(page.items), 0)
+                found.extend(items[: limit - len(found)])
+                if len(found) == limit:
+                    break
         return found
 
     async def list_jobs(self, query: JobQuery) -> Page[JobInfo]:
@@ -395,13 +395,13 @@ class DefaultJobManager:
         the cursor keeps its place though the moved jobs leave the list."""
         query = JobQuery.of(state, name=name, limit=MAX_PAGE_SIZE, newest_first=False)
         moved = 0
-        while True:
-            page = await self._store.list_jobs(query, await self._store.now())
+        async for page in pages(self._store_page, query):
             for record in page.items:
                 moved += bool(await move(record.id))
-            if page.next_cursor is None:
-                return moved
-            query = replace(query, cursor=page.next_cursor)
+        return moved
+
+    async def _store_page(self, query: JobQuery) -> Page[JobRecord]:
+        return await self._store.list_jobs(query, await self._store.now())
 
     async def retry(self, job_id: str) -> JobInfo:
         return await self._transition(job_id, (JobState.DEAD,), JobState.ENQUEUED, "retried")

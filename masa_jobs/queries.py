@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Collection
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Generic, TypeVar
 
 from .exceptions import InvalidQueryError
-from .records import JobRecord, JobState
+from .records import JobRecord, JobState, to_us
 
 __all__ = [
     "EXACT_COUNT_LIMIT",
@@ -32,6 +32,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "page_of",
+    "pages",
     "sort_key",
 ]
 
@@ -117,15 +118,6 @@ class Page(Generic[T]):
     next_cursor: str | None = None
 
 
-def to_us(moment: datetime) -> int:
-    """A timezone-aware datetime as integer microseconds since the Unix epoch."""
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def sort_key(record: JobRecord) -> tuple[int, str]:
     """The order of every list: ``(created_at in microseconds, id)``."""
     return to_us(record.created_at), record.id
@@ -159,3 +151,16 @@ def page_of(records: list[JobRecord], limit: int) -> Page[JobRecord]:
     items = tuple(records[:limit])
     more = len(records) > limit
     return Page(items, encode_cursor(items[-1]) if more and items else None)
+
+
+async def pages(
+    fetch: Callable[[JobQuery], Awaitable[Page[T]]], query: JobQuery
+) -> AsyncGenerator[Page[T], None]:
+    """Every page of ``query`` in turn, each fetched with the cursor of the one
+    before: the walk a caller that wants a whole list makes."""
+    while True:
+        page = await fetch(query)
+        yield page
+        if page.next_cursor is None:
+            return
+        query = replace(query, cursor=page.next_cursor)

@@ -23,6 +23,7 @@ __all__ = [
     "display_state",
     "encode_headers",
     "encode_history",
+    "to_us",
     "utcnow",
 ]
 
@@ -275,7 +276,7 @@ def encode_history(events: tuple[JobEvent, ...]) -> str:
 
 def _event_json(event: JobEvent) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "at": _us(event.at),
+        "at": to_us(event.at),
         "state": event.state.value,
         "attempt": event.attempt,
     }
@@ -284,7 +285,7 @@ def _event_json(event: JobEvent) -> dict[str, Any]:
     if event.worker is not None:
         out["worker"] = event.worker
     if event.started_at is not None:
-        out["started"] = _us(event.started_at)
+        out["started"] = to_us(event.started_at)
     return out
 
 
@@ -324,7 +325,8 @@ def _event_from_json(item: object) -> JobEvent | None:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _us(moment: datetime) -> int:
+def to_us(moment: datetime) -> int:
+    """A timezone-aware datetime as integer microseconds since the Unix epoch."""
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 

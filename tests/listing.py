@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import replace
+from contextlib import aclosing
 
-from masa_jobs import JobQuery, JobRecord, JobState
-from masa_jobs.queries import MAX_PAGE_SIZE
+from masa_jobs import JobQuery, JobRecord, JobState, Page
+from masa_jobs.queries import MAX_PAGE_SIZE, pages
 from masa_jobs.stores.base import OperatorStore
 
 
@@ -18,11 +18,14 @@ async def all_jobs(
     limit: int | None = None,
 ) -> list[JobRecord]:
     """The jobs in ``states`` (every state when None), newest first, at most ``limit``."""
-    query = JobQuery.of(states, limit=MAX_PAGE_SIZE)
     found: list[JobRecord] = []
-    while True:
-        page = await store.list_jobs(query, await store.now())
-        found.extend(page.items)
-        if page.next_cursor is None or (limit is not None and len(found) >= limit):
-            return found if limit is None else found[:limit]
-        query = replace(query, cursor=page.next_cursor)
+
+    async def fetch(query: JobQuery) -> Page[JobRecord]:
+        return await store.list_jobs(query, await store.now())
+
+    async with aclosing(pages(fetch, JobQuery.of(states, limit=MAX_PAGE_SIZE))) as walk:
+        async for page in walk:
+            found.extend(page.items)
+            if limit is not None and len(found) >= limit:
+                return found[:limit]
+    return found

@@ -13,15 +13,14 @@ once: it runs jobs that were meant to run, and only the ones named.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from masa_jobs import JobInfo, JobManager, JobState
-from masa_jobs.queries import MAX_PAGE_SIZE, JobQuery, Page
+from masa_jobs import JobInfo, JobManager, JobRecord, JobState
+from masa_jobs.queries import MAX_PAGE_SIZE, JobQuery, Page, pages
 from masa_jobs.records import FINISHED_STATES, PENDING_STATES, utcnow
 from masa_jobs.stores.base import Store
 
@@ -278,17 +277,17 @@ async def _purgeable(store: Store, cutoff: datetime) -> dict[JobState, int]:
     purge would remove. Read-only, a page of finished jobs at a time (the stores
     count by state, not by finish time)."""
     counts: Counter[JobState] = Counter()
-    query = JobQuery.of(FINISHED_STATES, limit=PURGE_COUNT_PAGE)
-    while True:
-        page = await store.list_jobs(query, await store.now())
+
+    async def fetch(query: JobQuery) -> Page[JobRecord]:
+        return await store.list_jobs(query, await store.now())
+
+    async for page in pages(fetch, JobQuery.of(FINISHED_STATES, limit=PURGE_COUNT_PAGE)):
         counts.update(
             job.state
             for job in page.items
             if job.finished_at is not None and job.finished_at < cutoff
         )
-        if page.next_cursor is None:
-            return dict(counts)
-        query = replace(query, cursor=page.next_cursor)
+    return dict(counts)
 
 
 def _finished_jobs(count: int) -> str:

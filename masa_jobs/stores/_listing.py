@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ..queries import JobQuery, decode_cursor, sort_key, to_us
-from ..records import PENDING_STATES, JobRecord, JobState, display_state
+from ..queries import JobQuery, decode_cursor, sort_key
+from ..records import PENDING_STATES, JobRecord, JobState, display_state, to_us
 
 __all__ = ["created_bounds_us", "matches", "stored_states"]
 

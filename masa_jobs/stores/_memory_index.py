@@ -33,8 +33,8 @@ from typing import Any, NamedTuple
 # sortedcontainers ships no type information; this module keeps its uses typed.
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
-from ..queries import JobQuery, to_us
-from ..records import FINISHED_STATES, JobRecord, JobState, display_state
+from ..queries import JobQuery
+from ..records import FINISHED_STATES, JobRecord, JobState, display_state, to_us
 from ._listing import created_bounds_us, stored_states
 
 __all__ = ["JobIndex"]
