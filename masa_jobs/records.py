@@ -9,14 +9,20 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "DEFAULT_PRIORITY",
+    "DEFAULT_QUEUE",
     "MAX_HISTORY_EVENTS",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
     "JobEvent",
+    "JobId",
     "JobInfo",
     "JobOutcome",
     "JobRecord",
     "JobState",
     "ScheduleInfo",
     "ScheduleRecord",
+    "UniqueScope",
     "WorkerInfo",
     "decode_headers",
     "decode_history",
@@ -30,6 +36,14 @@ __all__ = [
 # Events a job keeps at most (the newest): a job retried without end keeps
 # its last runs' errors, not an ever-growing record.
 MAX_HISTORY_EVENTS = 50
+# The queue of a job whose class and enqueue name none, and the one a worker
+# serves unless told otherwise (as in Hangfire and Sidekiq).
+DEFAULT_QUEUE = "default"
+# Priorities run 0 (first) to 9 (last), as in Oban; a job that names none
+# goes first, so that priorities only ever push work back.
+MIN_PRIORITY = 0
+MAX_PRIORITY = 9
+DEFAULT_PRIORITY = MIN_PRIORITY
 
 
 def utcnow() -> datetime:
@@ -63,6 +77,43 @@ class JobState(StrEnum):
 
 PENDING_STATES = frozenset({JobState.SCHEDULED, JobState.ENQUEUED})
 FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED})
+
+
+class UniqueScope(StrEnum):
+    """How long a job holds its unique key, so that a second enqueue with the
+    same key returns the first job instead of storing another.
+
+    ``pending``: until the job first starts running (enqueued or scheduled,
+    retries not included). ``active``: until the job finishes (succeeded,
+    dead, cancelled); a retry keeps it. ``period``: until ``unique_until``
+    on the store's clock, whatever the job's state.
+    """
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    PERIOD = "period"
+
+
+class JobId(str):
+    """The id ``enqueue`` returns: a ``str`` like any job id. ``duplicate`` is
+    True when the job's unique key was held by a job already stored, whose
+    id this is; nothing new was stored."""
+
+    duplicate: bool
+
+    def __new__(cls, value: str, *, duplicate: bool = False) -> JobId:
+        job_id = super().__new__(cls, value)
+        job_id.duplicate = duplicate
+        return job_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled across processes (the sync API's threads do not, but
+        # multiprocessing callers may): keep the flag.
+        return (_job_id, (str(self), self.duplicate))
+
+
+def _job_id(value: str, duplicate: bool) -> JobId:
+    return JobId(value, duplicate=duplicate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +168,16 @@ class JobRecord:
     # What happened to the job, oldest first (``JobEvent``), at most
     # MAX_HISTORY_EVENTS; stores append to it, callers never write it.
     history: tuple[JobEvent, ...] = ()
+    # The queue the job waits in: only workers serving it claim it.
+    queue: str = DEFAULT_QUEUE
+    # MIN_PRIORITY (claimed first) to MAX_PRIORITY; ties go by due time.
+    priority: int = DEFAULT_PRIORITY
+    # The key that makes the job unique while ``unique_scope`` says it holds
+    # it (``unique_until`` ends a ``period`` scope); see ``JobStore.add``.
+    # Stores may clear the key once the job no longer holds it.
+    unique_key: str | None = None
+    unique_scope: UniqueScope | None = None
+    unique_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +283,8 @@ class JobInfo:
     worker: str | None = None
     history: tuple[JobEvent, ...] = ()
     headers: dict[str, str] | None = None
+    queue: str = DEFAULT_QUEUE
+    priority: int = DEFAULT_PRIORITY
 
     @classmethod
     def from_record(cls, record: JobRecord, now: datetime | None = None) -> JobInfo:
@@ -240,6 +303,8 @@ class JobInfo:
             worker=record.lease_owner if state is JobState.PROCESSING else None,
             history=record.history,
             headers=decode_headers(record.headers),
+            queue=record.queue,
+            priority=record.priority,
         )
 
 

@@ -35,6 +35,31 @@ Semantics every implementation keeps:
   lease was lost.
 * Statements that lock several job rows lock them in ascending id order, so
   that renewals and outcomes of concurrent workers never deadlock.
+* **Queues and priorities.** Every job waits in one ``queue`` and has a
+  ``priority`` (0 first, 9 last). ``claim`` and ``wait_for_work`` take the
+  queues the worker serves (None: every queue) and never hand out or wake
+  for a job of another queue, nor of a **paused** queue (``set_queue_paused``,
+  stored, so it holds across restarts and for every worker; a paused queue
+  still accepts jobs, and its expired leases are not recovered until it is
+  resumed). Due jobs are claimed by priority, then ``next_try_at``, then
+  ``attempts``, then creation.
+* **Unique keys.** A record with a ``unique_key`` holds it while its
+  ``unique_scope`` says so (``UniqueScope``): ``pending`` until the job is
+  first claimed; ``active`` until it reaches a finished state (by ``finish``
+  or ``transition``); ``period`` until ``unique_until`` passes on the store's
+  clock, whatever the state. Deleting or purging a job releases its key. At
+  most one job holds a key at a time, enforced by the store itself (a unique
+  index, an atomic script, no await between check and insert), never by a
+  read-then-write in Python: ``add`` of a record whose key another job
+  holds stores nothing for it and answers that job's id instead. The key a
+  job released is not taken back (a retried ``pending`` job does not hold
+  it again).
+* **Cancel notices.** A store that can tell other processes at once
+  (``CancelFeed``: PostgreSQL ``NOTIFY``, Redis pub/sub; memory and SQLite
+  within the process) calls its listeners with the id of each
+  ``processing`` job that ``transition`` cancelled, so that the worker
+  holding it renews at once, is refused, and cancels the run; without one,
+  the worker learns at its next renewal.
 * Errors: a store that cannot be reached raises ``StoreUnavailableError``
   (transient: the same call may succeed later); a write whose values the
   store refuses raises ``StoreRejectedError`` (permanent: never retry it as
@@ -56,7 +81,7 @@ from __future__ import annotations
 
 import builtins
 import secrets
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -66,6 +91,7 @@ from ..records import JobOutcome, JobRecord, JobState, ScheduleRecord, WorkerInf
 __all__ = [
     "PURGE_CHUNK_ROWS",
     "STALE_WORKER_SECONDS",
+    "CancelFeed",
     "JobStore",
     "OperatorStore",
     "ScheduleStore",
@@ -97,8 +123,13 @@ class JobStore(Protocol):
     async def aclose(self) -> None:
         """Release connections. Idempotent."""
 
-    async def add(self, records: Sequence[JobRecord]) -> None:
-        """Store new pending jobs, all or none, and wake waiting workers."""
+    async def add(self, records: Sequence[JobRecord]) -> builtins.list[str]:
+        """Store new pending jobs, all or none, and wake waiting workers.
+
+        Answers, for each record in order, the id of the job that stands for
+        it: its own id, or, when its ``unique_key`` is held (by a stored job
+        or by an earlier record of the same batch), the holder's id, in
+        which case nothing is stored for it."""
 
     async def now(self) -> datetime:
         """The store's current time: what due times and leases are compared with."""
@@ -110,8 +141,10 @@ class JobStore(Protocol):
         lease: timedelta,
         *,
         exclude: Collection[str] = (),
-    ) -> list[JobRecord]:
-        """Take up to ``limit`` due jobs under a new lease token; see the module docstring."""
+        queues: Collection[str] | None = None,
+    ) -> builtins.list[JobRecord]:
+        """Take up to ``limit`` due jobs of ``queues`` (None: every queue), none
+        of a paused queue, under a new lease token; see the module docstring."""
 
     async def extend_leases(
         self, worker_id: str, leases: Mapping[str, str], lease: timedelta
@@ -128,9 +161,11 @@ class JobStore(Protocol):
         claim's ``last_try_at`` as ``started_at``), keeping the newest
         ``MAX_HISTORY_EVENTS``."""
 
-    async def wait_for_work(self, timeout: float) -> None:
-        """Return when a job may be due: at once if one is, when one is added,
-        when the earliest scheduled job falls due, or after ``timeout`` seconds."""
+    async def wait_for_work(self, timeout: float, *, queues: Collection[str] | None = None) -> None:
+        """Return when a job of ``queues`` (None: every queue) that is not in a
+        paused queue may be due: at once if one is, when a job is added or a
+        queue resumed (a spurious wake-up is fine), when the earliest
+        scheduled one falls due, or after ``timeout`` seconds."""
 
     async def heartbeat(self, worker: WorkerInfo) -> None:
         """Register or refresh a worker (upsert by id)."""
@@ -208,6 +243,26 @@ class OperatorStore(Protocol):
 
     async def list_workers(self, seen_since: datetime) -> builtins.list[WorkerInfo]:
         """Workers whose last heartbeat is at or after ``seen_since``, by id."""
+
+    async def set_queue_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume a queue for every worker (stored; idempotent). A
+        resume wakes waiting workers."""
+
+    async def paused_queues(self) -> set[str]:
+        """The queues paused now."""
+
+
+@runtime_checkable
+class CancelFeed(Protocol):
+    """A store that tells workers at once when an operator cancels a running job."""
+
+    def add_cancel_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(job_id)`` (in the store's event loop, never raising
+        into the store) for every ``processing`` job that a ``transition`` to
+        ``cancelled`` applied to, in any process sharing the store, from now
+        until ``aclose``. Best effort: a notice may be lost on a dropped
+        connection (the next renewal still finds the job cancelled), and a
+        listener must treat an id it does not hold as noise."""
 
 
 @runtime_checkable

@@ -1,13 +1,13 @@
 """The in-memory store: the embedded default for one process, tests and demos.
 
-Jobs live in a dict; two heaps order the due jobs and the leases. Heap entries
-are invalidated lazily: each job has one current heap version, and an entry
-whose version is not current is skipped when it reaches the top. (A heap
-version is bookkeeping of this module; the *lease token* of a claim is the
-fencing value of the protocol.) Operator reads use ordered views of the jobs
-(``JobIndex``), kept up to date on read so that claims and outcomes only mark
-the jobs they change. Nothing survives the process, so use a durable store
-wherever a lost job matters.
+Jobs live in a dict. The claim order is kept per queue, by priority
+(``DueQueues``: heaps whose stale entries are skipped lazily; their versions
+are bookkeeping of that module, the *lease token* of a claim is the fencing
+value of the protocol), and unique keys in a map of their holders
+(``UniqueKeys``), checked and taken with no await in between. Operator reads
+use ordered views of the jobs (``JobIndex``), kept up to date on read so that
+claims and outcomes only mark the jobs they change. Nothing survives the
+process, so use a durable store wherever a lost job matters.
 
 Time comes from the store's clock (``utcnow`` unless a test injects another):
 claims, leases and ``wait_for_work`` compare with it, never with a caller's.
@@ -16,12 +16,10 @@ claims, leases and ``wait_for_work`` compare with it, never with a caller's.
 from __future__ import annotations
 
 import builtins
-import heapq
-import math
+import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from itertools import count
 
 import anyio
 
@@ -39,12 +37,16 @@ from ..records import (
     utcnow,
 )
 from ._errors import duplicate_job, first_repeated_id
+from ._memory_due import DueQueues
 from ._memory_index import JobIndex
+from ._memory_unique import UniqueKeys
 from .base import STALE_WORKER_SECONDS, new_lease_token
 
 __all__ = ["MemoryJobStore"]
 
 _STORE = "the memory store"
+
+logger = logging.getLogger("masa_jobs.store")
 
 
 class MemoryJobStore:
@@ -57,13 +59,10 @@ class MemoryJobStore:
     def __init__(self, clock: Callable[[], datetime] = utcnow) -> None:
         self._clock = clock
         self._jobs: dict[str, JobRecord] = {}
-        # (next_try_at, attempts, created_at, version, job_id), in claim order,
-        # for pending jobs and expired leases.
-        self._due: list[tuple[float, int, float, int, str]] = []
-        # (lease_expires_at, version, job_id) for processing jobs.
-        self._leases: list[tuple[float, int, str]] = []
-        self._versions: dict[str, int] = {}
-        self._sequence = count()
+        # Pending jobs and leases, per queue, in claim order; the paused queues.
+        self._due = DueQueues(self._jobs)
+        self._unique = UniqueKeys()
+        self._cancel_listeners: list[Callable[[str], None]] = []
         self._wakeup: anyio.Event | None = None
         self._workers: dict[str, WorkerInfo] = {}
         self._schedules: dict[str, ScheduleRecord] = {}
@@ -79,13 +78,45 @@ class MemoryJobStore:
     async def aclose(self) -> None:
         """Nothing to release; the jobs stay for a later ``open()``."""
 
-    async def add(self, records: Sequence[JobRecord]) -> None:
+    async def add(self, records: Sequence[JobRecord]) -> builtins.list[str]:
         self._check_new(records)
+        # No await from here on: a key checked free is taken before another add runs.
+        if any(record.unique_key is not None for record in records):
+            answer, records = self._without_held_keys(records)
+        else:
+            answer = [record.id for record in records]
+        now_ts = self._clock().timestamp()
         for record in records:
             self._jobs[record.id] = record
-            self._push_due(record)
+            self._due.push_pending(record, now_ts)
+            self._unique.take(record)
             self._index.touch(record)
-        self._wake()
+        if records:
+            self._wake()
+        return answer
+
+    def _without_held_keys(
+        self, records: Sequence[JobRecord]
+    ) -> tuple[builtins.list[str], builtins.list[JobRecord]]:
+        """The answer of ``add`` and the records to store: a record whose key a
+        stored job or an earlier record of the batch holds stands for that job."""
+        now = self._clock()
+        taken: dict[str, str] = {}
+        answer: list[str] = []
+        kept: list[JobRecord] = []
+        for record in records:
+            key = record.unique_key
+            holder = None
+            if key is not None:
+                holder = taken.get(key) or self._unique.holder(key, now, self._jobs)
+            if holder is not None:
+                answer.append(holder)
+                continue
+            if key is not None:
+                taken[key] = record.id
+            answer.append(record.id)
+            kept.append(record)
+        return answer, kept
 
     def _check_new(self, records: Sequence[JobRecord], *, tick: bool = False) -> None:
         """Refuse the batch (before storing any of it) if an id is taken or named twice."""
@@ -106,30 +137,15 @@ class MemoryJobStore:
         lease: timedelta,
         *,
         exclude: Collection[str] = (),
+        queues: Collection[str] | None = None,
     ) -> list[JobRecord]:
         now = self._clock()
-        now_ts = now.timestamp()
-        self._requeue_expired_leases(now_ts)
-        excluded = frozenset(exclude)
+        taken = self._due.take(queues, now.timestamp(), limit, frozenset(exclude))
+        if not taken:
+            return []
         token = new_lease_token()
         lease_expires_at = now + lease
-        claimed: list[JobRecord] = []
-        # Excluded entries are popped to look past them, then pushed back:
-        # they stay due for other claimers.
-        skipped: list[tuple[float, int, float, int, str]] = []
-        due = self._due
-        while due and len(claimed) < limit and due[0][0] <= now_ts:
-            entry = heapq.heappop(due)
-            job_id = entry[4]
-            if self._versions.get(job_id) != entry[3]:
-                continue
-            if job_id in excluded:
-                skipped.append(entry)
-                continue
-            claimed.append(self._take(job_id, worker_id, now, lease_expires_at, token))
-        for entry in skipped:
-            heapq.heappush(due, entry)
-        return claimed
+        return [self._take(job_id, worker_id, now, lease_expires_at, token) for job_id in taken]
 
     def _take(
         self, job_id: str, worker_id: str, now: datetime, lease_expires_at: datetime, token: str
@@ -147,7 +163,8 @@ class MemoryJobStore:
             lease_token=token,
         )
         self._jobs[job_id] = taken
-        self._push_lease(job_id, lease_expires_at)
+        self._due.push_lease(taken, lease_expires_at.timestamp())
+        self._unique.after_claim(taken)
         self._index.touch(taken)
         return taken
 
@@ -160,8 +177,9 @@ class MemoryJobStore:
             record = self._held(job_id, leases[job_id])
             if record is None:
                 continue
-            self._jobs[job_id] = replace(record, lease_expires_at=lease_expires_at)
-            self._push_lease(job_id, lease_expires_at)
+            renewed_record = replace(record, lease_expires_at=lease_expires_at)
+            self._jobs[job_id] = renewed_record
+            self._due.push_lease(renewed_record, lease_expires_at.timestamp())
             renewed.add(job_id)
         return renewed
 
@@ -196,10 +214,11 @@ class MemoryJobStore:
             self._jobs[outcome.job_id] = updated
             self._index.touch(updated)
             if updated.state in PENDING_STATES:
-                self._push_due(updated)
+                self._due.push_pending(updated, event.at.timestamp())
                 requeued = True
             else:
-                self._versions.pop(outcome.job_id, None)
+                self._due.forget(outcome.job_id)
+                self._unique.after_move(updated, updated.state)
             applied.add(outcome.job_id)
         if requeued:
             self._wake()
@@ -248,20 +267,38 @@ class MemoryJobStore:
         if state in PENDING_STATES:
             updated = replace(released, next_try_at=now, finished_at=None)
             self._jobs[job_id] = updated
-            self._push_due(updated)
+            self._due.push_pending(updated, self._clock().timestamp())
             self._wake()
         else:
             finished_at = now if state in FINISHED_STATES else None
             updated = replace(released, finished_at=finished_at)
             self._jobs[job_id] = updated
-            self._versions.pop(job_id, None)
+            self._due.forget(job_id)
+            self._unique.after_move(updated, state)
         self._index.touch(updated)
+        if record.state is JobState.PROCESSING and state is JobState.CANCELLED:
+            self._tell_cancelled(job_id)
         return updated
 
+    def add_cancel_listener(self, listener: Callable[[str], None]) -> None:
+        self._cancel_listeners.append(listener)
+
+    def _tell_cancelled(self, job_id: str) -> None:
+        """Call every cancel listener; one that fails is logged, not raised here."""
+        for listener in tuple(self._cancel_listeners):
+            try:
+                listener(job_id)
+            except Exception:
+                logger.exception("a cancel listener failed on job %s", job_id)
+
     async def delete(self, job_id: str) -> bool:
-        self._versions.pop(job_id, None)
+        self._due.forget(job_id)
         self._index.forget(job_id)
-        return self._jobs.pop(job_id, None) is not None
+        record = self._jobs.pop(job_id, None)
+        if record is None:
+            return False
+        self._unique.release(record)
+        return True
 
     async def purge(
         self,
@@ -278,18 +315,36 @@ class MemoryJobStore:
         chunk = None if limit is None else max(limit, 0)
         doomed = self._synced_index().take_finished_before(wanted, finished_before, chunk)
         for job_id in doomed:
-            del self._jobs[job_id]
-            self._versions.pop(job_id, None)
+            self._unique.release(self._jobs.pop(job_id))
+            self._due.forget(job_id)
         return len(doomed)
 
-    async def wait_for_work(self, timeout: float) -> None:
-        wait = min(timeout, self._seconds_until_due(self._clock().timestamp()))
-        if wait <= 0:
-            return
-        if self._wakeup is None or self._wakeup.is_set():
-            self._wakeup = anyio.Event()
-        with anyio.move_on_after(wait):
-            await self._wakeup.wait()
+    async def wait_for_work(self, timeout: float, *, queues: Collection[str] | None = None) -> None:
+        deadline = anyio.current_time() + timeout
+        while True:
+            until_due = self._due.seconds_until_due(queues, self._clock().timestamp())
+            wait = min(deadline - anyio.current_time(), until_due)
+            if wait <= 0:
+                return
+            if self._wakeup is None or self._wakeup.is_set():
+                self._wakeup = anyio.Event()
+            with anyio.move_on_after(wait) as timer:
+                await self._wakeup.wait()
+            if timer.cancelled_caught:
+                # The timeout, or the moment the earliest job falls due.
+                return
+            # Woken by a change (an add, a resume ...): wait on unless it made
+            # a job of these queues due, so other queues' work wakes nobody here.
+
+    async def set_queue_paused(self, queue: str, paused: bool) -> None:
+        if paused:
+            self._due.paused.add(queue)
+        elif queue in self._due.paused:
+            self._due.paused.discard(queue)
+            self._wake()
+
+    async def paused_queues(self) -> builtins.set[str]:
+        return set(self._due.paused)
 
     async def heartbeat(self, worker: WorkerInfo) -> None:
         stale_before = worker.last_seen_at - timedelta(seconds=STALE_WORKER_SECONDS)
@@ -362,23 +417,6 @@ class MemoryJobStore:
         )
         return True
 
-    def _push_due(self, record: JobRecord) -> None:
-        version = next(self._sequence)
-        self._versions[record.id] = version
-        entry = (
-            record.next_try_at.timestamp(),
-            record.attempts,
-            record.created_at.timestamp(),
-            version,
-            record.id,
-        )
-        heapq.heappush(self._due, entry)
-
-    def _push_lease(self, job_id: str, lease_expires_at: datetime) -> None:
-        version = next(self._sequence)
-        self._versions[job_id] = version
-        heapq.heappush(self._leases, (lease_expires_at.timestamp(), version, job_id))
-
     def _held(self, job_id: str, token: str | None) -> JobRecord | None:
         """The job if it is processing under ``token``: the token alone decides."""
         record = self._jobs.get(job_id)
@@ -388,22 +426,13 @@ class MemoryJobStore:
             return None
         return record
 
-    def _requeue_expired_leases(self, now_ts: float) -> None:
-        leases = self._leases
-        while leases and leases[0][0] <= now_ts:
-            _, version, job_id = heapq.heappop(leases)
-            if self._versions.get(job_id) == version:
-                self._push_due(self._jobs[job_id])
-
-    def _seconds_until_due(self, now_ts: float) -> float:
-        """Seconds until the earliest pending job or lease falls due (inf if none)."""
-        due, leases, versions = self._due, self._leases, self._versions
-        while due and versions.get(due[0][4]) != due[0][3]:
-            heapq.heappop(due)
-        while leases and versions.get(leases[0][2]) != leases[0][1]:
-            heapq.heappop(leases)
-        earliest = min(due[0][0] if due else math.inf, leases[0][0] if leases else math.inf)
-        return earliest - now_ts
+    def _forget_jobs(self) -> None:
+        """Forget every job and key; workers, schedules and paused queues stay
+        (for test doubles that start over between tests)."""
+        self._jobs.clear()
+        self._due.clear()
+        self._unique = UniqueKeys()
+        self._index = JobIndex()
 
     def _wake(self) -> None:
         if self._wakeup is not None:

@@ -28,7 +28,13 @@ from masa_jobs import (
     JobStore,
     StoreRejectedError,
 )
-from masa_jobs.records import WorkerInfo, utcnow
+from masa_jobs.records import (
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    UniqueScope,
+    WorkerInfo,
+    utcnow,
+)
 from masa_jobs.stores.base import STALE_WORKER_SECONDS
 
 pytestmark = pytest.mark.anyio
@@ -64,6 +70,11 @@ def make_record(
     created_at: datetime | None = None,
     delay: float = 0.0,
     attempts: int = 0,
+    queue: str = DEFAULT_QUEUE,
+    priority: int = DEFAULT_PRIORITY,
+    unique_key: str | None = None,
+    unique_scope: UniqueScope | None = None,
+    unique_until: datetime | None = None,
 ) -> JobRecord:
     """A new job created now (or at ``created_at``), due ``delay`` seconds after;
     stored ``scheduled`` when it is due later, as the manager stores it."""
@@ -78,6 +89,11 @@ def make_record(
         created_at=created,
         next_try_at=created + seconds(delay),
         attempts=attempts,
+        queue=queue,
+        priority=priority,
+        unique_key=unique_key,
+        unique_scope=unique_scope,
+        unique_until=unique_until,
     )
 
 
