@@ -16,6 +16,7 @@ from .exceptions import (
     EnqueueError,
     InvalidDelayError,
     InvalidJobArgsError,
+    InvalidJobOptionsError,
     InvalidJobStateError,
     InvalidQueryError,
     InvalidScheduleError,
@@ -47,19 +48,21 @@ from .options import BackgroundJobOptions
 from .queries import JobQuery, Page
 from .records import (
     JobEvent,
+    JobId,
     JobInfo,
     JobOutcome,
     JobRecord,
     JobState,
     ScheduleInfo,
     ScheduleRecord,
+    UniqueScope,
     WorkerInfo,
 )
 from .registry import JobRegistry
 from .retry import RetryPolicy
 from .scheduler import Scheduler
 from .stores import JobStore, MemoryJobStore
-from .stores.base import OperatorStore, ScheduleStore, Store
+from .stores.base import CancelFeed, OperatorStore, ScheduleStore, Store
 from .sync import SyncJobManager
 from .worker import Worker
 
@@ -71,6 +74,7 @@ __all__ = [
     "BackgroundJobManager",
     "BackgroundJobOptions",
     "BackgroundScheduleJob",
+    "CancelFeed",
     "ConfigurationError",
     "CronSchedule",
     "DefaultJobManager",
@@ -79,12 +83,14 @@ __all__ = [
     "EnqueueError",
     "InvalidDelayError",
     "InvalidJobArgsError",
+    "InvalidJobOptionsError",
     "InvalidJobStateError",
     "InvalidQueryError",
     "InvalidScheduleError",
     "InvalidTimeoutError",
     "JobContext",
     "JobEvent",
+    "JobId",
     "JobInfo",
     "JobManager",
     "JobNotFoundError",
@@ -116,6 +122,7 @@ __all__ = [
     "StoreRejectedError",
     "StoreUnavailableError",
     "SyncJobManager",
+    "UniqueScope",
     "UnknownJobError",
     "Worker",
     "WorkerInfo",

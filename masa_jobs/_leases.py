@@ -32,7 +32,7 @@ START_RENEWAL_SHARE = 0.5
 class _Held:
     """A job this worker claimed and has not recorded yet."""
 
-    __slots__ = ("deadline", "lost", "record")
+    __slots__ = ("cancel_noticed", "deadline", "lost", "record")
 
     def __init__(self, record: JobRecord, deadline: float) -> None:
         self.record = record
@@ -40,6 +40,9 @@ class _Held:
         self.deadline = deadline
         # Whether its loss was logged: a loss is logged and counted once.
         self.lost = False
+        # Whether the store said an operator cancelled it (a cancel notice):
+        # its refused renewal is then that cancel, not a fault.
+        self.cancel_noticed = False
 
     @property
     def token(self) -> str:
@@ -95,6 +98,18 @@ class HeldJobs:
     def unlost(self) -> list[JobRecord]:
         """The held jobs whose lease is not known to be lost."""
         return [held.record for held in self._held.values() if not held.lost]
+
+    def holds(self, job_id: str) -> bool:
+        """Whether this worker holds the job (claimed, outcome not stored yet)."""
+        return job_id in self._held
+
+    def cancel_noticed(self, job_id: str) -> bool:
+        """Note a cancel notice for a held job; False when this worker does not hold it."""
+        held = self._held.get(job_id)
+        if held is None:
+            return False
+        held.cancel_noticed = True
+        return True
 
     def is_lost(self, job_id: str) -> bool:
         """Whether the lease of a job this worker holds is known to be lost."""
@@ -155,7 +170,9 @@ class HeldJobs:
                 held.deadline = sent + self._lease_seconds
             elif job_id not in self._writing:
                 self._lost(
-                    held, "renewal refused: the job was claimed again after its lease lapsed"
+                    held,
+                    "renewal refused: an operator cancelled it, or it was claimed again "
+                    "after its lease lapsed",
                 )
 
     def report_refused(self, batch: Sequence[JobOutcome], applied: Collection[str]) -> None:
@@ -178,6 +195,15 @@ class HeldJobs:
         if held.lost:
             return
         held.lost = True
+        if held.cancel_noticed:
+            # An operator's cancel: what the notice announced, not a fault.
+            logger.info(
+                "job %s (%s) was cancelled by an operator on attempt %d; stopping its run",
+                held.record.id,
+                held.record.name,
+                held.record.attempts,
+            )
+            return
         self.leases_lost += 1
         if self._on_lost is not None:
             self._on_lost(held.record.name)

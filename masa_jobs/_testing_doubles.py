@@ -4,23 +4,24 @@ managers that stamp jobs with the fake clock or run them inline."""
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+import anyio
 from pydantic import BaseModel
 
 from ._text import clean_error
 from .context import running
 from .exceptions import NotSupportedError, ScheduleNotFoundError
+from .executor import timeout_of
 from .jobs import handler_name
-from .manager import DefaultJobManager, Delay
+from .manager import DefaultJobManager
 from .options import BackgroundJobOptions
 from .records import FINISHED_STATES, JobInfo, JobRecord, JobState, utcnow
 from .registry import JobRegistry
-from .schedules import tick_job
-from .stores._memory_index import JobIndex
+from .schedules import tick_job, tick_placement
 from .stores.memory import MemoryJobStore
 
 __all__ = ["WORKER_ID", "ClockedJobManager", "FakeClock", "InlineJobs", "RecordingStore"]
@@ -73,11 +74,7 @@ class RecordingStore(MemoryJobStore):
 
     def clear_jobs(self) -> None:
         """Forget every job (schedules stay)."""
-        self._jobs.clear()
-        self._due.clear()
-        self._leases.clear()
-        self._versions.clear()
-        self._index = JobIndex()
+        self._forget_jobs()
 
 
 class ClockedJobManager(DefaultJobManager):
@@ -98,17 +95,8 @@ class ClockedJobManager(DefaultJobManager):
         super().__init__(store, registry, options)
         self._clock = clock
 
-    async def enqueue(self, args: BaseModel, delay: Delay = None, *, timeout: Delay = None) -> str:
-        record = self._new_record(args, delay, self._clock(), timeout)
-        await self.store.add((record,))
-        return record.id
-
-    async def enqueue_many(self, jobs: Iterable[tuple[BaseModel, Delay]]) -> list[str]:
-        now = self._clock()
-        records = [self._new_record(args, delay, now) for args, delay in jobs]
-        if records:
-            await self.store.add(records)
-        return [record.id for record in records]
+    def _now(self) -> datetime:
+        return self._clock()
 
     async def trigger_schedule(self, schedule_id: str) -> str:
         schedule = await self.store.get_schedule(schedule_id)
@@ -117,7 +105,7 @@ class ClockedJobManager(DefaultJobManager):
                 f"no recurring job with id {schedule_id!r}; list_schedules() shows the ids"
             )
         now = self._clock()
-        job = tick_job(schedule, now, now)
+        job = tick_job(schedule, now, now, tick_placement(schedule, self._registry))
         await self.store.add((job,))
         return job.id
 
@@ -148,15 +136,9 @@ class _InlineJobManager(ClockedJobManager):
         self._recording = store
         self.ran: list[BaseModel] = []
 
-    async def enqueue(self, args: BaseModel, delay: Delay = None, *, timeout: Delay = None) -> str:
-        record = self._new_record(args, delay, self._clock(), timeout)
-        await self._run(record)
-        return record.id
-
-    async def enqueue_many(self, jobs: Iterable[tuple[BaseModel, Delay]]) -> list[str]:
-        now = self._clock()
-        # Validate them all first, as the real manager stores all or none.
-        records = [self._new_record(args, delay, now) for args, delay in jobs]
+    async def _store_new(self, records: list[JobRecord]) -> list[str]:
+        # Called once every record is validated, as the real manager stores
+        # all or none; each runs at once instead of being stored.
         for record in records:
             await self._run(record)
         return [record.id for record in records]
@@ -176,10 +158,11 @@ class _InlineJobManager(ClockedJobManager):
             lease_owner=WORKER_ID,
         )
         errors: list[tuple[str, Exception]] = []
+        timeout = timeout_of(record, self._registry, self._options.job_timeout)
         with running(started):
             for handler_type in self._registry.handlers(record.name):
                 try:
-                    await handler_type().execute(args)
+                    await _run_within(handler_type().execute(args), timeout)
                 except Exception as exc:
                     errors.append((handler_name(handler_type), exc))
         finished = _finished(started, errors, self._clock())
@@ -191,6 +174,20 @@ class _InlineJobManager(ClockedJobManager):
             )
         self._recording.keep(finished)
         _raise_first(record, errors)
+
+
+async def _run_within(run: Awaitable[None], timeout: float | None) -> None:
+    """Await ``run``; past ``timeout`` seconds it is cancelled and raises
+    ``TimeoutError``, as the attempt fails on a worker."""
+    if timeout is None:
+        await run
+        return
+    with anyio.move_on_after(timeout) as scope:
+        await run
+    if scope.cancelled_caught:
+        raise TimeoutError(
+            f"timed out after {timeout:g} s: the run was cancelled, as a worker cancels it"
+        )
 
 
 def _finished(record: JobRecord, errors: list[tuple[str, Exception]], now: datetime) -> JobRecord:

@@ -25,7 +25,9 @@ message says what went wrong and how to fix it::
     │   ├── UnknownJobError        no handler is registered for the args type
     │   ├── PayloadTooLargeError   the serialised args exceed max_payload_bytes (also ValueError)
     │   ├── InvalidDelayError      the delay is negative or not a duration (also ValueError)
-    │   └── InvalidTimeoutError    the timeout is not a positive duration (also ValueError)
+    │   ├── InvalidTimeoutError    the timeout is not a positive duration (also ValueError)
+    │   └── InvalidJobOptionsError a queue, priority, unique key or its scope is wrong
+    │                              (also ValueError)
     ├── JobNotFoundError           no job has that id (also LookupError)
     ├── InvalidScheduleError       a recurring job's id, cron or time zone is wrong (ValueError)
     ├── InvalidQueryError          a list query's page size, time range or cursor is wrong
@@ -55,6 +57,7 @@ __all__ = [
     "EnqueueError",
     "InvalidDelayError",
     "InvalidJobArgsError",
+    "InvalidJobOptionsError",
     "InvalidJobStateError",
     "InvalidQueryError",
     "InvalidScheduleError",
@@ -146,6 +149,10 @@ class InvalidDelayError(EnqueueError, ValueError):
 
 class InvalidTimeoutError(EnqueueError, ValueError):
     """A job timeout is not a positive, finite number of seconds or timedelta."""
+
+
+class InvalidJobOptionsError(EnqueueError, ValueError):
+    """A queue name, priority, unique key or unique scope is wrong; nothing was stored."""
 
 
 class JobNotFoundError(MasaJobsError, LookupError):

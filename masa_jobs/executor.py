@@ -31,7 +31,7 @@ from .schedules import SCHEDULE_JOB_PREFIX, ScheduleTick
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
-__all__ = ["JobExecutor"]
+__all__ = ["JobExecutor", "timeout_of"]
 
 logger = logging.getLogger("masa_jobs.worker")
 
@@ -133,17 +133,7 @@ class JobExecutor:
         return self._failed(record, error, tuple(done))
 
     def _timeout_of(self, record: JobRecord) -> float | None:
-        """The job's own timeout (set at enqueue), else its args class's, else the option's."""
-        if record.headers is not None:
-            stored = stored_timeout(record.headers)
-            if stored is not None:
-                return stored
-        args_type = self._registry.args_type(record.name)
-        if args_type is not None:
-            declared = get_job_timeout(args_type)
-            if declared is not None:
-                return declared
-        return self._job_timeout
+        return timeout_of(record, self._registry, self._job_timeout)
 
     async def _dispatch_now(self, record: JobRecord, done: list[str]) -> JobOutcome:
         if record.name.startswith(SCHEDULE_JOB_PREFIX):
@@ -337,3 +327,17 @@ def _shortened(text: str) -> str:
     if len(text) <= LOGGED_EXCEPTION_LENGTH:
         return text
     return f"{text[: LOGGED_EXCEPTION_LENGTH - 20]}... [{len(text)} characters]"
+
+
+def timeout_of(record: JobRecord, registry: JobRegistry, job_timeout: float | None) -> float | None:
+    """The job's own timeout (set at enqueue), else its args class's, else the option's."""
+    if record.headers is not None:
+        stored = stored_timeout(record.headers)
+        if stored is not None:
+            return stored
+    args_type = registry.args_type(record.name)
+    if args_type is not None:
+        declared = get_job_timeout(args_type)
+        if declared is not None:
+            return declared
+    return job_timeout

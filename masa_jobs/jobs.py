@@ -19,13 +19,25 @@ from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel
 
-from .exceptions import InvalidTimeoutError
+from ._job_control import (
+    NO_CONTROL,
+    JobControl,
+    UniqueKey,
+    check_priority,
+    check_queue,
+    check_unique_for,
+    check_unique_key_source,
+    check_unique_scope,
+)
+from .exceptions import InvalidJobOptionsError, InvalidTimeoutError
+from .records import DEFAULT_QUEUE, UniqueScope
 
 __all__ = [
     "BackgroundJob",
     "BackgroundJobBase",
     "BackgroundScheduleJob",
     "get_handler_args_type",
+    "get_job_control",
     "get_job_name",
     "get_job_timeout",
     "handler_name",
@@ -67,35 +79,71 @@ def job_name(name: str) -> Any:
     return decorate
 
 
-def job_options(*, timeout: float | timedelta | None = None) -> Any:
-    """Set what the jobs of an args class run with, beside their name.
+def job_options(
+    *,
+    timeout: float | timedelta | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    unique_key: UniqueKey | None = None,
+    unique_scope: UniqueScope | str | None = None,
+    unique_for: float | timedelta | None = None,
+) -> Any:
+    """Set what the jobs of an args class run with, beside their name; every
+    one can be overridden per ``enqueue``.
 
-    ``timeout`` (seconds or a ``timedelta``): a run that lasts longer is
-    cancelled and counts as a failed attempt, retried by the retry policy;
-    it overrides the ``job_timeout`` option and is overridden by
-    ``enqueue(..., timeout=...)``. ::
+    - ``timeout`` (seconds or a ``timedelta``): a run that lasts longer is
+      cancelled and counts as a failed attempt, retried by the retry policy;
+      it overrides the ``job_timeout`` option.
+    - ``queue``: the queue the jobs wait in (default ``"default"``); only
+      workers serving it run them (Hangfire's ``[Queue]``).
+    - ``priority``: 0 (claimed first, the default) to 9 (last) within a queue.
+    - ``unique_key``: a text, or a function of the args returning one; while
+      a job of this name holds a key, enqueuing another with the same key
+      returns the first job's id instead of storing a second job.
+    - ``unique_scope``: how long the key is held: ``"active"`` (the default:
+      until the job finishes), ``"pending"`` (until it starts running); or
+      ``unique_for`` (seconds or a ``timedelta``): for that long after
+      enqueue, whatever the job's state. ::
 
-        @job_options(timeout=30)
+        @job_options(timeout=30, queue="reports", unique_key=lambda a: a.month)
         class BuildReport(BaseModel):
             month: str
     """
-    seconds = timeout_seconds(timeout, "@job_options(timeout=...)")
+    where = "@job_options(...)"
+    if unique_scope is not None and unique_for is not None:
+        raise InvalidJobOptionsError(
+            f"{where}: pass unique_scope or unique_for, not both: unique_for holds the key "
+            "for a period whatever the job's state"
+        )
+    control = JobControl(
+        timeout=timeout_seconds(timeout, "@job_options(timeout=...)"),
+        queue=None if queue is None else check_queue(queue, where),
+        priority=None if priority is None else check_priority(priority, where),
+        unique_key=None if unique_key is None else check_unique_key_source(unique_key, where),
+        unique_scope=None if unique_scope is None else check_unique_scope(unique_scope, where),
+        unique_for=None if unique_for is None else check_unique_for(unique_for, where),
+    )
 
     def decorate(cls: TModel) -> TModel:
         if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
             raise TypeError(f"@job_options decorates a pydantic model class, not {cls!r}")
-        setattr(cls, _JOB_OPTIONS_ATTRIBUTE, (cls, seconds))
+        setattr(cls, _JOB_OPTIONS_ATTRIBUTE, (cls, control))
         return cls
 
     return decorate
 
 
-def get_job_timeout(args_type: type[BaseModel]) -> float | None:
-    """The timeout ``@job_options`` set on this args class (not inherited), or None."""
+def get_job_control(args_type: type[BaseModel]) -> JobControl:
+    """What ``@job_options`` set on this args class (not inherited)."""
     pinned = args_type.__dict__.get(_JOB_OPTIONS_ATTRIBUTE)
     if pinned is not None and pinned[0] is args_type:
         return pinned[1]  # type: ignore[no-any-return]
-    return None
+    return NO_CONTROL
+
+
+def get_job_timeout(args_type: type[BaseModel]) -> float | None:
+    """The timeout ``@job_options`` set on this args class (not inherited), or None."""
+    return get_job_control(args_type).timeout
 
 
 def timeout_seconds(timeout: object, where: str) -> float | None:
@@ -188,6 +236,8 @@ class BackgroundScheduleJob(ABC):
     id: str
     cron_expression: str
     timezone: str = "UTC"
+    #: The queue its ticks wait in (Hangfire's ``Queue`` of a recurring job).
+    queue: str = DEFAULT_QUEUE
     #: The tick this execution runs for (UTC); set before ``execute``.
     fire_at: datetime | None = None
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import math
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import aclosing
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -20,6 +21,7 @@ from uuid import uuid4
 import anyio
 from pydantic import BaseModel
 
+from ._job_control import NO_CONTROL, JobControl, asked_control, check_queue, placed
 from ._observe import Observers, observers_for
 from ._payload import stored_args, validate_stored_args
 from ._timeouts import timeout_headers
@@ -34,17 +36,19 @@ from .exceptions import (
     ScheduleNotFoundError,
     UnknownJobError,
 )
-from .jobs import BackgroundScheduleJob, get_job_name, timeout_seconds
+from .jobs import BackgroundScheduleJob, get_job_control, get_job_name, timeout_seconds
 from .options import BackgroundJobOptions
 from .queries import MAX_PAGE_SIZE, JobQuery, Page, pages
 from .records import (
     FINISHED_STATES,
     PENDING_STATES,
+    JobId,
     JobInfo,
     JobRecord,
     JobState,
     ScheduleInfo,
     ScheduleRecord,
+    UniqueScope,
     WorkerInfo,
     utcnow,
 )
@@ -55,8 +59,11 @@ from .schedules import (
     job_schedule,
     schedule_from_job,
     tick_job,
+    tick_placement,
 )
 from .stores.base import Store
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["BackgroundJobManager", "DefaultJobManager", "Delay", "JobManager", "Timeout"]
 
@@ -79,13 +86,39 @@ _CANCELLABLE = PENDING_STATES | {JobState.PROCESSING}
 class JobManager(Protocol):
     """Enqueue jobs and manage them (MASA's ``IBackgroundJobManager``)."""
 
-    async def enqueue(self, args: BaseModel, delay: Delay = None, *, timeout: Delay = None) -> str:
+    async def enqueue(
+        self,
+        args: BaseModel,
+        delay: Delay = None,
+        *,
+        timeout: Delay = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
+        unique_scope: UniqueScope | str | None = None,
+        unique_for: Delay = None,
+    ) -> JobId:
         """Store a job to run after ``delay`` (now when None); returns its id.
-        ``timeout`` (seconds or a timedelta) cancels a run that lasts longer,
-        overriding ``@job_options(timeout=...)`` and the ``job_timeout`` option."""
 
-    async def enqueue_many(self, jobs: Iterable[tuple[BaseModel, Delay]]) -> list[str]:
-        """Store several jobs at once, all or none; returns their ids."""
+        ``timeout`` (seconds or a timedelta) cancels a run that lasts longer.
+        ``queue`` and ``priority`` (0 first to 9 last) say where it waits.
+        ``unique_key`` makes it unique among jobs of its name while the key
+        is held (``unique_scope`` ``"active"``, the default, or
+        ``"pending"``; or ``unique_for`` seconds after enqueue): a second
+        enqueue returns the holder's id, with ``JobId.duplicate`` True. Each
+        overrides ``@job_options(...)`` of the args class, then the options."""
+
+    async def enqueue_many(
+        self,
+        jobs: Iterable[tuple[BaseModel, Delay]],
+        *,
+        timeout: Delay = None,
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> list[JobId]:
+        """Store several jobs at once, all or none; returns their ids (a job
+        whose class declares a unique key may answer an existing job's id).
+        ``timeout``, ``queue`` and ``priority`` apply to every job."""
 
     async def add_or_update_schedule(
         self, job: BackgroundScheduleJob | type[BackgroundScheduleJob]
@@ -182,6 +215,16 @@ class JobManager(Protocol):
     async def workers(self) -> builtins.list[WorkerInfo]:
         """The workers whose heartbeat is recent (within one lease timeout)."""
 
+    async def pause_queue(self, queue: str) -> None:
+        """Stop every worker from starting jobs of ``queue`` (stored, so a restart
+        keeps it); running jobs finish, and enqueues are still accepted."""
+
+    async def resume_queue(self, queue: str) -> None:
+        """Let workers start jobs of ``queue`` again."""
+
+    async def paused_queues(self) -> set[str]:
+        """The queues paused now."""
+
 
 class DefaultJobManager:
     """The ``JobManager`` over one store, registry and set of options."""
@@ -201,39 +244,64 @@ class DefaultJobManager:
     def options(self) -> BackgroundJobOptions:
         return self._options
 
-    async def enqueue(self, args: BaseModel, delay: Delay = None, *, timeout: Delay = None) -> str:
-        record = self._new_record(args, delay, utcnow(), timeout)
-        if self._observers is None:
-            await self._store.add((record,))
-        else:
-            await self._add_observed([record], self._observers)
-        return record.id
+    async def enqueue(
+        self,
+        args: BaseModel,
+        delay: Delay = None,
+        *,
+        timeout: Delay = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
+        unique_scope: UniqueScope | str | None = None,
+        unique_for: Delay = None,
+    ) -> JobId:
+        asked = asked_control(queue, priority, unique_key, unique_scope, unique_for, "enqueue")
+        record = self._new_record(args, delay, self._now(), timeout, asked)
+        return _job_ids([record], await self._store_new([record]))[0]
 
-    async def enqueue_many(self, jobs: Iterable[tuple[BaseModel, Delay]]) -> builtins.list[str]:
-        now = utcnow()
+    async def enqueue_many(
+        self,
+        jobs: Iterable[tuple[BaseModel, Delay]],
+        *,
+        timeout: Delay = None,
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> builtins.list[JobId]:
+        now = self._now()
+        asked = asked_control(queue, priority, None, None, None, "enqueue_many")
         # Validate everything before storing anything: one bad job refuses the batch.
-        records = [self._new_record(args, delay, now) for args, delay in jobs]
+        records = [self._new_record(args, delay, now, timeout, asked) for args, delay in jobs]
         if not records:
             return []
-        if self._observers is None:
-            await self._store.add(records)
-        else:
-            await self._add_observed(records, self._observers)
-        return [record.id for record in records]
+        return _job_ids(records, await self._store_new(records))
 
-    async def _add_observed(self, records: builtins.list[JobRecord], observers: Observers) -> None:
+    def _now(self) -> datetime:
+        """The time new jobs are stamped with (a test double's fake clock overrides it)."""
+        return utcnow()
+
+    async def _store_new(self, records: builtins.list[JobRecord]) -> builtins.list[str]:
+        """Store new jobs; returns the id standing for each (see ``JobStore.add``)."""
+        if self._observers is None:
+            return await self._store.add(records)
+        return await self._add_observed(records, self._observers)
+
+    async def _add_observed(
+        self, records: builtins.list[JobRecord], observers: Observers
+    ) -> builtins.list[str]:
         """Store ``records``, in an enqueue span (whose context their headers
-        carry) while a tracer provider is configured, then report them."""
+        carry) while a tracer provider is configured, then report the ones stored."""
         tracer = observers.tracer()
         if tracer is None:
-            await self._store.add(records)
-            observers.jobs_enqueued(records)
-            return
+            ids = await self._store.add(records)
+            observers.jobs_enqueued(_stored_only(records, ids))
+            return ids
         from .tracing import enqueue_span
 
         with enqueue_span(tracer, records) as stored:
-            await self._store.add(stored)
-        observers.jobs_enqueued(stored)
+            ids = await self._store.add(stored)
+        observers.jobs_enqueued(_stored_only(stored, ids))
+        return ids
 
     async def add_or_update_schedule(
         self, job: BackgroundScheduleJob | type[BackgroundScheduleJob]
@@ -300,7 +368,7 @@ class DefaultJobManager:
         if schedule is None:
             raise ScheduleNotFoundError(_no_schedule(schedule_id))
         now = utcnow()
-        job = tick_job(schedule, now, now)
+        job = tick_job(schedule, now, now, tick_placement(schedule, self._registry))
         await self._store.add((job,))
         return job.id
 
@@ -421,6 +489,15 @@ class DefaultJobManager:
         since = utcnow() - timedelta(seconds=self._options.lease_timeout)
         return await self._store.list_workers(since)
 
+    async def pause_queue(self, queue: str) -> None:
+        await self._store.set_queue_paused(check_queue(queue, "pause_queue"), True)
+
+    async def resume_queue(self, queue: str) -> None:
+        await self._store.set_queue_paused(check_queue(queue, "resume_queue"), False)
+
+    async def paused_queues(self) -> set[str]:
+        return await self._store.paused_queues()
+
     async def _transition(
         self, job_id: str, expected: Collection[JobState], state: JobState, verb: str
     ) -> JobInfo:
@@ -437,7 +514,12 @@ class DefaultJobManager:
         )
 
     def _new_record(
-        self, args: BaseModel, delay: Delay, now: datetime, timeout: Delay = None
+        self,
+        args: BaseModel,
+        delay: Delay,
+        now: datetime,
+        timeout: Delay = None,
+        asked: JobControl = NO_CONTROL,
     ) -> JobRecord:
         name = self._job_name_of(args)
         headers = timeout_headers(timeout_seconds(timeout, f"enqueue of {name!r}"))
@@ -453,7 +535,7 @@ class DefaultJobManager:
                 f"delay {delay!r} ends past the last date a timestamp can hold: "
                 "pass a shorter delay"
             ) from None
-        return JobRecord(
+        record = JobRecord(
             id=uuid4().hex,
             name=name,
             payload=payload,
@@ -462,6 +544,7 @@ class DefaultJobManager:
             next_try_at=next_try_at,
             headers=headers,
         )
+        return placed(record, args, get_job_control(type(args)), asked)
 
     def _job_name_of(self, args: object) -> str:
         if not isinstance(args, BaseModel):
@@ -509,6 +592,28 @@ def _schedule_args(payload: str | None) -> dict[str, Any] | None:
         # A damaged record is still listed: the id is what removes it.
         return None
     return args if isinstance(args, dict) else None
+
+
+def _job_ids(records: builtins.list[JobRecord], ids: builtins.list[str]) -> builtins.list[JobId]:
+    """The ids ``enqueue`` answers: a record whose unique key another job held
+    answers that job's id, marked as a duplicate (and logged, for whoever
+    wonders why no new job appeared)."""
+    answers = []
+    for record, job_id in zip(records, ids, strict=True):
+        duplicate = job_id != record.id
+        if duplicate:
+            logger.info(
+                "enqueue of %s: unique key %r is held by job %s; returned its id, stored nothing",
+                record.name,
+                record.unique_key,
+                job_id,
+            )
+        answers.append(JobId(job_id, duplicate=duplicate))
+    return answers
+
+
+def _stored_only(records: Sequence[JobRecord], ids: builtins.list[str]) -> builtins.list[JobRecord]:
+    return [record for record, job_id in zip(records, ids, strict=True) if job_id == record.id]
 
 
 def _no_schedule(schedule_id: str) -> str:
@@ -566,15 +671,42 @@ class BackgroundJobManager:
         raise TypeError("BackgroundJobManager is a static facade; call its methods on the class")
 
     @staticmethod
-    async def enqueue(args: BaseModel, delay: Delay = None, *, timeout: Delay = None) -> str:
+    async def enqueue(
+        args: BaseModel,
+        delay: Delay = None,
+        *,
+        timeout: Delay = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
+        unique_scope: UniqueScope | str | None = None,
+        unique_for: Delay = None,
+    ) -> JobId:
+        """``JobManager.enqueue`` on the published container's manager."""
         from .app import MasaApp
 
         manager = MasaApp.job_manager()
-        if timeout is None:
+        if (
+            timeout is None
+            and queue is None
+            and priority is None
+            and unique_key is None
+            and unique_scope is None
+            and unique_for is None
+        ):
             # A manager of the application's own (a provider override) may
-            # predate timeouts: pass only what was asked for.
+            # predate these options: pass only what was asked for.
             return await manager.enqueue(args, delay)
-        return await manager.enqueue(args, delay, timeout=timeout)
+        return await manager.enqueue(
+            args,
+            delay,
+            timeout=timeout,
+            queue=queue,
+            priority=priority,
+            unique_key=unique_key,
+            unique_scope=unique_scope,
+            unique_for=unique_for,
+        )
 
     @staticmethod
     async def add_or_update_schedule(
@@ -604,11 +736,30 @@ class BackgroundJobManager:
     # handlers, scripts): the machinery is in masa_jobs.sync.
 
     @staticmethod
-    def enqueue_sync(args: BaseModel, delay: Delay = None, *, timeout: Delay = None) -> str:
+    def enqueue_sync(
+        args: BaseModel,
+        delay: Delay = None,
+        *,
+        timeout: Delay = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
+        unique_scope: UniqueScope | str | None = None,
+        unique_for: Delay = None,
+    ) -> JobId:
         """``enqueue`` from a thread without a running event loop; returns the job id."""
         from .sync import SyncJobManager
 
-        return SyncJobManager().enqueue(args, delay, timeout=timeout)
+        return SyncJobManager().enqueue(
+            args,
+            delay,
+            timeout=timeout,
+            queue=queue,
+            priority=priority,
+            unique_key=unique_key,
+            unique_scope=unique_scope,
+            unique_for=unique_for,
+        )
 
     @staticmethod
     def get_sync(job_id: str) -> JobInfo | None:

@@ -11,9 +11,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ._job_control import QueuePlan, parse_queues
 from ._redact import GuardedRedactor, import_redactor, redact
 
 __all__ = ["BackgroundJobOptions"]
+
+from .records import DEFAULT_QUEUE
 
 # One MiB: large enough for any sane args object, small enough that a
 # mistaken enqueue of a whole file is caught before it reaches the store.
@@ -136,6 +139,13 @@ class BackgroundJobOptions(BaseModel):
         default="text",
         description="How `masa-jobs worker` writes its log: text lines or one JSON object a line.",
     )
+    queues: tuple[str, ...] = Field(
+        default=(DEFAULT_QUEUE,),
+        description=(
+            "Queues the worker serves, in the order it claims from them; 'name:N' holds "
+            "at most N jobs of that queue at once; '*' serves every queue."
+        ),
+    )
     job_packages: tuple[str, ...] = Field(
         default=(), description="Packages imported at start-up to find job handlers."
     )
@@ -150,13 +160,24 @@ class BackgroundJobOptions(BaseModel):
         ),
     )
 
-    @field_validator("job_packages", mode="before")
+    @field_validator("job_packages", "queues", mode="before")
     @classmethod
-    def _split_package_list(cls, value: Any) -> Any:
-        # Environment variables carry lists as "pkg.a,pkg.b".
+    def _split_list(cls, value: Any) -> Any:
+        # Environment variables and the CLI carry lists as "a,b".
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("queues")
+    @classmethod
+    def _check_queues(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_queues(value)
+        return value
+
+    @property
+    def queue_plan(self) -> QueuePlan:
+        """The ``queues`` option parsed: names in order, and each one's cap."""
+        return parse_queues(self.queues)
 
     @field_validator("redact_error", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ._job_control import VALID_QUEUE as _VALID_QUEUE
 from .exceptions import DuplicateJobNameError, InvalidScheduleError, RegistryError
 from .jobs import (
     BackgroundJob,
@@ -209,6 +210,11 @@ def _checked_schedule_class(klass: ScheduleType) -> ScheduleType:
         raise RegistryError(
             f"recurring job {handler_name(klass)} is abstract: implement "
             f"{', '.join(sorted(klass.__abstractmethods__))}"
+        )
+    if not _VALID_QUEUE.match(str(klass.queue)):
+        raise InvalidScheduleError(
+            f"recurring job {handler_name(klass)} declares queue {klass.queue!r}: use 1-100 "
+            "letters, digits, '_', '.', ':' and '-', e.g. queue = 'reports'"
         )
     return klass
 

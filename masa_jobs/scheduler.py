@@ -30,7 +30,7 @@ from .exceptions import InvalidScheduleError
 from .options import BackgroundJobOptions
 from .records import ScheduleRecord
 from .registry import JobRegistry
-from .schedules import schedule_from_job, tick_job
+from .schedules import schedule_from_job, tick_job, tick_placement
 from .stores.base import ScheduleStore
 
 __all__ = ["Scheduler"]
@@ -146,7 +146,13 @@ class Scheduler:
         missed = now - schedule.next_fire_at > grace
         next_fire_at = cron.next_after(now if missed else schedule.next_fire_at)
         skip = missed and self._options.missed_ticks == "skip"
-        job = None if skip else tick_job(schedule, schedule.next_fire_at, now)
+        job = (
+            None
+            if skip
+            else tick_job(
+                schedule, schedule.next_fire_at, now, tick_placement(schedule, self._registry)
+            )
+        )
         try:
             fired = await self._store.fire_schedule(
                 schedule.id, schedule.next_fire_at, next_fire_at, job

@@ -16,15 +16,18 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict
 
 from .cron import CronSchedule
 from .exceptions import InvalidScheduleError
-from .jobs import BackgroundScheduleJob, handler_name
-from .records import JobRecord, JobState, ScheduleRecord
+from .jobs import BackgroundScheduleJob, get_job_control, handler_name
+
+if TYPE_CHECKING:
+    from .registry import JobRegistry
+from .records import DEFAULT_PRIORITY, DEFAULT_QUEUE, JobRecord, JobState, ScheduleRecord
 
 __all__ = [
     "JOB_SCHEDULE_PREFIX",
@@ -36,6 +39,7 @@ __all__ = [
     "job_schedule",
     "schedule_from_job",
     "tick_job",
+    "tick_placement",
 ]
 
 # Tick jobs are told apart from user jobs by this prefix of their name.
@@ -174,13 +178,37 @@ def declared_schedule(job_class: type[BackgroundScheduleJob]) -> bool:
     )
 
 
-def tick_job(schedule: ScheduleRecord, fire_at: datetime, now: datetime) -> JobRecord:
-    """The job that runs one tick of ``schedule``, due now.
+def tick_placement(schedule: ScheduleRecord, registry: JobRegistry) -> tuple[str, int]:
+    """The queue and priority of a schedule's ticks: those its args class
+    declares (a schedule of an ordinary job), or its class's ``queue``;
+    the defaults where this process does not know the class."""
+    job_name = job_name_of_schedule(schedule)
+    if job_name is None:
+        schedule_class = registry.schedule_class(schedule.job_class)
+        queue = getattr(schedule_class, "queue", DEFAULT_QUEUE)
+        return (queue if isinstance(queue, str) else DEFAULT_QUEUE), DEFAULT_PRIORITY
+    args_type = registry.args_type(job_name)
+    if args_type is None:
+        return DEFAULT_QUEUE, DEFAULT_PRIORITY
+    control = get_job_control(args_type)
+    priority = DEFAULT_PRIORITY if control.priority is None else control.priority
+    return control.queue or DEFAULT_QUEUE, priority
+
+
+def tick_job(
+    schedule: ScheduleRecord,
+    fire_at: datetime,
+    now: datetime,
+    placement: tuple[str, int] = (DEFAULT_QUEUE, DEFAULT_PRIORITY),
+) -> JobRecord:
+    """The job that runs one tick of ``schedule``, due now, in the queue and
+    at the priority of ``placement`` (see ``tick_placement``).
 
     For a schedule of an ordinary job that is the job itself, with the
     stored args; for a class schedule, a ``schedule:<id>`` tick.
     """
     job_name = job_name_of_schedule(schedule)
+    queue, priority = placement
     if job_name is not None and schedule.payload is not None:
         return JobRecord(
             id=uuid4().hex,
@@ -189,6 +217,8 @@ def tick_job(schedule: ScheduleRecord, fire_at: datetime, now: datetime) -> JobR
             state=JobState.ENQUEUED,
             created_at=now,
             next_try_at=now,
+            queue=queue,
+            priority=priority,
         )
     tick = ScheduleTick(schedule_id=schedule.id, job_class=schedule.job_class, fire_at=fire_at)
     return JobRecord(
@@ -198,6 +228,8 @@ def tick_job(schedule: ScheduleRecord, fire_at: datetime, now: datetime) -> JobR
         state=JobState.ENQUEUED,
         created_at=now,
         next_try_at=now,
+        queue=queue,
+        priority=priority,
     )
 
 

@@ -46,7 +46,7 @@ from pydantic import BaseModel
 from .app import MasaApp, find_jobs_container
 from .exceptions import NotSupportedError
 from .manager import Delay, JobManager, Timeout
-from .records import JobInfo
+from .records import JobId, JobInfo, UniqueScope
 
 __all__ = ["SyncJobManager", "close_sync_loop"]
 
@@ -64,11 +64,35 @@ class SyncJobManager:
     event loop it is refused: ``await`` the ``JobManager`` there instead.
     """
 
-    def enqueue(self, args: BaseModel, delay: Delay = None, *, timeout: Delay = None) -> str:
-        """Store a job to run after ``delay`` (now when None); returns its id."""
-        if timeout is None:
-            return _call("enqueue", lambda manager: manager.enqueue(args, delay))
-        return _call("enqueue", lambda manager: manager.enqueue(args, delay, timeout=timeout))
+    def enqueue(
+        self,
+        args: BaseModel,
+        delay: Delay = None,
+        *,
+        timeout: Delay = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
+        unique_scope: UniqueScope | str | None = None,
+        unique_for: Delay = None,
+    ) -> JobId:
+        """Store a job to run after ``delay`` (now when None); returns its id.
+        The keyword arguments are ``JobManager.enqueue``'s."""
+        control: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("timeout", timeout),
+                ("queue", queue),
+                ("priority", priority),
+                ("unique_key", unique_key),
+                ("unique_scope", unique_scope),
+                ("unique_for", unique_for),
+            )
+            if value is not None
+        }
+        # Only what was asked for: a manager of the application's own may
+        # predate some of these options.
+        return _call("enqueue", lambda manager: manager.enqueue(args, delay, **control))
 
     def get(self, job_id: str) -> JobInfo | None:
         """One job, or None."""

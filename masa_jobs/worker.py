@@ -34,13 +34,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._leases import HeldJobs
 from ._observe import observers_for
 from ._outage import OutageLog
+from ._queue_slots import ClaimRound, QueueSlots
 from ._text import clean_error
 from .executor import JobExecutor
 from .options import BackgroundJobOptions
 from .records import FINISHED_STATES, JobOutcome, JobRecord, JobState, WorkerInfo, utcnow
 from .registry import JobRegistry
 from .retry import RetryPolicy
-from .stores.base import PURGE_CHUNK_ROWS, JobStore, OperatorStore
+from .stores.base import PURGE_CHUNK_ROWS, CancelFeed, JobStore, OperatorStore
 
 __all__ = ["Worker"]
 
@@ -107,6 +108,9 @@ class Worker:
         self._lease = timedelta(seconds=options.lease_timeout)
         prefetch = options.concurrency if options.prefetch is None else options.prefetch
         self._max_held = options.concurrency + prefetch
+        self._slots = QueueSlots(options.queue_plan)
+        self._cancel_listening = False
+        self._renew_now: anyio.Event | None = None
         self.worker_id = worker_id or default_worker_id()
         self._running = False
         self._stop_requested = False
@@ -162,6 +166,7 @@ class Worker:
             raise RuntimeError(f"worker {self.worker_id} is running already")
         self._reset()
         self._running = True
+        self._listen_for_cancels()
         logger.info("worker %s started", self.worker_id)
         try:
             async with anyio.create_task_group() as flusher:
@@ -185,6 +190,7 @@ class Worker:
         self._held.clear()
         self._outcomes.clear()
         self._job_scopes.clear()
+        self._slots.clear()
         self._in_flight = 0
 
     async def _serve(self, task_status: TaskStatus[None]) -> None:
@@ -209,12 +215,14 @@ class Worker:
         with anyio.CancelScope() as self._claim_scope:
             while not self._stop_requested:
                 free = self._max_held - self._in_flight
-                if free <= 0:
+                wanted = min(self._options.batch_size, free)
+                rounds = self._slots.rounds(wanted) if free > 0 else []
+                if not rounds:
+                    # Every slot, or every served queue's cap, is taken.
                     self._slot_freed = anyio.Event()
                     await self._slot_freed.wait()
                     continue
-                wanted = min(self._options.batch_size, free)
-                jobs = await self._claim(wanted)
+                jobs, starved = await self._claim_rounds(rounds, wanted)
                 self._in_flight += len(jobs)
                 try:
                     for job in jobs:
@@ -228,11 +236,35 @@ class Worker:
                 if empty_claims > 1:
                     pause = EMPTY_CLAIM_PAUSE_SECONDS * 2 ** min(empty_claims - 2, 10)
                     await anyio.sleep(min(pause, MAX_EMPTY_CLAIM_PAUSE_SECONDS))
-                if len(jobs) < wanted:
-                    await self._wait_for_work()
+                if starved:
+                    await self._wait_for_work(_served(rounds))
         self._claim_scope = None
 
-    async def _claim(self, wanted: int) -> list[JobRecord]:
+    async def _claim_rounds(
+        self, rounds: list[ClaimRound], wanted: int
+    ) -> tuple[list[JobRecord], bool]:
+        """Claim round by round (queue by queue, in the order served) until
+        the slots are full; also says whether every round came back short,
+        when the worker waits for work instead of claiming again at once."""
+        if len(rounds) == 1:
+            queues, asked = rounds[0]
+            jobs = await self._claim(asked, queues)
+            return jobs, len(jobs) < asked
+        jobs = []
+        remaining = wanted
+        starved = True
+        for queues, room in rounds:
+            asked = min(room, remaining)
+            if asked <= 0:
+                starved = False
+                break
+            got = await self._claim(asked, queues)
+            jobs.extend(got)
+            remaining -= len(got)
+            starved = starved and len(got) < asked
+        return jobs, starved
+
+    async def _claim(self, wanted: int, queues: tuple[str, ...] | None) -> list[JobRecord]:
         """Claim up to ``wanted`` jobs; on a store error, back off and return none."""
         sent = time.monotonic()
         try:
@@ -241,7 +273,7 @@ class Worker:
             # still holds are excluded: it never takes back its own job.
             with anyio.CancelScope(shield=True):
                 jobs = await self._store.claim(
-                    self.worker_id, wanted, self._lease, exclude=tuple(self._held)
+                    self.worker_id, wanted, self._lease, exclude=tuple(self._held), queues=queues
                 )
         except Exception as exc:
             self._claim_log.failed(exc)
@@ -250,16 +282,41 @@ class Worker:
         self._claim_log.succeeded()
         self._error_backoff = FIRST_ERROR_BACKOFF_SECONDS
         self._held.add(jobs, sent)
+        self._slots.claimed(jobs)
         return jobs
 
-    async def _wait_for_work(self) -> None:
+    async def _wait_for_work(self, queues: tuple[str, ...] | None) -> None:
         try:
-            await self._store.wait_for_work(self._options.poll_interval)
+            if self._slots.capped:
+                await self._wait_for_work_or_room(queues)
+            else:
+                await self._store.wait_for_work(self._options.poll_interval, queues=queues)
         except Exception as exc:
             self._wait_log.failed(exc)
             await self._back_off()
         else:
             self._wait_log.succeeded()
+
+    async def _wait_for_work_or_room(self, queues: tuple[str, ...] | None) -> None:
+        """Wait for work in the queues with room, or for a job of a queue at
+        its cap to finish (which makes room there)."""
+        slot_freed = self._slot_freed = anyio.Event()
+        failed: list[Exception] = []
+        async with anyio.create_task_group() as waiters:
+
+            async def wait_for_work() -> None:
+                try:
+                    await self._store.wait_for_work(self._options.poll_interval, queues=queues)
+                except Exception as exc:
+                    # Raised as itself below, not wrapped in an exception group.
+                    failed.append(exc)
+                waiters.cancel_scope.cancel()
+
+            waiters.start_soon(wait_for_work)
+            await slot_freed.wait()
+            waiters.cancel_scope.cancel()
+        if failed:
+            raise failed[0]
 
     async def _back_off(self) -> None:
         await anyio.sleep(self._error_backoff)
@@ -309,7 +366,7 @@ class Worker:
     def _drop(self, job_id: str) -> None:
         """Forget a claimed job without running it (its lease is no longer ours)."""
         self._held.forget((job_id,))
-        self._slot_released()
+        self._slot_released(job_id)
 
     def _add_outcome(self, outcome: JobOutcome) -> None:
         if outcome.last_error is not None:
@@ -322,10 +379,11 @@ class Worker:
             self._log_dead(outcome)
         self._outcomes.append(outcome)
         self._signal_outcome()
-        self._slot_released()
+        self._slot_released(outcome.job_id)
 
-    def _slot_released(self) -> None:
+    def _slot_released(self, job_id: str) -> None:
         self._in_flight -= 1
+        self._slots.released(job_id)
         if self._slot_freed is not None:
             self._slot_freed.set()
 
@@ -445,10 +503,30 @@ class Worker:
                 await self._held.renew()
                 self._stop_lost_runs()
                 await self._beat(started_at)
-                await anyio.sleep(interval)
+                # A cancel notice cuts the wait short: the renewal that follows
+                # is refused for the cancelled job, whose run is then stopped.
+                self._renew_now = anyio.Event()
+                with anyio.move_on_after(interval):
+                    await self._renew_now.wait()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(interval):
                 await self._forget_worker()
+
+    def _listen_for_cancels(self) -> None:
+        """Hear at once when an operator cancels a job this worker runs, where
+        the store can tell (``CancelFeed``); otherwise the next renewal tells."""
+        if self._cancel_listening or not isinstance(self._store, CancelFeed):
+            return
+        self._store.add_cancel_listener(self._on_cancel_notice)
+        self._cancel_listening = True
+
+    def _on_cancel_notice(self, job_id: str) -> None:
+        # Any process's cancel reaches every worker: act only on our own
+        # jobs, and only by renewing, so that the store's word decides.
+        if self._held.cancel_noticed(job_id):
+            renew_now = self._renew_now
+            if renew_now is not None:
+                renew_now.set()
 
     def _stop_lost_runs(self) -> None:
         """Cancel the runs of jobs whose lease was refused: an operator cancelled
@@ -530,6 +608,13 @@ class Worker:
             except Exception:
                 logger.exception("worker %s could not put back its jobs", self.worker_id)
         self._held.clear()
+
+
+def _served(rounds: list[ClaimRound]) -> tuple[str, ...] | None:
+    """The queues a worker waits for: those it just claimed from (with room)."""
+    if rounds[0][0] is None:
+        return None
+    return tuple(name for queues, _ in rounds if queues is not None for name in queues)
 
 
 def _transient(exc: Exception) -> bool:

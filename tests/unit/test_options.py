@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "metrics": True,
     "tracing": True,
     "health_max_due_age": 300.0,
+    "queues": ("default",),
     "log_format": "text",
     "job_packages": (),
     "redact_error": redact,

@@ -23,6 +23,7 @@ EXPECTED_ALL = [
     "BackgroundJobManager",
     "BackgroundJobOptions",
     "BackgroundScheduleJob",
+    "CancelFeed",
     "ConfigurationError",
     "CronSchedule",
     "DefaultJobManager",
@@ -31,12 +32,14 @@ EXPECTED_ALL = [
     "EnqueueError",
     "InvalidDelayError",
     "InvalidJobArgsError",
+    "InvalidJobOptionsError",
     "InvalidJobStateError",
     "InvalidQueryError",
     "InvalidScheduleError",
     "InvalidTimeoutError",
     "JobContext",
     "JobEvent",
+    "JobId",
     "JobInfo",
     "JobManager",
     "JobNotFoundError",
@@ -67,6 +70,7 @@ EXPECTED_ALL = [
     "Store",
     "StoreRejectedError",
     "StoreUnavailableError",
+    "UniqueScope",
     "SyncJobManager",
     "UnknownJobError",
     "Worker",
@@ -139,7 +143,7 @@ def test_every_exported_error_derives_from_the_root() -> None:
         if inspect.isclass(obj := getattr(masa_jobs, name)) and issubclass(obj, Exception)
     ]
 
-    assert len(errors) == 23
+    assert len(errors) == 24
     assert all(issubclass(error, masa_jobs.MasaJobsError) for error in errors)
 
 
@@ -172,6 +176,8 @@ def test_job_info_fields() -> None:
         "worker",
         "history",
         "headers",
+        "queue",
+        "priority",
     ]
     assert masa_jobs.JobInfo.__dataclass_params__.frozen  # type: ignore[attr-defined]
 
@@ -190,6 +196,9 @@ def test_job_info_fields() -> None:
         "cancel",
         "delete",
         "purge",
+        "pause_queue",
+        "resume_queue",
+        "paused_queues",
     ],
 )
 def test_job_manager_protocol(method: str) -> None:
@@ -205,10 +214,12 @@ def test_static_facade(method: str) -> None:
 def test_enqueue_signature() -> None:
     parameters = inspect.signature(masa_jobs.BackgroundJobManager.enqueue).parameters
 
-    assert list(parameters) == ["args", "delay", "timeout"]
+    keyword_only = ["timeout", "queue", "priority", "unique_key", "unique_scope", "unique_for"]
+    assert list(parameters) == ["args", "delay", *keyword_only]
     assert parameters["delay"].default is None
-    assert parameters["timeout"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert parameters["timeout"].default is None
+    for name in keyword_only:
+        assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert parameters[name].default is None
 
 
 def test_importing_the_library_imports_no_store_driver() -> None:

@@ -92,10 +92,12 @@ def test_the_sync_methods_are_plain_functions() -> None:
         assert callable(method)
         assert not inspect.iscoroutinefunction(method)
     parameters = inspect.signature(BackgroundJobManager.enqueue_sync).parameters
-    assert list(parameters) == ["args", "delay", "timeout"]
+    keyword_only = ["timeout", "queue", "priority", "unique_key", "unique_scope", "unique_for"]
+    assert list(parameters) == ["args", "delay", *keyword_only]
     assert parameters["delay"].default is None
-    assert parameters["timeout"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert parameters["timeout"].default is None
+    for name in keyword_only:
+        assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert parameters[name].default is None
     assert list(inspect.signature(BackgroundJobManager.wait_sync).parameters) == [
         "job_id",
         "timeout",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
@@ -61,7 +62,7 @@ class FaultyStore:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.inner, name)
-        if not callable(attribute):
+        if not inspect.iscoroutinefunction(attribute):
             return attribute
 
         async def call(*args: Any, **kwargs: Any) -> Any:
