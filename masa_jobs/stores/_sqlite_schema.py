@@ -11,7 +11,24 @@ array, ``headers`` a JSON object (or NULL) and ``history`` a JSON array of
 events (``encode_history``), to which outcomes and operator moves append with
 SQLite's JSON functions, in the statement that writes them. Rows are kept in a
 rowid table, so that the rowid is the insertion order that breaks ties when
-due time, attempts and creation time are equal.
+priority, due time, attempts and creation time are equal.
+
+Claims read the index ``(queue, priority, next_try_at, attempts, created_at)``
+over pending jobs. A claim names its queue (the usual case: the index order
+is then the claim order), or its queues (a JSON array walked by
+``json_each``), or, serving every queue, lists the queues that hold pending
+jobs with a skip scan of that index (one probe per queue); paused queues are
+left out in the same statement. With ``queue IN (...)`` and ``priority IN
+(0, ..., 9)`` SQLite reads one range per queue and priority, each in claim
+order, and stops each range once it can no longer enter the first ``limit``
+rows: a claim reads O(queues x priorities + limit) index entries, however
+many jobs wait, are scheduled later, or sit in queues it does not serve. The
+priority CHECK keeps that list of priorities complete. Counts of due jobs
+and the earliest due time read the same index the same way.
+
+A unique key lives in ``unique_key`` under a partial UNIQUE index (NULL, the
+common case, is not indexed): a job that releases its key gets NULL there,
+in the statement that releases it.
 """
 
 from __future__ import annotations
@@ -23,11 +40,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..records import (
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
     FINISHED_STATES,
     MAX_HISTORY_EVENTS,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
     JobRecord,
     JobState,
     ScheduleRecord,
+    UniqueScope,
     decode_history,
     encode_history,
 )
@@ -44,6 +66,7 @@ __all__ = [
     "claim_key",
     "decode_handlers",
     "encode_handlers",
+    "keyed_row",
     "record_from_row",
     "row_from_record",
     "row_from_schedule",
@@ -54,7 +77,7 @@ __all__ = [
     "with_states",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 Row = tuple[Any, ...]
 
@@ -64,12 +87,17 @@ _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # SQLite uses a partial index only for a query that repeats its WHERE term.
 _PENDING = "state IN ('scheduled', 'enqueued')"
 _HELD = "state = 'processing'"
+# Every priority, so that SQLite reads the claim index one priority at a time
+# in order (``priority IN``); the column's CHECK admits no other value.
+_PRIORITIES = f"priority IN ({', '.join(map(str, range(MIN_PRIORITY, MAX_PRIORITY + 1)))})"
+_PENDING_KEY = f"unique_scope = '{UniqueScope.PENDING.value}'"
+_PERIOD_KEY = f"unique_scope = '{UniqueScope.PERIOD.value}'"
 
-# The columns of a job row, in the order that ``records_from_rows`` reads them.
+# The columns of a job row, in the order that ``record_from_row`` reads them.
 JOB_COLUMNS = (
     "rowid, id, name, payload, state, created_at, next_try_at, attempts, last_try_at, "
     "last_error, done_handlers, lease_owner, lease_expires_at, finished_at, lease_token, "
-    "headers, history"
+    "headers, history, queue, priority, unique_key, unique_scope, unique_until"
 )
 # What a claim reads: every column but the history, which no worker reads and
 # which a job retried often would carry on every claim (its record says none).
@@ -78,9 +106,10 @@ _SCHEDULE_COLUMNS = (
     "id, job_class, cron_expression, timezone, next_fire_at, created_at, updated_at, "
     "last_fire_at, payload, paused"
 )
-# Claim order: due time, then fewer attempts, then creation, then insertion.
-_CLAIM_ORDER = "next_try_at, attempts, created_at, rowid"
-_FINISHED = f"state IN ({', '.join(repr(s.value) for s in sorted(FINISHED_STATES))})"
+# Claim order: priority, due time, then fewer attempts, then creation, then insertion.
+_CLAIM_ORDER = "priority, next_try_at, attempts, created_at, rowid"
+_FINISHED_VALUES = ", ".join(repr(s.value) for s in sorted(FINISHED_STATES))
+_FINISHED = f"state IN ({_FINISHED_VALUES})"
 _MINUTE_US = 60_000_000
 
 
@@ -209,6 +238,23 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX {p}jobs_list_name ON {p}jobs (name, state, created_at, id)",
         *_COUNTED_JOBS,
     ),
+    # Queues, priorities and unique keys: jobs stored before the upgrade wait
+    # in the default queue at the default priority and hold no key. The claim
+    # index (queue, priority, ...) replaces the due index, which ordered by
+    # due time alone; every reader of that one reads this one per queue.
+    5: (
+        f"ALTER TABLE {{p}}jobs ADD COLUMN queue TEXT NOT NULL DEFAULT '{DEFAULT_QUEUE}'",
+        f"ALTER TABLE {{p}}jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT {DEFAULT_PRIORITY} "
+        f"CHECK (priority BETWEEN {MIN_PRIORITY} AND {MAX_PRIORITY})",
+        "ALTER TABLE {p}jobs ADD COLUMN unique_key TEXT",
+        "ALTER TABLE {p}jobs ADD COLUMN unique_scope TEXT",
+        "ALTER TABLE {p}jobs ADD COLUMN unique_until INTEGER",
+        "DROP INDEX {p}jobs_due",
+        f"CREATE INDEX {{p}}jobs_queue ON {{p}}jobs "
+        f"(queue, priority, next_try_at, attempts, created_at) WHERE {_PENDING}",
+        "CREATE UNIQUE INDEX {p}jobs_unique ON {p}jobs (unique_key) WHERE unique_key IS NOT NULL",
+        "CREATE TABLE {p}paused_queues (queue TEXT PRIMARY KEY) WITHOUT ROWID",
+    ),
 }
 
 
@@ -227,9 +273,98 @@ def _bounded_count(rows: str) -> str:
     return f"SELECT COUNT(*) FROM ({rows})"
 
 
+def _pending_queues(p: str) -> str:
+    """A SELECT of the queues that hold pending jobs, each once: a skip scan of
+    the claim index (the next queue after the last one found), so one index
+    probe per queue rather than a walk over the jobs."""
+    claimable = f"{p}jobs INDEXED BY {p}jobs_queue WHERE {_PENDING}"
+    return (
+        f"WITH RECURSIVE held(name) AS (SELECT MIN(queue) FROM {claimable} "
+        f"UNION ALL SELECT (SELECT MIN(queue) FROM {claimable} AND queue > held.name) "
+        "FROM held WHERE held.name IS NOT NULL) "
+        "SELECT name FROM held WHERE name IS NOT NULL"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Queues:
+    """Terms on ``queue`` that a statement filters with, the paused queues
+    left out: ``every`` queue holding pending jobs, those ``served`` of a
+    JSON array parameter, or the ``one`` queue a parameter names (whose
+    index order is the claim order, so no sort is needed); ``unpaused`` any
+    queue not paused, for the held jobs, which are few."""
+
+    every: str
+    served: str
+    one: str
+    unpaused: str
+
+    @classmethod
+    def for_prefix(cls, p: str, param: str) -> _Queues:
+        paused = f"SELECT queue FROM {p}paused_queues"
+        return cls(
+            every=f"queue IN ({_pending_queues(p)} AND name NOT IN ({paused}))",
+            served=f"queue IN (SELECT value FROM json_each({param}) WHERE value NOT IN ({paused}))",
+            # A subquery, evaluated once: a paused queue is NULL, which no
+            # index entry equals (a term ``NOT IN`` beside it would be
+            # checked on every entry of the queue).
+            one=f"queue = (SELECT {param} WHERE {param} NOT IN ({paused}))",
+            unpaused=f"queue NOT IN ({paused})",
+        )
+
+
+def _claimable(p: str, in_queues: str) -> str:
+    """A SELECT of the due pending jobs whose queue passes ``in_queues``, in
+    claim order: ?1 the store's now, ?2 how many."""
+    return (
+        f"SELECT {_CLAIM_COLUMNS} FROM {p}jobs INDEXED BY {p}jobs_queue "
+        f"WHERE {_PENDING} AND {in_queues} AND {_PRIORITIES} AND next_try_at <= ?1 "
+        f"ORDER BY {_CLAIM_ORDER} LIMIT ?2"
+    )
+
+
+def _expired(p: str, in_queues: str) -> str:
+    """A SELECT of the held jobs whose lease expired by ?1, ``in_queues`` a
+    term on their queue, in claim order, ?2 of them at most."""
+    return (
+        f"SELECT {_CLAIM_COLUMNS} FROM {p}jobs INDEXED BY {p}jobs_leases "
+        f"WHERE {_HELD} AND lease_expires_at <= ?1 AND {in_queues} "
+        f"ORDER BY {_CLAIM_ORDER} LIMIT ?2"
+    )
+
+
+def _earliest(p: str, pending_in: str, held_in: str) -> str:
+    """The earliest due time of a pending job whose queue passes
+    ``pending_in`` and the earliest lease to expire of a held job whose
+    queue passes ``held_in``."""
+    return (
+        f"SELECT (SELECT MIN(next_try_at) FROM {p}jobs INDEXED BY {p}jobs_queue "
+        f"WHERE {_PENDING} AND {pending_in} AND {_PRIORITIES}), "
+        f"(SELECT MIN(lease_expires_at) FROM {p}jobs INDEXED BY {p}jobs_leases "
+        f"WHERE {_HELD} AND {held_in})"
+    )
+
+
+def _pending_in_every_queue(p: str) -> str:
+    """The FROM and WHERE of the pending jobs of every queue (paused or not),
+    read per queue and priority from the claim index."""
+    return (
+        f"FROM {p}jobs INDEXED BY {p}jobs_queue WHERE {_PENDING} "
+        f"AND queue IN ({_pending_queues(p)}) AND {_PRIORITIES}"
+    )
+
+
+# What a finished job keeps of its key: a period key only (its time decides).
+_KEY_AFTER_FINISH = f"CASE WHEN {_PERIOD_KEY} THEN unique_key END"
+
+
+def _parameters(count: int) -> str:
+    return ", ".join("?" * count)
+
+
 def with_states(template: str, count: int) -> str:
     """``template`` with its ``{states}`` placeholder filled with ``count`` parameters."""
-    return template.format(states=", ".join("?" * count))
+    return template.format(states=_parameters(count))
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +373,9 @@ class Statements:
 
     ``purge_chunk`` holds a ``{states}`` placeholder for one ``?`` per state
     (see ``with_states``). Lists are built per query (``list_statement``).
+    Statements ending ``_every`` serve every queue, those ending ``_served``
+    the queues of a JSON array parameter, those ending ``_one`` the one
+    queue a parameter names.
     """
 
     prefix: str
@@ -246,8 +384,15 @@ class Statements:
     read_version: str
     write_version: str
     insert_job: str
-    due_pending: str
-    due_expired: str
+    insert_keyed_job: str
+    release_lapsed_key: str
+    key_holder: str
+    claim_every: str
+    claim_served: str
+    claim_one: str
+    expired_every: str
+    expired_served: str
+    expired_one: str
     take: str
     finish: str
     extend_lease: str
@@ -262,7 +407,11 @@ class Statements:
     make_settled: str
     delete: str
     purge_chunk: str
-    earliest_due: str
+    earliest_every: str
+    earliest_served: str
+    pause_queue: str
+    resume_queue: str
+    paused_queues: str
     upsert_schedule: str
     get_schedule: str
     list_schedules: str
@@ -278,6 +427,14 @@ class Statements:
     def for_prefix(cls, p: str) -> Statements:
         check_table_prefix(p)
         jobs = f"{p}jobs"
+        columns = (
+            "id, name, payload, state, created_at, next_try_at, attempts, last_try_at, "
+            "last_error, done_handlers, lease_owner, lease_expires_at, finished_at, "
+            "lease_token, headers, history, queue, priority"
+        )
+        # The claim's queues are ?3 (a JSON array, or one name); the wait's ?1.
+        claims, waits = _Queues.for_prefix(p, "?3"), _Queues.for_prefix(p, "?1")
+        every_pending = _pending_in_every_queue(p)
         return cls(
             prefix=p,
             version_table=f"{p}schema_version",
@@ -287,25 +444,34 @@ class Statements:
             ),
             read_version=f"SELECT version FROM {p}schema_version WHERE id = 1",
             write_version=f"INSERT OR REPLACE INTO {p}schema_version (id, version) VALUES (1, ?)",
-            insert_job=(
-                f"INSERT INTO {jobs} (id, name, payload, state, created_at, next_try_at, "
-                "attempts, last_try_at, last_error, done_handlers, lease_owner, "
-                "lease_expires_at, finished_at, lease_token, headers, history) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            # The key's columns are left to their default (NULL): binding them
+            # costs a bulk add about a tenth of its time, for records that
+            # mostly have no key.
+            insert_job=f"INSERT INTO {jobs} ({columns}) VALUES ({_parameters(18)})",
+            # A key another job holds stores nothing (and raises nothing): the
+            # caller reads the holder. Other constraints (the id) still raise.
+            insert_keyed_job=(
+                f"INSERT INTO {jobs} ({columns}, unique_key, unique_scope, unique_until) "
+                f"VALUES ({_parameters(21)}) "
+                "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
             ),
-            due_pending=(
-                f"SELECT {_CLAIM_COLUMNS} FROM {jobs} INDEXED BY {p}jobs_due "
-                f"WHERE {_PENDING} AND next_try_at <= ? "
-                f"ORDER BY {_CLAIM_ORDER} LIMIT ?"
+            # ?1 the key, ?2 the store's now: a period that ended holds nothing.
+            release_lapsed_key=(
+                f"UPDATE {jobs} SET unique_key = NULL "
+                f"WHERE unique_key = ?1 AND {_PERIOD_KEY} AND unique_until <= ?2"
             ),
-            due_expired=(
-                f"SELECT {_CLAIM_COLUMNS} FROM {jobs} INDEXED BY {p}jobs_leases "
-                f"WHERE {_HELD} AND lease_expires_at <= ? "
-                f"ORDER BY {_CLAIM_ORDER} LIMIT ?"
-            ),
+            key_holder=f"SELECT id FROM {jobs} WHERE unique_key = ?",
+            claim_every=_claimable(p, claims.every),
+            claim_served=_claimable(p, claims.served),
+            claim_one=_claimable(p, claims.one),
+            expired_every=_expired(p, claims.unpaused),
+            expired_served=_expired(p, claims.served),
+            expired_one=_expired(p, claims.one),
+            # A pending key is held until the first claim, which releases it.
             take=(
                 f"UPDATE {jobs} SET state = 'processing', attempts = attempts + 1, "
-                "last_try_at = ?, lease_owner = ?, lease_expires_at = ?, lease_token = ? "
+                "last_try_at = ?, lease_owner = ?, lease_expires_at = ?, lease_token = ?, "
+                f"unique_key = CASE WHEN {_PENDING_KEY} THEN NULL ELSE unique_key END "
                 "WHERE rowid = ?"
             ),
             # Numbered parameters: the event repeats the outcome's values.
@@ -314,6 +480,8 @@ class Statements:
                 f"UPDATE {jobs} SET state = ?1, attempts = ?2, next_try_at = ?3, "
                 "last_error = ?4, done_handlers = ?5, finished_at = ?6, "
                 "lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, "
+                f"unique_key = CASE WHEN ?1 IN ({_FINISHED_VALUES}) "
+                f"THEN {_KEY_AFTER_FINISH} ELSE unique_key END, "
                 f"history = {_appended(_OUTCOME_EVENT)} "
                 f"WHERE id = ?9 AND {_HELD} AND lease_token = ?10"
             ),
@@ -324,23 +492,12 @@ class Statements:
             get=f"SELECT {JOB_COLUMNS} FROM {jobs} WHERE id = ?",
             count_stored=f"SELECT state, n FROM {p}job_counts",
             # The pending jobs due by ?1, and those due later, at most ?2 of
-            # them, on the due index (whose entries alone answer: no row is read).
-            count_due=_bounded_count(
-                f"SELECT 1 FROM {jobs} INDEXED BY {p}jobs_due "
-                f"WHERE {_PENDING} AND next_try_at <= ?1 LIMIT ?2"
-            ),
-            count_later=_bounded_count(
-                f"SELECT 1 FROM {jobs} INDEXED BY {p}jobs_due "
-                f"WHERE {_PENDING} AND next_try_at > ?1 LIMIT ?2"
-            ),
+            # them, on the claim index (whose entries alone answer: no row is read).
+            count_due=_bounded_count(f"SELECT 1 {every_pending} AND next_try_at <= ?1 LIMIT ?2"),
+            count_later=_bounded_count(f"SELECT 1 {every_pending} AND next_try_at > ?1 LIMIT ?2"),
             # Every pending job due by ?: a plain count, faster than a subquery's.
-            count_every_due=(
-                f"SELECT COUNT(*) FROM {jobs} INDEXED BY {p}jobs_due "
-                f"WHERE {_PENDING} AND next_try_at <= ?"
-            ),
-            oldest_due=(
-                f"SELECT MIN(next_try_at) FROM {jobs} INDEXED BY {p}jobs_due WHERE {_PENDING}"
-            ),
+            count_every_due=f"SELECT COUNT(*) {every_pending} AND next_try_at <= ?",
+            oldest_due=f"SELECT MIN(next_try_at) {every_pending}",
             finished_per_minute=(
                 f"SELECT finished_at - finished_at % {_MINUTE_US} AS minute, COUNT(*) "
                 f"FROM {jobs} INDEXED BY {p}jobs_finished "
@@ -359,6 +516,8 @@ class Statements:
             make_settled=(
                 f"UPDATE {jobs} SET state = ?1, finished_at = ?2, "
                 "lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, "
+                "unique_key = CASE WHEN ?2 IS NOT NULL "
+                f"THEN {_KEY_AFTER_FINISH} ELSE unique_key END, "
                 f"history = {_appended(_move_event('?3'))} WHERE rowid = ?4"
             ),
             delete=f"DELETE FROM {jobs} WHERE id = ?",
@@ -367,11 +526,13 @@ class Statements:
                 "WHERE state IN ({states}) "
                 "AND finished_at IS NOT NULL AND finished_at < ? LIMIT ?)"
             ),
-            earliest_due=(
-                f"SELECT (SELECT MIN(next_try_at) FROM {jobs} INDEXED BY {p}jobs_due "
-                f"WHERE {_PENDING}), (SELECT MIN(lease_expires_at) FROM {jobs} "
-                f"INDEXED BY {p}jobs_leases WHERE {_HELD})"
+            earliest_every=_earliest(p, waits.every, waits.unpaused),
+            earliest_served=_earliest(p, waits.served, waits.served),
+            pause_queue=(
+                f"INSERT INTO {p}paused_queues (queue) VALUES (?) ON CONFLICT (queue) DO NOTHING"
             ),
+            resume_queue=f"DELETE FROM {p}paused_queues WHERE queue = ?",
+            paused_queues=f"SELECT queue FROM {p}paused_queues",
             # One statement, so atomic: an update keeps created_at and
             # last_fire_at and paused, and keeps next_fire_at (which a concurrent fire
             # may have moved) unless the cron expression or time zone changed.
@@ -471,11 +632,17 @@ def record_from_row(row: Row) -> JobRecord:
         lease_token=row[14],
         headers=row[15],
         history=() if row[16] == _NO_HISTORY else decode_history(row[16]),
+        queue=row[17],
+        priority=row[18],
+        unique_key=row[19],
+        unique_scope=None if row[20] is None else UniqueScope(row[20]),
+        unique_until=at_or_none(row[21]),
     )
 
 
 def row_from_record(record: JobRecord) -> Row:
-    """The values of a new job row, in the order of ``Statements.insert_job``."""
+    """The values of a new job row but its key, in the order of
+    ``Statements.insert_job`` (``keyed_row`` adds the key)."""
     return (
         record.id,
         record.name,
@@ -493,12 +660,25 @@ def row_from_record(record: JobRecord) -> Row:
         record.lease_token,
         record.headers,
         encode_history(record.history) if record.history else _NO_HISTORY,
+        record.queue,
+        record.priority,
     )
 
 
-def claim_key(row: Row) -> tuple[int, int, int, int]:
-    """A row's place in claim order: ``next_try_at, attempts, created_at, rowid``."""
-    return row[6], row[7], row[5], row[0]
+def keyed_row(record: JobRecord) -> Row:
+    """The values of a new job row with its key, in the order of
+    ``Statements.insert_keyed_job``."""
+    return (
+        *row_from_record(record),
+        record.unique_key,
+        None if record.unique_scope is None else UniqueScope(record.unique_scope).value,
+        to_us_or_none(record.unique_until),
+    )
+
+
+def claim_key(row: Row) -> tuple[int, int, int, int, int]:
+    """A row's place in claim order: ``priority, next_try_at, attempts, created_at, rowid``."""
+    return row[18], row[6], row[7], row[5], row[0]
 
 
 def row_from_schedule(schedule: ScheduleRecord) -> Row:

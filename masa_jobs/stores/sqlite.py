@@ -19,9 +19,21 @@ it (the file stays consistent): a job just enqueued may vanish, and a job
 just finished may run again. ``synchronous: full`` syncs every commit and
 closes that window, at the price of one disk flush per transaction.
 
-Wake-up: jobs added by this process set an in-process event at once; jobs
-added by other processes are seen by polling, at least every second and
-earlier when the earliest scheduled job falls due sooner.
+Wake-up: jobs added (and queues resumed) by this process set an in-process
+event at once; jobs added by other processes are seen by polling, at least
+every second and earlier when the earliest scheduled job of the served queues
+falls due sooner.
+
+Queues: a claim reads the due jobs of the queues it serves, by priority, from
+one index, leaving out the paused queues (a table of their names) in the same
+statement; see ``_sqlite_schema``. Unique keys: a partial UNIQUE index on
+``unique_key``; ``add`` inserts a keyed record with ``ON CONFLICT DO NOTHING``
+and reads the holder's id when nothing was inserted, after clearing the key
+of a job whose ``period`` ended, all in the add's transaction. Claims,
+outcomes and operator moves set the key to NULL when the job releases it.
+Cancel notices (``add_cancel_listener``) reach the listeners of this store
+object once a cancel of a running job committed; a worker in another process
+learns at its next renewal.
 
 Operator reads: a page of ``list_jobs`` is one SELECT that reads at most
 ``limit + 1`` rows per stored state it needs from the index ``(state,
@@ -54,11 +66,13 @@ transaction: nothing of the write was stored.
 from __future__ import annotations
 
 import builtins
+import json
 import logging
 import math
 import os
 import sqlite3
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -76,6 +90,7 @@ from ..records import (
     JobRecord,
     JobState,
     ScheduleRecord,
+    UniqueScope,
     WorkerInfo,
     utcnow,
 )
@@ -96,6 +111,7 @@ from ._sqlite_schema import (
     at,
     claim_key,
     encode_handlers,
+    keyed_row,
     record_from_row,
     row_from_record,
     row_from_schedule,
@@ -170,6 +186,7 @@ class SqliteJobStore:
         self._connection: sqlite3.Connection | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._wakeup: anyio.Event | None = None
+        self._cancel_listeners: list[Callable[[str], None]] = []
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> SqliteJobStore:
@@ -206,6 +223,7 @@ class SqliteJobStore:
         if connection is None or limiter is None:
             return
         self._connection = None
+        self._cancel_listeners.clear()
         # Under the limiter: an operation already running finishes first.
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(connection.close, limiter=limiter)
@@ -261,20 +279,66 @@ class SqliteJobStore:
 
     # -- jobs --------------------------------------------------------------------
 
-    async def add(self, records: Sequence[JobRecord]) -> None:
+    async def add(self, records: Sequence[JobRecord]) -> builtins.list[str]:
         if not records:
-            return
+            return []
         repeated = first_repeated_id(records)
         if repeated is not None:
             raise duplicate_job(self._name, repeated, in_batch=True)
-        rows = [row_from_record(record) for record in records]
-        await self._run(self._add, rows)
-        self._wake()
+        keys = [record.unique_key for record in records]
+        if all(key is None for key in keys):
+            # The common case keeps its one executemany, and stores every record.
+            await self._run(self._add, [row_from_record(record) for record in records])
+            self._wake()
+            return [record.id for record in records]
+        rows = [keyed_row(record) for record in records]
+        answer: list[str] = await self._run(self._add_keyed, rows, keys)
+        if any(job_id == record.id for job_id, record in zip(answer, records, strict=True)):
+            self._wake()
+        return answer
 
     def _add(self, connection: sqlite3.Connection, rows: list[Row]) -> None:
+        with self._refusing_stored_ids(connection, rows), write_transaction(connection):
+            connection.executemany(self._sql.insert_job, rows)
+
+    def _add_keyed(
+        self, connection: sqlite3.Connection, rows: list[Row], keys: list[str | None]
+    ) -> list[str]:
+        """Insert the rows in order, each keyed one unless its key is held;
+        answers the id standing for each (its own, or the holder's)."""
+        with self._refusing_stored_ids(connection, rows), write_transaction(connection):
+            # Under the write lock: no add of another process comes between
+            # this time, the release of lapsed keys and the inserts.
+            now = to_us(self._clock())
+            answer = [
+                self._insert_keyed(connection, row, key, now)
+                for row, key in zip(rows, keys, strict=True)
+            ]
+        return answer
+
+    def _insert_keyed(
+        self, connection: sqlite3.Connection, row: Row, key: str | None, now: int
+    ) -> str:
+        """Insert one row (``keyed_row``) unless another job holds its key, in
+        the caller's write transaction; the id of the job standing for it."""
+        sql = self._sql
+        if key is not None:
+            connection.execute(sql.release_lapsed_key, (key, now))
+        if connection.execute(sql.insert_keyed_job, row).rowcount:
+            return str(row[0])
+        # Held by a stored job, or by an earlier row of the same transaction.
+        (holder,) = connection.execute(sql.key_holder, (key,)).fetchone()
+        return str(holder)
+
+    @contextmanager
+    def _refusing_stored_ids(
+        self, connection: sqlite3.Connection, rows: list[Row]
+    ) -> Iterator[None]:
+        """Turn a failed insert into ``DuplicateJobError`` when an id of ``rows``
+        is stored already; any other constraint goes on to ``_run``, which
+        refuses the value."""
         try:
-            with write_transaction(connection):
-                connection.executemany(self._sql.insert_job, rows)
+            yield
         except sqlite3.IntegrityError as exc:
             clash = self._stored_id(connection, [row[0] for row in rows])
             if clash is None:
@@ -298,10 +362,12 @@ class SqliteJobStore:
         lease: timedelta,
         *,
         exclude: Collection[str] = (),
+        queues: Collection[str] | None = None,
     ) -> list[JobRecord]:
-        if limit <= 0:
+        if limit <= 0 or (queues is not None and not queues):
             return []
-        taker = _Taker(worker_id, frozenset(exclude), new_lease_token())
+        served = None if queues is None else tuple(sorted(set(queues)))
+        taker = _Taker(worker_id, frozenset(exclude), new_lease_token(), served)
         return await self._run(self._claim, taker, limit, lease)
 
     def _claim(
@@ -312,7 +378,7 @@ class SqliteJobStore:
             # process can come between this time and the rows it selects.
             now = to_us(self._clock())
             expires = now + lease // _MICROSECOND
-            rows = self._due_rows(connection, now, limit, taker.exclude)
+            rows = self._due_rows(connection, now, limit, taker)
             # Written in id order, like every multi-row write of the stores.
             taken = sorted(rows, key=lambda row: str(row[1]))
             connection.executemany(
@@ -335,14 +401,26 @@ class SqliteJobStore:
         return claimed
 
     def _due_rows(
-        self, connection: sqlite3.Connection, now: int, limit: int, exclude: frozenset[str]
+        self, connection: sqlite3.Connection, now: int, limit: int, taker: _Taker
     ) -> list[Row]:
-        """Up to ``limit`` due rows outside ``exclude``, in claim order."""
+        """Up to ``limit`` due rows of the taker's queues outside its
+        ``exclude``, in claim order."""
+        sql, exclude = self._sql, taker.exclude
         # Excluded ids are dropped here rather than in SQL: each takes at most
         # one place, so ``limit + len(exclude)`` rows of each query suffice.
-        wanted = limit + len(exclude)
-        rows = connection.execute(self._sql.due_pending, (now, wanted)).fetchall()
-        expired = connection.execute(self._sql.due_expired, (now, wanted)).fetchall()
+        params: Row = (now, limit + len(exclude))
+        queues = taker.queues
+        if queues is None:
+            pending, expiring = sql.claim_every, sql.expired_every
+        elif len(queues) == 1:
+            # A worker's usual claim: one queue, read in claim order from the index.
+            pending, expiring = sql.claim_one, sql.expired_one
+            params = (*params, queues[0])
+        else:
+            pending, expiring = sql.claim_served, sql.expired_served
+            params = (*params, json.dumps(queues))
+        rows = connection.execute(pending, params).fetchall()
+        expired = connection.execute(expiring, params).fetchall()
         if expired:
             rows = sorted(rows + expired, key=claim_key)
         return [row for row in rows if row[1] not in exclude][:limit]
@@ -476,9 +554,15 @@ class SqliteJobStore:
         now: datetime,
     ) -> JobRecord | None:
         wanted = frozenset(JobState(s).value for s in expected)
-        record = await self._run(self._transition, job_id, wanted, state, to_us(now))
-        if record is not None and state in PENDING_STATES:
+        moved = await self._run(self._transition, job_id, wanted, state, to_us(now))
+        if moved is None:
+            return None
+        was, record = moved
+        if state in PENDING_STATES:
             self._wake()
+        elif state is JobState.CANCELLED and was == JobState.PROCESSING.value:
+            # Committed: the worker holding it is refused from now on.
+            self._tell_cancelled(job_id)
         return record
 
     def _transition(
@@ -488,7 +572,9 @@ class SqliteJobStore:
         expected: frozenset[str],
         state: JobState,
         now: int,
-    ) -> JobRecord | None:
+    ) -> tuple[str, JobRecord] | None:
+        """The stored state before the move and the record after it; None when
+        the job is missing or not in an ``expected`` state."""
         sql = self._sql
         with write_transaction(connection):
             row = connection.execute(sql.get, (job_id,)).fetchone()
@@ -500,7 +586,21 @@ class SqliteJobStore:
                 finished_at = now if state in FINISHED_STATES else None
                 connection.execute(sql.make_settled, (state.value, finished_at, now, row[0]))
             updated: Row = connection.execute(sql.get, (job_id,)).fetchone()
-        return _readable(updated)
+        return row[4], _readable(updated)
+
+    def add_cancel_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(job_id)`` when a ``transition`` of this store object
+        cancels a running job (``CancelFeed``); other processes sharing the
+        file learn at their next renewal."""
+        self._cancel_listeners.append(listener)
+
+    def _tell_cancelled(self, job_id: str) -> None:
+        for listener in tuple(self._cancel_listeners):
+            try:
+                listener(job_id)
+            except Exception:
+                # A listener's failure is its own: the cancel stands.
+                logger.exception("a cancel listener failed on job %s", job_id)
 
     async def delete(self, job_id: str) -> bool:
         return await self._run(self._write_many, self._sql.delete, [(job_id,)]) > 0
@@ -536,7 +636,8 @@ class SqliteJobStore:
 
     # -- waiting -----------------------------------------------------------------
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(self, timeout: float, *, queues: Collection[str] | None = None) -> None:
+        served = _served(queues)
         deadline = anyio.current_time() + timeout
         while True:
             # The event is taken before the store is read: a job added while
@@ -544,7 +645,7 @@ class SqliteJobStore:
             if self._wakeup is None or self._wakeup.is_set():
                 self._wakeup = anyio.Event()
             wakeup = self._wakeup
-            until_due = await self._seconds_until_due()
+            until_due = await self._seconds_until_due(served)
             remaining = deadline - anyio.current_time()
             if until_due <= 0 or remaining <= 0:
                 return
@@ -553,9 +654,14 @@ class SqliteJobStore:
             if wakeup.is_set():
                 return
 
-    async def _seconds_until_due(self) -> float:
-        """Seconds until the earliest pending job or lease falls due (inf if none)."""
-        row = await self._run(self._fetch_one, self._sql.earliest_due, ())
+    async def _seconds_until_due(self, served: str | None) -> float:
+        """Seconds until the earliest pending job or lease of the ``served``
+        queues (a JSON array; None: every queue), none paused, falls due (inf
+        if none)."""
+        if served is None:
+            row = await self._run(self._fetch_one, self._sql.earliest_every, ())
+        else:
+            row = await self._run(self._fetch_one, self._sql.earliest_served, (served,))
         stamps: list[int] = [us for us in row or () if us is not None]
         if not stamps:
             return math.inf
@@ -564,6 +670,18 @@ class SqliteJobStore:
     def _wake(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
+
+    # -- queues ------------------------------------------------------------------
+
+    async def set_queue_paused(self, queue: str, paused: bool) -> None:
+        statement = self._sql.pause_queue if paused else self._sql.resume_queue
+        await self._run(self._write_many, statement, [(queue,)])
+        if not paused:
+            self._wake()
+
+    async def paused_queues(self) -> set[str]:
+        rows = await self._run(self._fetch_all, self._sql.paused_queues, ())
+        return {queue for (queue,) in rows}
 
     # -- schedules -------------------------------------------------------------
 
@@ -595,22 +713,26 @@ class SqliteJobStore:
     ) -> bool:
         expected = to_us(expected_next_fire_at)
         move = (to_us(next_fire_at), None if job is None else expected, schedule_id, expected)
-        job_row = None if job is None else row_from_record(job)
-        fired = await self._run(self._fire_schedule, move, job_row)
+        tick = None if job is None else (keyed_row(job), job.unique_key)
+        fired = await self._run(self._fire_schedule, move, tick)
         if fired and job is not None:
             self._wake()
         return fired
 
-    def _fire_schedule(self, connection: sqlite3.Connection, move: Row, job: Row | None) -> bool:
-        """Move the schedule on and store the tick's job, in one transaction."""
+    def _fire_schedule(
+        self, connection: sqlite3.Connection, move: Row, tick: tuple[Row, str | None] | None
+    ) -> bool:
+        """Move the schedule on and store the tick's job (its row and key), in
+        one transaction. A tick whose job's key is held fires without storing
+        it: the holder stands for it, as for any add."""
         try:
             with write_transaction(connection):
                 if connection.execute(self._sql.fire_schedule, move).rowcount == 0:
                     return False
-                if job is not None:
-                    connection.execute(self._sql.insert_job, job)
+                if tick is not None:
+                    self._insert_keyed(connection, *tick, to_us(self._clock()))
         except sqlite3.IntegrityError as exc:
-            clash = None if job is None else self._stored_id(connection, [job[0]])
+            clash = None if tick is None else self._stored_id(connection, [tick[0][0]])
             if clash is None:
                 raise  # another constraint: _run refuses the value
             raise duplicate_job(self._name, clash, tick=True) from exc
@@ -661,18 +783,27 @@ def _counted(connection: sqlite3.Connection, statement: str, params: Row) -> int
 
 @dataclass(frozen=True, slots=True)
 class _Taker:
-    """Who claims, which ids it never takes, and the lease token of this claim."""
+    """Who claims, which ids it never takes, the lease token of this claim,
+    and the queues it serves (None: every queue)."""
 
     worker_id: str
     exclude: frozenset[str]
     token: str
+    queues: tuple[str, ...] | None
+
+
+def _served(queues: Collection[str] | None) -> str | None:
+    """The queues a worker serves as the JSON array the wait statements read."""
+    return None if queues is None else json.dumps(sorted(set(queues)))
 
 
 def _as_taken(row: Row, now: int, taker: _Taker, expires: int) -> Row:
     """A claimed row as the ``take`` update left it: (rowid, id, name, payload),
     state, (created_at, next_try_at), attempts, last_try_at, (last_error,
     done_handlers), lease_owner, lease_expires_at, finished_at, lease_token,
-    (headers, history)."""
+    (headers, history, queue, priority), unique_key (released by the first
+    claim under a ``pending`` scope), (unique_scope, unique_until)."""
+    released = row[20] == UniqueScope.PENDING.value
     return (
         *row[:4],
         "processing",
@@ -684,7 +815,9 @@ def _as_taken(row: Row, now: int, taker: _Taker, expires: int) -> Row:
         expires,
         row[13],
         taker.token,
-        *row[15:],
+        *row[15:19],
+        None if released else row[19],
+        *row[20:],
     )
 
 

@@ -501,6 +501,10 @@ def query_plan(path: Path, text: str, params: tuple[Any, ...]) -> list[tuple[int
     return [(node, parent, detail) for node, parent, _, detail in rows]
 
 
+def details(plan: list[tuple[int, int, str]]) -> list[str]:
+    return [detail for _, _, detail in plan]
+
+
 async def filled_file(path: Path) -> None:
     """A file with jobs of every state and two names, so the planner has rows to weigh."""
     async with opened(path) as store:
@@ -548,10 +552,14 @@ async def test_counts_due_times_and_finish_rates_read_indexes(tmp_path: Path) ->
 
     # Counting per state reads the counts the triggers keep, never the jobs.
     assert [d for _, _, d in stored] == ["SCAN masa_job_counts"]
-    # Either side of the pending jobs is a bounded search of the due index.
-    assert "SEARCH masa_jobs USING INDEX masa_jobs_due (next_try_at<?)" in [d for _, _, d in due]
-    assert "SEARCH masa_jobs USING INDEX masa_jobs_due (next_try_at>?)" in [d for _, _, d in later]
-    assert [d for _, _, d in oldest] == ["SEARCH masa_jobs USING INDEX masa_jobs_due"]
+    # Either side of the pending jobs is a bounded search of the claim index,
+    # one range per queue and priority; nothing walks the jobs.
+    claim_index = "SEARCH masa_jobs USING INDEX masa_jobs_queue"
+    assert f"{claim_index} (queue=? AND priority=? AND next_try_at<?)" in details(due)
+    assert f"{claim_index} (queue=? AND priority=? AND next_try_at>?)" in details(later)
+    assert f"{claim_index} (queue=? AND priority=?)" in details(oldest)
+    for plan in (due, later, oldest):
+        assert not [d for d in details(plan) if d.startswith("SCAN masa_jobs")], plan
     assert next(d for _, _, d in rate).startswith(
         "SEARCH masa_jobs USING COVERING INDEX masa_jobs_finished (state=? AND finished_at>?)"
     )
