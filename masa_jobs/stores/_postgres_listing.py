@@ -22,7 +22,8 @@ page may read more entries than it returns.
 
 Counts are exact up to ``EXACT_COUNT_LIMIT`` per state: each is a count of at
 most ``EXACT_COUNT_LIMIT + 1`` index entries (pending jobs split by the given
-now on ``jobs_due``). A state with more is answered with the planner's row
+now on ``jobs_due``: a range per queue and priority, read until the count
+reaches its cap). A state with more is answered with the planner's row
 estimate for the same predicate (``EXPLAIN``, from the table's statistics),
 never less than the entries counted; so a count never scans a whole state.
 """
@@ -38,7 +39,7 @@ from typing import Any
 from ..queries import EXACT_COUNT_LIMIT, JobQuery
 from ..records import PENDING_STATES, JobState
 from ._listing import stored_states
-from ._postgres_sql import JOB_COLUMNS, PENDING, check_schema_name
+from ._postgres_sql import JOB_COLUMNS, PENDING, PRIORITIES, check_schema_name, served_queues
 
 __all__ = [
     "ListShape",
@@ -85,12 +86,27 @@ def _counted(state: JobState, *, estimate: bool = False) -> str:
     return f"state = '{state}'" if estimate else _one_state(state)
 
 
-def _count_order(state: JobState) -> str:
-    """The order of the index that serves a count, so that the count stops at
-    its cap there: unordered, the planner may read the table from the start
-    when a state is most of it, as if the state's rows were spread evenly,
-    which the rows of a queue table are not."""
-    return "next_try_at" if state.is_pending else "created_at"
+def _count(s: str, state: JobState) -> str:
+    """The capped count ($2 entries at most) of one state.
+
+    Each reads an index in its order, so that the count stops at its cap
+    there: unordered, the planner may read the table from the start when a
+    state is most of it, as if the state's rows were spread evenly, which
+    the rows of a queue table are not. Pending jobs are a range of
+    ``jobs_due`` per queue (``served``: every queue with pending jobs) and
+    priority, read in turn until $2 entries in all.
+    """
+    if not state.is_pending:
+        return (
+            f"(SELECT count(*) FROM (SELECT FROM {s}.jobs WHERE {_counted(state)} "
+            "ORDER BY created_at LIMIT $2) AS counted)"
+        )
+    return (
+        f"(SELECT count(*) FROM (SELECT FROM served CROSS JOIN {PRIORITIES} "
+        f"CROSS JOIN LATERAL (SELECT FROM {s}.jobs WHERE {_counted(state)} "
+        "AND queue = served.queue AND priority = p.priority ORDER BY next_try_at LIMIT $2) "
+        "AS by_range LIMIT $2) AS counted)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,14 +137,11 @@ class Listing:
             for named in (True, False)
             for inclusive in ((False,) if newest_first else (False, True))
         ]
-        counts = ", ".join(
-            f"(SELECT count(*) FROM (SELECT FROM {s}.jobs WHERE {_counted(state)} "
-            f"ORDER BY {_count_order(state)} LIMIT $2) AS counted)"
-            for state in JobState
-        )
+        counts = ", ".join(_count(s, state) for state in JobState)
+        served = served_queues(s, None, skip_paused=False)
         return cls(
             pages={shape: _page(s, shape) for shape in shapes},
-            count=f"SELECT {counts}",
+            count=f"WITH RECURSIVE {served} SELECT {counts}",
             estimates={
                 state: "EXPLAIN (FORMAT JSON) "
                 f"SELECT FROM {s}.jobs WHERE {_counted(state, estimate=True)}"

@@ -17,16 +17,18 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from ..records import MAX_HISTORY_EVENTS
+from ..records import DEFAULT_QUEUE, MAX_HISTORY_EVENTS, MAX_PRIORITY, MIN_PRIORITY, UniqueScope
 
 __all__ = [
     "JOB_COLUMNS",
     "PENDING",
+    "PRIORITIES",
     "SCHEMA_VERSION",
     "Statements",
     "advisory_lock_key",
     "check_schema_name",
     "migrations",
+    "served_queues",
 ]
 
 # Bump with every change of the tables, and add the step to ``migrations``.
@@ -34,8 +36,10 @@ __all__ = [
 # 3: schedules.payload, the args of a schedule of an ordinary job, and
 #    schedules.paused.
 # 4: jobs.headers and jobs.history, and the two listing indexes.
-SCHEMA_VERSION = 4
-# Plain identifiers only, short enough that "<schema>.jobs" fits PostgreSQL's
+# 5: jobs.queue, jobs.priority and the unique key columns, jobs_due by queue
+#    and priority, the unique key index, and paused_queues.
+SCHEMA_VERSION = 5
+# Plain identifiers only, short enough that "<schema>.cancels" fits PostgreSQL's
 # 63-byte limit on identifiers, which notification channels share.
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 
@@ -43,14 +47,25 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 PENDING = "('scheduled', 'enqueued')"
 _FINISHED = "('succeeded', 'dead', 'cancelled')"
 _ALL_STATES = "('scheduled', 'enqueued', 'processing', 'succeeded', 'dead', 'cancelled')"
+_SCOPES = "(" + ", ".join(f"'{scope}'" for scope in UniqueScope) + ")"
+# The scopes whose key a job gives up once it is finished; ``period`` keys
+# end with their time alone.
+_RELEASED_WHEN_FINISHED = f"('{UniqueScope.PENDING}', '{UniqueScope.ACTIVE}')"
+# Every priority, first to last: the claim and the due-time probes read the
+# due index one priority at a time, each a range of next_try_at.
+PRIORITIES = f"generate_series({MIN_PRIORITY}, {MAX_PRIORITY}) AS p(priority)"
 
 # The columns a new job is stored with; a new job holds no lease token.
 _NEW_JOB_COLUMNS = (
     "id, name, payload, state, created_at, next_try_at, attempts, last_try_at, "
-    "last_error, done_handlers, lease_owner, lease_expires_at, finished_at, headers, history"
+    "last_error, done_handlers, lease_owner, lease_expires_at, finished_at, headers, history, "
+    "queue, priority"
 )
+# What a new job with a unique key is stored with besides; a batch without
+# keys leaves them out (NULL), which spares it three arrays of NULLs.
+_UNIQUE_COLUMNS = "unique_key, unique_scope, unique_until"
 # The columns of a job, in the order ``JobRecord`` takes them.
-JOB_COLUMNS = f"{_NEW_JOB_COLUMNS}, lease_token"
+JOB_COLUMNS = f"{_NEW_JOB_COLUMNS}, {_UNIQUE_COLUMNS}, lease_token"
 # What a batch stores of each new job: the caller's columns, rebased on the
 # server's clock (created now, due after the same delay as the caller meant).
 _REBASED_COLUMNS = _NEW_JOB_COLUMNS.replace(
@@ -75,7 +90,13 @@ _JOB_TYPES = (
     "timestamptz",
     "text",
     "jsonb",
+    "text",
+    "int",
 )
+_UNIQUE_TYPES = ("text", "text", "timestamptz")
+# The arrays of a batch of new jobs, one per column, without and with keys.
+BATCH_ARRAYS = len(_JOB_TYPES)
+UNIQUE_BATCH_ARRAYS = BATCH_ARRAYS + len(_UNIQUE_TYPES)
 WORKER_COLUMNS = "id, host, pid, started_at, last_seen_at, running_jobs"
 # The columns of a schedule, in the order ``ScheduleRecord`` takes them.
 SCHEDULE_COLUMNS = (
@@ -138,6 +159,55 @@ CREATE INDEX jobs_by_name ON {s}.jobs (name, state, created_at, id COLLATE "C");
 """
 
 
+def _due_index(s: str) -> str:
+    """The index the claim and the due-time probes read, over pending jobs only.
+
+    Read per queue and per priority, due jobs are a range of ``next_try_at``
+    in claim order: a claim of named queues never walks another queue's
+    jobs, nor jobs due later. "Every queue" finds the queues that hold
+    pending jobs on the same index first (``_pending_queues``), one descent
+    each. A second index by priority alone would spare that, but an add
+    writes every index entry of a pending job: one more costs a batch add
+    about 10% more CPU (measured), for what a worker of every queue saves.
+    """
+    return f"""
+CREATE INDEX jobs_due ON {s}.jobs (queue, priority, next_try_at, attempts, seq)
+    WHERE state IN {PENDING};
+"""
+
+
+def _control_tables(s: str) -> str:
+    """The unique key index and the paused queues.
+
+    Only jobs that hold a key have an entry: the index costs nothing to a
+    job without one, and a job gives its key up by setting it to NULL.
+    """
+    return f"""
+CREATE UNIQUE INDEX jobs_unique_key ON {s}.jobs (unique_key) WHERE unique_key IS NOT NULL;
+CREATE TABLE {s}.paused_queues (
+    queue text COLLATE "C" PRIMARY KEY,
+    paused_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+# The job control columns, as CREATE TABLE and ADD COLUMN write them: a
+# job stored before them waits in the default queue at the first priority
+# and holds no key. Queue names and keys compare byte by byte (COLLATE "C"):
+# cheaper than the database's collation in every index entry an add writes,
+# and the same order on every server.
+_CONTROL_COLUMNS = (
+    f"queue text COLLATE \"C\" NOT NULL DEFAULT '{DEFAULT_QUEUE}'",
+    f"priority integer NOT NULL DEFAULT {MIN_PRIORITY} "
+    f"CHECK (priority BETWEEN {MIN_PRIORITY} AND {MAX_PRIORITY})",
+    'unique_key text COLLATE "C"',
+    f"unique_scope text CHECK (unique_scope IN {_SCOPES})",
+    "unique_until timestamptz",
+)
+# How CREATE TABLE lists them.
+_COLUMN_LIST = ",\n    "
+
+
 def _create_tables(s: str) -> str:
     # Every state change rewrites the row and adds an entry to each index
     # (no HOT update is possible): indexes are kept to what claim, finish,
@@ -173,9 +243,10 @@ CREATE TABLE {s}.jobs (
     finished_at timestamptz,
     lease_token text,
     headers text,
-    history jsonb NOT NULL DEFAULT '[]'
+    history jsonb NOT NULL DEFAULT '[]',
+    {_COLUMN_LIST.join(_CONTROL_COLUMNS)}
 ) WITH (autovacuum_vacuum_scale_factor = 0.02);
-CREATE INDEX jobs_due ON {s}.jobs (next_try_at, attempts, seq) WHERE state IN {PENDING};
+{_due_index(s)}{_control_tables(s)}
 CREATE INDEX jobs_leases ON {s}.jobs (lease_expires_at) WHERE state = 'processing';
 CREATE INDEX jobs_finished ON {s}.jobs (finished_at) WHERE state IN {_FINISHED};
 {_listing_indexes(s)}CREATE TABLE {s}.schedules (
@@ -234,6 +305,16 @@ ALTER TABLE {s}.jobs ADD COLUMN history jsonb NOT NULL DEFAULT '[]';
 {_listing_indexes(s)}
 INSERT INTO {s}.schema_version (version) VALUES (4);
 """,
+        # Constant defaults and nullable columns: catalog changes (the CHECK
+        # reads the table once). The due index is rebuilt by queue and
+        # priority, and the new indexes are built in this transaction, like
+        # version 4's.
+        4: f"""
+ALTER TABLE {s}.jobs {", ".join(f"ADD COLUMN {column}" for column in _CONTROL_COLUMNS)};
+DROP INDEX {s}.jobs_due;
+{_due_index(s)}{_control_tables(s)}
+INSERT INTO {s}.schema_version (version) VALUES (5);
+""",
     }
 
 
@@ -243,11 +324,16 @@ class Statements:
 
     schema: str
     channel: str
+    cancel_channel: str
     create_tables: str
     version_table: str
     read_version: str
     add: str
-    claim: str
+    unique_lock_seed: int
+    hold_keys: str
+    add_unique: str
+    claim_every_queue: str
+    claim_queues: str
     extend_leases: str
     finish: str
     get: str
@@ -260,7 +346,11 @@ class Statements:
     purge_if_free: str
     purge_in_turn: str
     now: str
-    earliest_due: str
+    earliest_due_every_queue: str
+    earliest_due_queues: str
+    pause_queue: str
+    resume_queue: str
+    paused_queues: str
     heartbeat: str
     list_workers: str
     remove_worker: str
@@ -277,38 +367,41 @@ class Statements:
         mode = _commit_mode(relaxed_commit)
         return cls(
             schema=schema,
-            # A NOTIFY channel per schema: workers of other schemas sleep on.
+            # NOTIFY channels per schema: workers of other schemas sleep on.
             channel=f"{schema}.jobs",
+            cancel_channel=f"{schema}.cancels",
             create_tables=_create_tables(s),
             version_table=f"{s}.schema_version",
             read_version=f"SELECT max(version) FROM {s}.schema_version",
             add=_add(s),
-            claim=_claim(s, mode),
+            unique_lock_seed=advisory_lock_key(schema, "unique"),
+            hold_keys=_hold_keys(s),
+            add_unique=_add_unique(s),
+            claim_every_queue=_claim(s, mode, None),
+            claim_queues=_claim(s, mode, "$6::text[]"),
             extend_leases=_extend_leases(s, mode),
             finish=_finish(s, mode),
             get=f"SELECT {JOB_COLUMNS} FROM {s}.jobs WHERE id = $1",
-            # One probe of jobs_due: its first entry.
-            oldest_due_at=f"SELECT min(next_try_at) FROM {s}.jobs WHERE state IN {PENDING}",
+            oldest_due_at=_oldest_due_at(s),
             finished_per_minute=_finished_per_minute(s),
             to_pending=_to_pending(s),
-            to_other=(
-                f"UPDATE {s}.jobs SET state = $3, finished_at = $4, "
-                "lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, "
-                f"history = {_appended('history', _operator_event('$3', 'attempts'))} "
-                f"WHERE id = $1 AND state = ANY($2::text[]) RETURNING {JOB_COLUMNS}"
-            ),
+            to_other=_to_other(s),
             delete=f"DELETE FROM {s}.jobs WHERE id = $1",
             purge_lock_key=advisory_lock_key(schema, "purge"),
             purge_if_free=_purge(s, "pg_try_advisory_xact_lock($4)"),
             purge_in_turn=_purge(s, "pg_advisory_xact_lock($4) IS NOT NULL"),
             now="SELECT now()",
-            # Seconds from the server's now: the waiter's clock plays no part.
-            earliest_due=(
-                "SELECT extract(epoch FROM least("
-                f"(SELECT min(next_try_at) FROM {s}.jobs WHERE state IN {PENDING}), "
-                f"(SELECT min(lease_expires_at) FROM {s}.jobs WHERE state = 'processing')"
-                ") - now())::float8"
+            earliest_due_every_queue=_earliest_due(s, None),
+            earliest_due_queues=_earliest_due(s, "$1::text[]"),
+            pause_queue=(
+                f"INSERT INTO {s}.paused_queues (queue) VALUES ($1) ON CONFLICT (queue) DO NOTHING"
             ),
+            # A resume wakes the waiting workers, as an add does.
+            resume_queue=(
+                f"WITH resumed AS (DELETE FROM {s}.paused_queues WHERE queue = $1 RETURNING 1) "
+                "SELECT pg_notify($2, '') FROM resumed"
+            ),
+            paused_queues=f"SELECT queue FROM {s}.paused_queues",
             # Forgets workers silent since $7 (they crashed) in the same round trip.
             heartbeat=(
                 f"WITH stale AS (DELETE FROM {s}.workers WHERE last_seen_at < $7) "
@@ -373,27 +466,86 @@ def _appended(history: str, event: str) -> str:
     )
 
 
-def _batch(first: int) -> str:
-    """New jobs passed column by column as arrays ``$first`` to ``$first + 14``,
-    rebased on the server's clock.
+def _insert_batch(s: str, first: int, *, unique: bool = False, where: str = "") -> str:
+    """An insert of new jobs passed column by column as arrays from
+    ``$first`` on (BATCH_ARRAYS, or UNIQUE_BATCH_ARRAYS with ``unique``),
+    rebased on the server's clock; ``unique_until`` is stored as given.
+    ``where`` (SQL) says whether to insert at all.
 
     WITH ORDINALITY + ORDER BY: the identity column follows the batch order,
     which is the claim order of jobs that tie on due time and attempts.
     """
-    arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(_JOB_TYPES))
-    return f"""
-    SELECT {_REBASED_COLUMNS}
+    columns, rebased = _NEW_JOB_COLUMNS, _REBASED_COLUMNS
+    types: tuple[str, ...] = _JOB_TYPES
+    if unique:
+        columns, rebased = f"{columns}, {_UNIQUE_COLUMNS}", f"{rebased}, {_UNIQUE_COLUMNS}"
+        types += _UNIQUE_TYPES
+    arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(types))
+    return f"""INSERT INTO {s}.jobs ({columns})
+    SELECT {rebased}
     FROM unnest({arrays})
-         WITH ORDINALITY AS batch({_NEW_JOB_COLUMNS}, position)"""
+         WITH ORDINALITY AS batch({columns}, position){where}
+    ORDER BY position"""
 
 
 def _add(s: str) -> str:
+    """A batch of jobs none of which has a unique key: one plain insert."""
     return f"""
 WITH added AS (
-    INSERT INTO {s}.jobs ({_NEW_JOB_COLUMNS}){_batch(1)}
-    ORDER BY position
+    {_insert_batch(s, 1)}
 )
-SELECT pg_notify($16, '')
+SELECT pg_notify(${BATCH_ARRAYS + 1}, '')
+"""
+
+
+def _hold_keys(s: str) -> str:
+    """The first statement of an add with unique keys ($1, the batch's keys).
+
+    It takes the transaction's lock on each key, all in one order (their
+    hashes, seeded per schema by $2, ascending): concurrent adds of the same
+    keys queue instead of deadlocking on each other's inserts, and every
+    later statement of this add sees the holders they committed. Then it
+    frees the keys whose period is over, so that the insert may take them.
+    """
+    return f"""
+WITH locked AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(h) FROM (
+        SELECT DISTINCT hashtextextended(key, $2) AS h FROM unnest($1::text[]) AS k(key)
+        ORDER BY h
+    ) AS keys
+), ended AS (
+    UPDATE {s}.jobs SET unique_key = NULL
+    WHERE unique_key = ANY($1::text[]) AND unique_scope = '{UniqueScope.PERIOD}'
+      AND unique_until <= now()
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM locked), (SELECT count(*) FROM ended)
+"""
+
+
+def _add_unique(s: str) -> str:
+    """The insert of an add with unique keys, after ``_hold_keys``.
+
+    A record whose key is held (by a stored job, or by an earlier record of
+    the batch, inserted first: the batch goes in order) is skipped. The
+    answer: the ids inserted, and the holders of the batch's keys
+    (${UNIQUE_BATCH_ARRAYS + 1}) as this statement's snapshot saw them, before
+    its own inserts, as a JSON object key -> id.
+    """
+    return f"""
+WITH added AS (
+    {_insert_batch(s, 1, unique=True)}
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+    RETURNING id
+), holders AS (
+    SELECT unique_key, id FROM {s}.jobs
+    WHERE unique_key = ANY(${UNIQUE_BATCH_ARRAYS + 1}::text[])
+), woken AS (
+    SELECT pg_notify(${UNIQUE_BATCH_ARRAYS + 2}, '') FROM added LIMIT 1
+)
+SELECT (SELECT array_agg(id) FROM added),
+       (SELECT jsonb_object_agg(unique_key, id) FROM holders),
+       (SELECT count(*) FROM woken)
 """
 
 
@@ -401,6 +553,8 @@ def _fire_schedule(s: str) -> str:
     # The job goes in only if the compare-and-set moved the schedule; a
     # skipped tick (no job) moves it without touching last_fire_at. A paused
     # schedule does not fire, even if paused after the scheduler read it.
+    # A tick whose unique key another job holds fires without a job.
+    channel = 4 + UNIQUE_BATCH_ARRAYS
     return f"""
 WITH fired AS (
     UPDATE {s}.schedules
@@ -409,48 +563,147 @@ WITH fired AS (
     WHERE id = $1 AND next_fire_at = $2 AND NOT paused
     RETURNING id
 ), added AS (
-    INSERT INTO {s}.jobs ({_NEW_JOB_COLUMNS}){_batch(4)}
-    WHERE EXISTS (SELECT FROM fired)
+    {_insert_batch(s, 4, unique=True, where=" WHERE EXISTS (SELECT FROM fired)")}
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
     RETURNING 1
 ), woken AS (
-    SELECT pg_notify($19, '') FROM added LIMIT 1
+    SELECT pg_notify(${channel}, '') FROM added LIMIT 1
 )
 SELECT (SELECT count(*) FROM fired), (SELECT count(*) FROM woken)
 """
 
 
-def _claim(s: str, mode: str) -> str:
-    # Both kinds of due job are locked with SKIP LOCKED, so concurrent
-    # claimers pass each other instead of queueing on the same rows; the
-    # expired-lease branch is normally empty and costs one index probe.
-    # $4 (exclude) matters there: a worker still running a job whose lease
-    # expired must not take it back under a new token.
+def _paused(s: str) -> str:
+    """The queues paused now, as an array read once per statement (an InitPlan)."""
+    return f"ARRAY(SELECT queue FROM {s}.paused_queues)"
+
+
+def _pending_queues(s: str) -> str:
+    """The recursive CTE ``queued``: every queue that holds pending jobs, in
+    order, then a NULL; one descent of ``jobs_due`` per queue (a loose index
+    scan), whatever the number of jobs."""
+    return f"""queued(queue) AS (
+    (SELECT queue FROM {s}.jobs WHERE state IN {PENDING} ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM {s}.jobs AS j
+            WHERE j.state IN {PENDING} AND j.queue > queued.queue ORDER BY j.queue LIMIT 1)
+    FROM queued WHERE queued.queue IS NOT NULL
+)"""
+
+
+def served_queues(s: str, queues: str | None, *, skip_paused: bool = True) -> str:
+    """CTEs up to ``served``, to follow ``WITH RECURSIVE``: the queues in
+    ``queues`` (an array parameter; None: every queue that holds pending
+    jobs), paused ones left out unless not ``skip_paused``."""
+    wanted = ["queue <> ALL(" + _paused(s) + ")"] if skip_paused else []
+    if queues is None:
+        source = "queued"
+        wanted.insert(0, "queue IS NOT NULL")
+        head = f"{_pending_queues(s)}, "
+    else:
+        source, head = f"unnest({queues}) AS q(queue)", ""
+    where = f" WHERE {' AND '.join(wanted)}" if wanted else ""
+    return f"{head}served AS MATERIALIZED (SELECT queue FROM {source}{where})"
+
+
+def _first_due(s: str) -> str:
+    """FROM items whose ``min(next_try_at)`` is the next due time of the
+    pending jobs of ``served``: one probe of ``jobs_due`` per queue and priority."""
+    return f"""served CROSS JOIN {PRIORITIES} CROSS JOIN LATERAL (
+    SELECT next_try_at FROM {s}.jobs
+    WHERE state IN {PENDING} AND queue = served.queue AND priority = p.priority
+    ORDER BY next_try_at
+    LIMIT 1
+) AS due"""
+
+
+def _oldest_due_at(s: str) -> str:
+    """The next due time of every pending job, paused queues included."""
+    return (
+        f"WITH RECURSIVE {served_queues(s, None, skip_paused=False)} "
+        f"SELECT min(next_try_at) FROM {_first_due(s)}"
+    )
+
+
+def _earliest_due(s: str, queues: str | None) -> str:
+    """Seconds from the server's now until a job of ``queues`` (an array
+    parameter; None: every queue) falls due or its lease runs out, paused
+    queues left out; NULL when none will. The waiter's clock plays no part."""
+    if queues is None:
+        # Not only the queues with pending jobs: any processing job's lease.
+        leased = f"queue <> ALL({_paused(s)})"
+    else:
+        leased = "queue IN (SELECT queue FROM served)"
     return f"""
-WITH {mode}, pending AS (
-    SELECT id, next_try_at, attempts, seq FROM {s}.jobs
-    WHERE state IN {PENDING} AND next_try_at <= now() AND id <> ALL($4::text[])
-    ORDER BY next_try_at, attempts, seq
+WITH RECURSIVE {served_queues(s, queues)}
+SELECT extract(epoch FROM least(
+    (SELECT min(next_try_at) FROM {_first_due(s)}),
+    (SELECT min(lease_expires_at) FROM {s}.jobs WHERE state = 'processing' AND {leased})
+) - now())::float8
+"""
+
+
+def _claim(s: str, mode: str, queues: str | None) -> str:
+    """Take due jobs of ``queues`` (an array parameter; None: every queue),
+    paused queues left out.
+
+    Due pending jobs are read one priority at a time, first to last, and per
+    served queue a range of ``jobs_due`` in claim order, merged. The nested
+    loop over the priorities yields them in claim order and the LIMIT above
+    it stops it once it has enough, so the claim never walks jobs due later
+    or of other queues. Rows are locked as they are read (SKIP LOCKED:
+    concurrent claimers pass each other): a claim of one queue locks what it
+    takes, one of several queues up to ``limit`` per queue at a priority,
+    the rest freed at commit (measured on three queues: 14% more CPU and 6%
+    more WAL per job than one queue; a second due index by priority alone
+    would spare that, at a cost to every add). Both kinds of due job are
+    locked; the expired-lease branch is normally empty and costs one index
+    probe. $4 (exclude) matters there: a worker still running a job whose
+    lease expired must not take it back under a new token. The first claim
+    releases a ``pending`` unique key.
+    """
+    if queues is None:
+        # Not only the queues with pending jobs: any expired lease.
+        expired_queues = f"queue <> ALL({_paused(s)})"
+    else:
+        expired_queues = "queue IN (SELECT queue FROM served)"
+    return f"""
+WITH RECURSIVE {mode}, {served_queues(s, queues)}, pending AS (
+    SELECT due.* FROM {PRIORITIES} CROSS JOIN LATERAL (
+        SELECT by_queue.* FROM served CROSS JOIN LATERAL (
+            SELECT id, priority, next_try_at, attempts, seq FROM {s}.jobs
+            WHERE state IN {PENDING} AND queue = served.queue AND priority = p.priority
+              AND next_try_at <= now() AND id <> ALL($4::text[])
+            ORDER BY next_try_at, attempts, seq
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        ) AS by_queue
+        ORDER BY next_try_at, attempts, seq
+        LIMIT $2
+    ) AS due
     LIMIT $2
-    FOR UPDATE SKIP LOCKED
 ), expired AS (
-    SELECT id, next_try_at, attempts, seq FROM {s}.jobs
+    SELECT id, priority, next_try_at, attempts, seq FROM {s}.jobs
     WHERE state = 'processing' AND lease_expires_at <= now() AND id <> ALL($4::text[])
+      AND {expired_queues}
     ORDER BY lease_expires_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), chosen AS (
     SELECT id FROM (SELECT * FROM pending UNION ALL SELECT * FROM expired) AS due
-    ORDER BY next_try_at, attempts, seq
+    ORDER BY priority, next_try_at, attempts, seq
     LIMIT $2
 ), taken AS (
     UPDATE {s}.jobs AS j
     SET state = 'processing', attempts = j.attempts + 1, last_try_at = now(),
         lease_owner = $1, lease_expires_at = now() + $3::float8 * interval '1 second',
-        lease_token = $5
+        lease_token = $5,
+        unique_key = CASE WHEN j.unique_scope = '{UniqueScope.PENDING}' THEN NULL
+                          ELSE j.unique_key END
     WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
     RETURNING {_qualified("j")}, j.seq
 )
-SELECT {JOB_COLUMNS} FROM taken, commit_mode ORDER BY next_try_at, attempts, seq
+SELECT {JOB_COLUMNS} FROM taken, commit_mode ORDER BY priority, next_try_at, attempts, seq
 """
 
 
@@ -493,6 +746,7 @@ WITH {mode}, {_LOCKED.format(s=s)}, applied AS (
         last_error = o.last_error, done_handlers = o.done_handlers,
         finished_at = CASE WHEN o.final THEN now() END,
         lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL,
+        unique_key = {_released("o.state")},
         history = {_appended("j.history", event)}
     FROM unnest($2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[],
                 $7::jsonb[], $8::boolean[], $9::text[])
@@ -575,6 +829,37 @@ WITH moved AS (
     RETURNING {JOB_COLUMNS}
 )
 SELECT moved.* FROM moved, LATERAL (SELECT pg_notify($5, '')) AS woken
+"""
+
+
+def _released(state: str) -> str:
+    """The unique key of job ``j`` moving to ``state``: NULL (released) when
+    that state is finished and its scope ends there, else as it was."""
+    return (
+        f"CASE WHEN {state} IN {_FINISHED} AND j.unique_scope IN {_RELEASED_WHEN_FINISHED} "
+        "THEN NULL ELSE j.unique_key END"
+    )
+
+
+def _to_other(s: str) -> str:
+    # The row is locked and read first (``before``), so that its state before
+    # the move is known: a running job that is cancelled is announced on the
+    # cancel channel ($5), with its id, when the transaction commits.
+    return f"""
+WITH moved AS (
+    UPDATE {s}.jobs AS j
+    SET state = $3, finished_at = $4,
+        lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL,
+        unique_key = {_released("$3::text")},
+        history = {_appended("j.history", _operator_event("$3", "j.attempts"))}
+    FROM (SELECT id, state FROM {s}.jobs WHERE id = $1 FOR UPDATE) AS before
+    WHERE j.id = before.id AND before.state = ANY($2::text[])
+    RETURNING {_qualified("j")}, before.state AS previous
+)
+SELECT {JOB_COLUMNS} FROM moved LEFT JOIN LATERAL (
+    SELECT pg_notify($5, moved.id)
+    WHERE moved.previous = 'processing' AND moved.state = 'cancelled'
+) AS told ON true
 """
 
 

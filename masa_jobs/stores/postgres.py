@@ -9,9 +9,20 @@ batch operation (add, claim, finish, extend_leases) is one statement and one
 round trip, and so is firing a recurring job's tick (a compare-and-set of its
 next fire time that stores the tick's job). The server's clock decides: due
 times, leases and finish stamps come from its ``now()``, and new jobs are
-rebased on it. New and requeued jobs ``NOTIFY`` a channel per schema that
-idle workers ``LISTEN`` on through a dedicated connection; polling is the
-fallback whenever that connection is down. While the server cannot be reached
+rebased on it. New and requeued jobs (and a resumed queue) ``NOTIFY`` a
+channel per schema that idle workers ``LISTEN`` on through a dedicated
+connection; polling is the fallback whenever that connection is down. An
+operator's cancel of a running job ``NOTIFY``s a second channel, which the
+same connection hears from the first cancel listener on.
+
+Jobs wait in queues, by priority: a claim reads the due jobs of the worker's
+queues (none of a paused one, kept in ``paused_queues``) one priority at a
+time from an index over pending jobs, still one statement. A job's unique
+key is a column under a partial unique index: the store clears it when the
+job gives the key up (in the claim, outcome or operator move that ends its
+scope), and an add of records with keys inserts with ``ON CONFLICT DO
+NOTHING`` and answers the holders' ids, in one transaction; a batch without
+keys keeps the one-statement insert. While the server cannot be reached
 every call raises ``StoreUnavailableError``, and the pool reconnects by
 itself once it answers; so does a server that cannot write for now (disk or
 memory full, a read-only standby, a transaction it aborted). Values the server
@@ -34,7 +45,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,6 +66,7 @@ from ..records import (
     JobRecord,
     JobState,
     ScheduleRecord,
+    UniqueScope,
     WorkerInfo,
     decode_history,
     encode_history,
@@ -70,7 +82,7 @@ from ._postgres_listing import (
 )
 from ._postgres_settings import PostgresSettings, describe_dsn
 from ._postgres_sql import SCHEMA_VERSION, Statements, advisory_lock_key, migrations
-from ._postgres_wakeup import LOST_CONNECTION_ERRORS, WakeUps
+from ._postgres_wakeup import LOST_CONNECTION_ERRORS, Look, WakeUps
 from ._unavailable import reports_unavailable
 from .base import PURGE_CHUNK_ROWS, STALE_WORKER_SECONDS, new_lease_token
 
@@ -81,6 +93,10 @@ APPLICATION_NAME = "masa-jobs"
 LISTENER_APPLICATION_NAME = "masa-jobs listener"
 # aclose() waits this long for borrowed connections, then cuts them.
 CLOSE_TIMEOUT_SECONDS = 5.0
+# Inserts an add with unique keys tries at most: one more is needed only when
+# a key's holder gave it up between the insert that met it and the read of
+# its id (a claim, an outcome or a delete in those milliseconds).
+UNIQUE_ADD_ATTEMPTS = 5
 # What a failed connect raises: a socket error, a timeout, a server refusal
 # (bad database, role, password) or a DSN asyncpg cannot parse.
 _CONNECTION_ERRORS = (
@@ -133,6 +149,7 @@ _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
 # The detail of a duplicate key: ``Key (id)=(<id>) already exists.``
 _DUPLICATE_KEY = ("Key (id)=(", ") already exists.")
 _STATES = {state.value: state for state in JobState}
+_SCOPES = {scope.value: scope for scope in UniqueScope}
 _NO_HANDLERS = "[]"
 _NO_EVENTS = "[]"
 
@@ -149,10 +166,11 @@ class PostgresJobStore:
         self._address = describe_dsn(settings.dsn)
         self._name = f"PostgreSQL store at {self._address}"
         self._pool: asyncpg.Pool | None = None
+        self._every_queue = Look(self._sql.earliest_due_every_queue)
         self._wake_ups = WakeUps(
             settings.dsn,
             channel=self._sql.channel,
-            earliest_due=self._sql.earliest_due,
+            cancel_channel=self._sql.cancel_channel,
             address=self._address,
             connect_timeout=settings.connect_timeout,
             server_settings=self._server_settings(LISTENER_APPLICATION_NAME),
@@ -171,7 +189,6 @@ class PostgresJobStore:
     async def open(self) -> None:
         if self._pool is not None:
             return
-        self._wake_ups.start()
         try:
             pool = await asyncpg.create_pool(
                 self._settings.dsn,
@@ -194,6 +211,8 @@ class PostgresJobStore:
             pool.terminate()
             raise
         self._pool = pool
+        # Once open: cancel listeners added before start listening now.
+        self._wake_ups.start()
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None
@@ -319,18 +338,51 @@ class PostgresJobStore:
 
     @reports_unavailable
     @translates_driver_errors
-    async def add(self, records: Sequence[JobRecord]) -> None:
+    async def add(self, records: Sequence[JobRecord]) -> builtins.list[str]:
         if not records:
-            return
+            return []
         repeated = first_repeated_id(records)
         if repeated is not None:
             raise duplicate_job(self._name, repeated, in_batch=True)
         try:
+            if any(record.unique_key is not None for record in records):
+                return await self._add_unique(records)
             await self._require_pool().execute(
                 self._sql.add, *_job_arrays(records), self._sql.channel
             )
         except asyncpg.UniqueViolationError as exc:
             raise duplicate_job(self._name, _duplicate_id(exc, records)) from exc
+        return [record.id for record in records]
+
+    async def _add_unique(self, records: Sequence[JobRecord]) -> builtins.list[str]:
+        """Store the records whose keys are free, and answer each record's
+        job: its own, or its key's holder. One transaction: the keys' locks
+        and the end of their expired periods, then the insert, repeated for
+        records whose holder gave its key up before its id was read."""
+        keys = sorted({record.unique_key for record in records if record.unique_key is not None})
+        answers: dict[int, str] = {}
+        left = list(range(len(records)))
+        pool = self._require_pool()
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute(self._sql.hold_keys, keys, self._sql.unique_lock_seed)
+            for _ in range(UNIQUE_ADD_ATTEMPTS):
+                batch = [records[i] for i in left]
+                row = await connection.fetchrow(
+                    self._sql.add_unique,
+                    *_job_arrays(batch, unique=True),
+                    keys,
+                    self._sql.channel,
+                )
+                assert row is not None  # scalar subqueries always return their row
+                left = _answer(records, left, row, answers)
+                if not left:
+                    return [answers[i] for i in range(len(records))]
+            raise StoreUnavailableError(
+                f"PostgreSQL store at {self._address}: the holders of unique keys "
+                f"{sorted({records[i].unique_key or '' for i in left})!r} kept changing during "
+                f"the add ({UNIQUE_ADD_ATTEMPTS} tries); nothing was written. The same call "
+                "may succeed if retried."
+            )
 
     @reports_unavailable
     @translates_driver_errors
@@ -347,17 +399,17 @@ class PostgresJobStore:
         lease: timedelta,
         *,
         exclude: Collection[str] = (),
+        queues: Collection[str] | None = None,
     ) -> list[JobRecord]:
-        if limit <= 0:
+        if limit <= 0 or (queues is not None and not queues):
             return []
-        rows = await self._require_pool().fetch(
-            self._sql.claim,
-            worker_id,
-            limit,
-            lease.total_seconds(),
-            list(exclude),
-            new_lease_token(),
-        )
+        arguments = [worker_id, limit, lease.total_seconds(), list(exclude), new_lease_token()]
+        if queues is None:
+            rows = await self._require_pool().fetch(self._sql.claim_every_queue, *arguments)
+        else:
+            rows = await self._require_pool().fetch(
+                self._sql.claim_queues, *arguments, list(queues)
+            )
         return [_record(row) for row in rows]
 
     @reports_unavailable
@@ -461,7 +513,14 @@ class PostgresJobStore:
             )
         else:
             finished_at = now if state.is_finished else None
-            row = await pool.fetchrow(self._sql.to_other, job_id, wanted, state.value, finished_at)
+            row = await pool.fetchrow(
+                self._sql.to_other,
+                job_id,
+                wanted,
+                state.value,
+                finished_at,
+                self._sql.cancel_channel,
+            )
         return None if row is None else _record(row)
 
     @reports_unavailable
@@ -508,8 +567,35 @@ class PostgresJobStore:
 
     @reports_unavailable
     @translates_driver_errors
-    async def wait_for_work(self, timeout: float) -> None:
-        await self._wake_ups.wait(self._require_pool(), timeout)
+    async def wait_for_work(self, timeout: float, *, queues: Collection[str] | None = None) -> None:
+        await self._wake_ups.wait(self._require_pool(), timeout, self._look_for(queues))
+
+    def _look_for(self, queues: Collection[str] | None) -> Look:
+        """What a wait asks the server: when a job of ``queues`` falls due."""
+        if queues is None:
+            return self._every_queue
+        return Look(self._sql.earliest_due_queues, (list(queues),))
+
+    def add_cancel_listener(self, listener: Callable[[str], None]) -> None:
+        """Hear the cancels of running jobs, from any process on this schema."""
+        self._wake_ups.add_cancel_listener(listener)
+
+    # -- queues ------------------------------------------------------------------------------
+
+    @reports_unavailable
+    @translates_driver_errors
+    async def set_queue_paused(self, queue: str, paused: bool) -> None:
+        pool = self._require_pool()
+        if paused:
+            await pool.execute(self._sql.pause_queue, queue)
+        else:
+            await pool.execute(self._sql.resume_queue, queue, self._sql.channel)
+
+    @reports_unavailable
+    @translates_driver_errors
+    async def paused_queues(self) -> set[str]:
+        rows = await self._require_pool().fetch(self._sql.paused_queues)
+        return {row["queue"] for row in rows}
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -600,7 +686,7 @@ class PostgresJobStore:
                 schedule_id,
                 expected_next_fire_at,
                 next_fire_at,
-                *_job_arrays(jobs),
+                *_job_arrays(jobs, unique=True),
                 self._sql.channel,
             )
         except asyncpg.UniqueViolationError as exc:
@@ -652,9 +738,12 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
-def _job_arrays(records: Sequence[JobRecord]) -> tuple[builtins.list[Any], ...]:
-    """The records column by column, for a batch insert through ``unnest``."""
-    return (
+def _job_arrays(
+    records: Sequence[JobRecord], *, unique: bool = False
+) -> tuple[builtins.list[Any], ...]:
+    """The records column by column, for a batch insert through ``unnest``;
+    the unique key columns only with ``unique``."""
+    columns = (
         [r.id for r in records],
         [r.name for r in records],
         [r.payload for r in records],
@@ -670,6 +759,16 @@ def _job_arrays(records: Sequence[JobRecord]) -> tuple[builtins.list[Any], ...]:
         [r.finished_at for r in records],
         [r.headers for r in records],
         [encode_history(r.history) if r.history else _NO_EVENTS for r in records],
+        [r.queue for r in records],
+        [r.priority for r in records],
+    )
+    if not unique:
+        return columns
+    return (
+        *columns,
+        [r.unique_key for r in records],
+        [None if r.unique_scope is None else r.unique_scope.value for r in records],
+        [r.unique_until for r in records],
     )
 
 
@@ -680,6 +779,7 @@ def _encode_handlers(handlers: tuple[str, ...]) -> str:
 def _record(row: asyncpg.Record) -> JobRecord:
     handlers: str = row["done_handlers"]
     history: str = row["history"]
+    scope: str | None = row["unique_scope"]
     return JobRecord(
         id=row["id"],
         name=row["name"],
@@ -697,7 +797,47 @@ def _record(row: asyncpg.Record) -> JobRecord:
         lease_token=row["lease_token"],
         headers=row["headers"],
         history=() if history == _NO_EVENTS else decode_history(history),
+        queue=row["queue"],
+        priority=row["priority"],
+        unique_key=row["unique_key"],
+        unique_scope=None if scope is None else _SCOPES[scope],
+        unique_until=row["unique_until"],
     )
+
+
+def _answer(
+    records: Sequence[JobRecord],
+    left: builtins.list[int],
+    row: asyncpg.Record,
+    answers: dict[int, str],
+) -> builtins.list[int]:
+    """Fill ``answers`` (position -> id) for the records at positions ``left``
+    from one ``add_unique`` row; the positions still without an answer.
+
+    A record inserted now answers itself and holds its key for the later
+    records of the batch (the snapshot's holder, if any, gave it up since);
+    a record skipped answers its key's holder. One whose holder was not in
+    the snapshot (it gave the key up meanwhile) is left for another insert.
+    """
+    inserted = set(row[0] or ())
+    holders: dict[str, str] = json.loads(row[1]) if row[1] else {}
+    for i in left:
+        record = records[i]
+        if record.id in inserted:
+            answers[i] = record.id
+            if record.unique_key is not None:
+                holders[record.unique_key] = record.id
+    unanswered = []
+    for i in left:
+        key = records[i].unique_key
+        if i in answers:
+            continue
+        holder = None if key is None else holders.get(key)
+        if holder is None:
+            unanswered.append(i)
+        else:
+            answers[i] = holder
+    return unanswered
 
 
 def _ids(ids: builtins.list[str] | None) -> set[str]:

@@ -368,8 +368,8 @@ async def test_a_version_1_schema_is_migrated_in_place_and_keeps_its_jobs(schema
             f'SELECT version FROM "{schema}".schema_version ORDER BY version'
         )
     assert column == "text"
-    assert [row["version"] for row in versions] == [1, 2, 3, 4]
-    assert SCHEMA_VERSION == 4
+    assert [row["version"] for row in versions] == [1, 2, 3, 4, 5]
+    assert SCHEMA_VERSION == 5
 
 
 async def test_a_version_2_schema_is_migrated_in_place_to_schedule_payloads(
@@ -413,7 +413,7 @@ async def test_a_version_2_schema_is_migrated_in_place_to_schedule_payloads(
         versions = await connection.fetch(
             f'SELECT version FROM "{schema}".schema_version ORDER BY version'
         )
-    assert [row["version"] for row in versions] == [1, 2, 3, 4]
+    assert [row["version"] for row in versions] == [1, 2, 3, 4, 5]
 
 
 async def test_a_version_3_schema_is_migrated_in_place_to_history_and_listing_indexes(
@@ -466,7 +466,7 @@ async def test_a_version_3_schema_is_migrated_in_place_to_history_and_listing_in
             f'SELECT version FROM "{schema}".schema_version ORDER BY version'
         )
     assert {"jobs_by_state", "jobs_by_name"} <= {row["indexname"] for row in indexes}
-    assert [row["version"] for row in versions] == [1, 2, 3, 4]
+    assert [row["version"] for row in versions] == [1, 2, 3, 4, 5]
 
 
 async def _stored(store: PostgresJobStore, job_id: str) -> JobRecord:
@@ -809,13 +809,13 @@ async def test_a_final_outcome_is_stamped_with_the_servers_time(schema: str) -> 
 
 async def test_the_wait_for_work_is_counted_on_the_servers_clock(schema: str) -> None:
     async with opened(schema) as store:
-        pool = store._require_pool()
-        assert await store._wake_ups.seconds_to_wait(pool, 600) == 600  # nothing to wait for
+        pool, wake_ups, every_queue = store._require_pool(), store._wake_ups, store._look_for(None)
+        assert await wake_ups.seconds_to_wait(pool, 600, every_queue) == 600  # nothing to wait for
         await store.add([job(delay=300, skew=-HOURS_OFF)])
         # Due in 300 s of the server's time, whatever the caller's clock said.
-        assert 0 < await store._wake_ups.seconds_to_wait(pool, 600) <= 300
+        assert 0 < await wake_ups.seconds_to_wait(pool, 600, every_queue) <= 300
         await store.add([job(skew=HOURS_OFF)])
-        assert await store._wake_ups.seconds_to_wait(pool, 600) <= 0
+        assert await wake_ups.seconds_to_wait(pool, 600, every_queue) <= 0
         with anyio.fail_after(PROMPTLY):
             await store.wait_for_work(3600)
 
