@@ -4,7 +4,9 @@ Timestamps are integer microseconds since the Unix epoch: exact in a sorted
 set score (a double) until the year 2255, and compared by the scripts as
 numbers. An optional argument is ``''`` for None and otherwise carries one
 marker character before its text (the scripts drop it), so that an empty
-string stays distinguishable from None.
+string stays distinguishable from None. A job stored before queues,
+priorities and unique keys existed has none of their fields: it reads as a
+job of the default queue and priority, without a key.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from typing import Any
 
 from ..exceptions import StoreError
 from ..records import (
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
     MAX_HISTORY_EVENTS,
     JobEvent,
     JobOutcome,
     JobRecord,
     JobState,
     ScheduleRecord,
+    UniqueScope,
     WorkerInfo,
     decode_history,
     encode_history,
@@ -61,10 +66,15 @@ FIELDS = (
     "token",
     "headers",
     "history",
+    "queue",
+    "priority",
+    "ukey",
+    "uscope",
+    "uuntil",
 )
 # Values per job in a claim reply: id attempts name payload created next error done
-# headers.
-CLAIM_FIELDS = 9
+# headers queue priority unique_key unique_scope unique_until.
+CLAIM_FIELDS = 14
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 DECODE_ERRORS = (ValueError, TypeError, OverflowError)
@@ -86,7 +96,7 @@ def moment(value: str | int) -> datetime:
 
 
 def job_args(r: JobRecord) -> tuple[Any, ...]:
-    """A new job as the scripts take it: ``JOB_ARGS`` (13) arguments. The scripts
+    """A new job as the scripts take it: ``JOB_ARGS`` (14) arguments. The scripts
     keep only the delay between ``created_at`` and ``next_try_at``: they rebase
     both on the server's clock. The history goes with its count of events, which
     the finish script keeps beside it so that an append never parses it."""
@@ -106,6 +116,7 @@ def job_args(r: JobRecord) -> tuple[Any, ...]:
         _opt(r.headers),
         _opt_history(r.history),
         min(len(r.history), MAX_HISTORY_EVENTS),
+        _control(r),
     )
 
 
@@ -157,7 +168,8 @@ def claimed_record(
     values: list[Any], worker_id: str, now: datetime, lease_expires_at: datetime, token: str
 ) -> JobRecord:
     """A job from a claim reply; ValueError (or TypeError) when it cannot be read."""
-    job_id, attempts, name, payload, created, next_try, error, done, headers = values
+    job_id, attempts, name, payload, created, next_try, error, done, headers, *control = values
+    queue, priority, unique_key, unique_scope, unique_until = control
     if payload is None:
         raise ValueError("it has no payload")
     return JobRecord(
@@ -175,6 +187,11 @@ def claimed_record(
         lease_expires_at=lease_expires_at,
         lease_token=token,
         headers=headers,
+        queue=queue,
+        priority=_priority(priority),
+        unique_key=unique_key,
+        unique_scope=_scope(unique_scope),
+        unique_until=_opt_dt(unique_until),
     )
 
 
@@ -239,7 +256,8 @@ def read_worker(text: str) -> WorkerInfo:
 
 def _decode(job_id: str, fields: list[Any]) -> JobRecord:
     name, payload, state, created, next_try, attempts, *rest = fields
-    last_try, error, done, owner, lease, finished, token, headers, history = rest
+    last_try, error, done, owner, lease, finished, token, headers, history, *control = rest
+    queue, priority, unique_key, unique_scope, unique_until = control
     return JobRecord(
         id=job_id,
         name=name,
@@ -257,6 +275,11 @@ def _decode(job_id: str, fields: list[Any]) -> JobRecord:
         lease_token=token,
         headers=headers,
         history=decode_history(history),
+        queue=queue or DEFAULT_QUEUE,
+        priority=_priority(priority),
+        unique_key=unique_key,
+        unique_scope=_scope(unique_scope),
+        unique_until=_opt_dt(unique_until),
     )
 
 
@@ -266,6 +289,24 @@ def _opt_us(when: datetime | None) -> str:
 
 def _opt(text: str | None) -> str:
     return "" if text is None else "+" + text
+
+
+def _control(r: JobRecord) -> str:
+    """The queue, priority and unique key of a new job in one argument (each
+    argument costs about as much to send as a short field's text): '' for the
+    default queue and priority without a key, as most jobs are; else
+    ``+<priority>,<bytes of the queue>,<1 with a key, 0 without>,<scope>,
+    <unique_until in microseconds or nothing>,<queue><key>``. The queue and
+    the key go last, measured, since they may hold any character."""
+    key = r.unique_key
+    if key is None and r.queue == DEFAULT_QUEUE and r.priority == DEFAULT_PRIORITY:
+        return ""
+    # Bytes as the server counts them; a text that cannot be encoded is refused
+    # when the call is sent.
+    size = len(r.queue.encode("utf-8", "surrogatepass"))
+    scope = "" if r.unique_scope is None else r.unique_scope.value
+    until = "" if r.unique_until is None else us(r.unique_until)
+    return f"+{r.priority},{size},{int(key is not None)},{scope},{until},{r.queue}{key or ''}"
 
 
 def _opt_history(events: tuple[JobEvent, ...]) -> str:
@@ -278,6 +319,14 @@ def _opt_done(handlers: tuple[str, ...]) -> str:
 
 def _opt_dt(value: str | None) -> datetime | None:
     return None if value is None else moment(value)
+
+
+def _priority(value: str | None) -> int:
+    return DEFAULT_PRIORITY if value is None else int(value)
+
+
+def _scope(value: str | None) -> UniqueScope | None:
+    return None if value is None else UniqueScope(value)
 
 
 def _done(text: str | None) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """The Lua scripts of the Redis store: each state change is one atomic script call.
 
 Every script gets the key tag ``{prefix}:`` as ``ARGV[1]`` and derives its key
-names from it; ``KEYS[1]`` is ``{prefix}:pending``, declared so that a cluster
+names from it; ``KEYS[1]`` is ``{prefix}:queues``, declared so that a cluster
 client routes the call to the slot of the tag (every key of a store is in it).
 The data layout is described in ``masa_jobs.stores.redis``.
 
@@ -9,35 +9,64 @@ Rules the scripts keep, because Redis does not roll a script back when it fails
 half-way: every value read from a job hash goes through ``num``/``score``
 before it is used as a number, so a corrupt record cannot raise after the
 first write; a script that checks its arguments checks all of them before
-its first write; and timestamps (integer microseconds) are passed on as the
-strings they were read as, or formatted with ``int``, since Lua would print
-them with 14 digits only.
+its first write; and timestamps (integer microseconds) and scores are passed
+on as the strings they were read as, or formatted with ``int``, since Lua
+would print them with 14 digits only.
+
+Pending jobs wait in one due index per queue (``due:<queue>``), scored by
+priority level first (``PRIORITY_SPAN_MS`` per level) and due time in whole
+milliseconds; the member starts with the microseconds within that
+millisecond, so that jobs of one score still go by exact due time, then
+attempts, then insertion. Due jobs of a level are one score range; a claim
+reads the lowest level first and jumps to the next level that holds a job
+(one probe), so that it reads the levels present, not all ten. A claim of
+several queues merges their heads by (score, member).
+
+A unique key is taken in ``{prefix}:unique`` (key -> job id) by the add that
+stores its job; a later add answers with the id found there while that job
+still holds the key (``holds``: its hash still names the key, and a period
+has not ended on the server's clock), so a release the index missed can
+never block a key. Claim, finish and transition clear the key on the job and
+in the index when a pending or active scope ends (a job never takes a
+released key back); delete and purge free it in the index.
 
 Operator reads never cost more than their answer: ``page`` reads each index
 by rank from the cursor (a few O(log n) probes, then O(limit) entries), and
 a read that must look past jobs (scheduled versus enqueued share the pending
-index) examines at most a budget of entries per call and tells the caller
-where it stopped; ``finished`` counts minute by minute with ``ZCOUNT``. Job
-ids are compared byte by byte (``bytes_lt``), as Redis orders members: Lua's
-``<`` on strings follows the server's locale.
+listing index) examines at most a budget of entries per call and tells the
+caller where it stopped; ``finished`` counts minute by minute with
+``ZCOUNT``; counts and the earliest due time probe each level of each queue
+(a few O(log n) calls). Job ids are compared byte by byte (``bytes_lt``), as
+Redis orders members: Lua's ``<`` on strings follows the server's locale.
 
 The store's clock is ``TIME`` read inside the script (``clock``): due times,
-lease deadlines, claim and finish times and the creation time of added jobs
-are the server's, whatever the clocks of the workers say. (Redis 7 replicates
-a script by its effects, so a script may read ``TIME`` and then write.)
+lease deadlines, claim and finish times, the creation time of added jobs and
+the end of a unique key's period are the server's, whatever the clocks of
+the workers say. (Redis 7 replicates a script by its effects, so a script
+may read ``TIME`` and then write.)
 """
 
 from __future__ import annotations
 
-from ..records import MAX_HISTORY_EVENTS
+from ..records import DEFAULT_QUEUE, MAX_HISTORY_EVENTS, MAX_PRIORITY, MIN_PRIORITY
 
-__all__ = ["JOB_ARGS", "MEMBER_HEAD", "PURGE_LOCK_MILLISECONDS", "SCRIPTS"]
+__all__ = [
+    "DUE_HEAD",
+    "JOB_ARGS",
+    "PRIORITY_SPAN_MS",
+    "PURGE_LOCK_MILLISECONDS",
+    "SCRIPTS",
+]
 
 # Arguments per new job in the add and fire_schedule scripts (``job_args``).
-JOB_ARGS = 13
-
-# Characters before the job id in a pending member: 8 hex digits of attempts, 16 of seq.
-MEMBER_HEAD = 24
+JOB_ARGS = 14
+# Milliseconds of due time one priority level spans in a due score: past any
+# due time until the year 5138, and ten levels of it (1e15) stay below 2**53,
+# where a score (a double) stops being an exact integer.
+PRIORITY_SPAN_MS = 10**14
+# Characters before the job id in a due member: 3 decimal digits of the
+# microseconds within the due millisecond, 8 hex digits of attempts, 16 of seq.
+DUE_HEAD = 27
 # How long the purge lock lives at most. The purge script takes and releases it
 # within one call, so the TTL only matters for a holder that takes it across
 # calls (a tool, another version) and dies: purges pause no longer than this.
@@ -49,8 +78,8 @@ _MINUTE_US = 60_000_000
 
 _PRELUDE = """
 local TAG = ARGV[1]
-local K_PENDING, K_LEASES, K_WAKE = TAG .. 'pending', TAG .. 'leases', TAG .. 'wake'
-local K_SEQ = TAG .. 'seq'
+local K_QUEUES, K_PAUSED, K_WAKE = TAG .. 'queues', TAG .. 'paused', TAG .. 'wake'
+local K_SEQ, K_UNIQUE, K_CANCEL = TAG .. 'seq', TAG .. 'unique', TAG .. 'cancel'
 local K_WORKERS, K_SEEN, K_SCHEDULES = TAG .. 'workers', TAG .. 'workers:seen', TAG .. 'schedules'
 local K_CREATED = {pending = TAG .. 'created:pending', processing = TAG .. 'created:processing',
                    succeeded = TAG .. 'created:succeeded', dead = TAG .. 'created:dead',
@@ -64,10 +93,14 @@ local PENDING = {scheduled = true, enqueued = true}
 local GROUP = {scheduled = 'pending', enqueued = 'pending', processing = 'processing',
                succeeded = 'succeeded', dead = 'dead', cancelled = 'cancelled'}
 local FIELDS = {'name', 'payload', 'state', 'created', 'next', 'attempts', 'last_try',
-                'error', 'done', 'owner', 'lease', 'finished', 'token', 'headers', 'history'}
+                'error', 'done', 'owner', 'lease', 'finished', 'token', 'headers', 'history',
+                'queue', 'priority', 'ukey', 'uscope', 'uuntil'}
 -- Enough tokens to wake every idle worker of a large fleet; the rest poll within 1 s.
 local WAKE_TOKENS = 32
-local MAX_EVENTS = MAX_HISTORY_EVENTS
+local MAX_EVENTS = @MAX_EVENTS@
+local SPAN, LOW, HIGH = @SPAN@, @LOW@, @HIGH@
+local DEFAULT_QUEUE = '@DEFAULT_QUEUE@'
+local HEAD = @DUE_HEAD@
 
 local function num(value, default)
   return tonumber(value) or default
@@ -104,9 +137,46 @@ local function bytes_lt(a, b)
   return #a < #b
 end
 
--- Equal scores order by member: attempts first, then insertion order.
-local function member(attempts, seq, id)
-  return string.format('%08x%016x', math.max(num(attempts, 0), 0), num(seq, 0)) .. id
+-- The queue of a stored job: one stored before queues existed has none.
+local function queue_of(value)
+  if value and value ~= '' then return value end
+  return DEFAULT_QUEUE
+end
+
+-- The priority level of a stored job, within LOW..HIGH (none: the default).
+local function level_of(value)
+  return math.max(LOW, math.min(HIGH, math.floor(num(value, LOW))))
+end
+
+local function due_key(queue)
+  return TAG .. 'due:' .. queue
+end
+
+local function lease_key(queue)
+  return TAG .. 'leases:' .. queue
+end
+
+-- A time in microseconds as whole milliseconds (kept within one priority
+-- level's span) and the microseconds within the millisecond.
+local function split_us(at)
+  local ms = math.floor(at / 1000)
+  local within = math.max(0, math.min(999, at - ms * 1000))
+  return math.max(0, math.min(SPAN - 1, ms)), within
+end
+
+-- Where a pending job sits in its queue's due index: the score is its level
+-- and due millisecond; the member orders equal scores by the microsecond
+-- within it, then attempts, then insertion (seq).
+local function slot(nxt, attempts, seq, id, priority)
+  local ms, within = split_us(num(nxt, 0))
+  local m = string.format('%03d%08x%016x', within, math.max(num(attempts, 0), 0), num(seq, 0))
+  return level_of(priority) * SPAN + ms, m .. id
+end
+
+-- The due time (microseconds) of a due index entry.
+local function due_us(s, m)
+  local ms = tonumber(s) % SPAN
+  return ms * 1000 + tonumber(string.sub(m, 1, 3))
 end
 
 local function wake(count)
@@ -143,22 +213,107 @@ local function unlist(group, id, name)
   if name then redis.call('ZREM', by_name(group, name), id) end
 end
 
-local function push_pending(id, nxt, attempts, seq, created, name)
-  redis.call('ZADD', K_PENDING, nxt, member(attempts, seq, id))
+-- Queues this script call entered in the known queues already.
+local known = {}
+
+local function push_pending(id, nxt, attempts, seq, created, name, queue, priority)
+  local s, m = slot(nxt, attempts, seq, id, priority)
+  redis.call('ZADD', due_key(queue), int(s), m)
+  if not known[queue] then
+    redis.call('SADD', K_QUEUES, queue)
+    known[queue] = true
+  end
   list_in('pending', id, created, name)
 end
 
 -- Takes a job out of the indexes of its stored state.
-local function unindex(id, state, attempts, seq, name)
+local function unindex(id, state, nxt, attempts, seq, name, queue)
   local group = GROUP[state]
   if group == 'pending' then
-    redis.call('ZREM', K_PENDING, member(attempts, seq, id))
+    local _, m = slot(nxt, attempts, seq, id, nil)
+    redis.call('ZREM', due_key(queue), m)
   elseif group == 'processing' then
-    redis.call('ZREM', K_LEASES, id)
+    redis.call('ZREM', lease_key(queue), id)
   elseif group then
     redis.call('ZREM', K_DONE[state], id)
   end
   if group then unlist(group, id, name) end
+end
+
+-- The queues a call serves: the n names from ARGV[first] on, or every known
+-- queue when n < 0; without the paused ones, each once.
+local function served(n, first)
+  local names = {}
+  if n < 0 then
+    names = redis.call('SMEMBERS', K_QUEUES)
+  else
+    for i = first, first + n - 1 do names[#names + 1] = ARGV[i] end
+  end
+  if #names == 0 then return names end
+  local skip = {}
+  for _, q in ipairs(redis.call('SMEMBERS', K_PAUSED)) do skip[q] = true end
+  local out = {}
+  for _, q in ipairs(names) do
+    if not skip[q] then
+      out[#out + 1] = q
+      skip[q] = true
+    end
+  end
+  return out
+end
+
+-- The next priority level after `level` that holds a job of a due index, or nil.
+local function next_level(key, level)
+  if level >= HIGH then return nil end
+  local ahead = redis.call('ZRANGEBYSCORE', key, int((level + 1) * SPAN), '+inf',
+                           'WITHSCORES', 'LIMIT', 0, 1)
+  if #ahead == 0 then return nil end
+  return math.floor(tonumber(ahead[2]) / SPAN)
+end
+
+-- The earliest due time (microseconds) in a due index, or nil when it is empty:
+-- the head of each level present. Stops at a time not after `enough`.
+local function earliest(key, enough)
+  local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #head == 0 then return nil end
+  local best = due_us(head[2], head[1])
+  local level = math.floor(tonumber(head[2]) / SPAN)
+  while best > enough do
+    level = next_level(key, level)
+    if not level then break end
+    local first = redis.call('ZRANGEBYSCORE', key, int(level * SPAN), '+inf',
+                             'WITHSCORES', 'LIMIT', 0, 1)
+    best = math.min(best, due_us(first[2], first[1]))
+  end
+  return best
+end
+
+-- Whether job `id` still holds unique key `key` at `now`: its hash still names
+-- the key (the scripts clear it when a pending or active scope ends) and, for
+-- a period, the period has not ended on the server's clock.
+local function holds(id, key, now)
+  local f = redis.call('HMGET', JOB .. id, 'ukey', 'uscope', 'uuntil', 'state')
+  if f[1] ~= key then return false end
+  if f[2] == 'period' then return num(f[3], 0) > now end
+  if f[2] == 'pending' then return PENDING[f[4]] == true end
+  return not K_DONE[f[4]]
+end
+
+-- Frees a unique key in the index, if the index still names this job for it.
+local function unindex_key(id, key)
+  if key and redis.call('HGET', K_UNIQUE, key) == id then redis.call('HDEL', K_UNIQUE, key) end
+end
+
+-- Lets a job go of its key, for good: a job never takes a released key back.
+local function release(id, key)
+  if not key then return end
+  redis.call('HDEL', JOB .. id, 'ukey')
+  unindex_key(id, key)
+end
+
+-- Whether reaching a finished state ends a key of this scope (a period ends by time).
+local function ends_when_finished(scope)
+  return scope ~= 'period'
 end
 
 -- One history event as JSON (records.encode_history): the error and worker
@@ -216,28 +371,88 @@ local function appended(history, count, ev)
   return string.sub(history, 1, -2) .. ',' .. ev .. ']', n + 1
 end
 
--- Adds the jobs whose fields start at ARGV[first], JOB_ARGS per job; all or none.
--- Each is rebased on the server's clock: created now, due after the same delay as
--- given. An id that exists already is refused with the error DUPLICATE <index in
--- the batch, from 0>: the id itself stays out of the reply (it may be any text).
-local function add_jobs(first, n)
+-- The control argument of a new job: '' for the default queue and priority
+-- without a unique key (most jobs), else '+' priority ',' bytes of the queue ','
+-- '1' with a unique key ('0' without) ',' scope ',' end of the period
+-- (microseconds, or nothing) ',' then the queue and the key, which may hold
+-- any character. Returns a table of them (the one of the defaults is shared:
+-- callers write only into a table with a key), or nil when it cannot be read.
+local DEFAULT_CONTROL = {queue = DEFAULT_QUEUE, priority = LOW}
+local function control_of(value)
+  if value == '' then return DEFAULT_CONTROL end
+  local priority, size, keyed, scope, until_text, at =
+    string.match(value, '^%+(%-?%d+),(%d+),([01]),(%l*),(%-?%d*),()')
+  if not at then return nil end
+  local c = {priority = tonumber(priority), scope = scope, until_text = until_text,
+             queue = string.sub(value, at, at + tonumber(size) - 1)}
+  if keyed == '1' then c.key = string.sub(value, at + tonumber(size)) end
+  return c
+end
+
+-- Sorts out the new jobs whose fields start at ARGV[first], JOB_ARGS per job,
+-- reading only (so that a refusal comes before the first write): returns the
+-- jobs answered with another job's id (pairs: index in the batch from 0, holder
+-- id), the offsets of those to store, and the control of each by offset. A job
+-- whose unique key another job holds (stored, or earlier in the batch) is
+-- answered with that job's id; a stored job takes its key in the index only if
+-- it holds it (a period over holds nothing). An id that exists already is
+-- refused with the error DUPLICATE <index in the batch, from 0>: the id itself
+-- stays out of the reply (it may be any text).
+local function sort_out(first, n, now)
+  local held, kept, controls, taken = {}, {}, {}, {}
   for i = 0, n - 1 do
     local b = first + i * JOB_ARGS
-    local id = ARGV[b]
-    if redis.call('EXISTS', JOB .. id) == 1 then
-      return redis.error_reply('DUPLICATE ' .. i .. ' a job with this id exists already')
+    local id, c = ARGV[b], control_of(ARGV[b + 13])
+    if not (c and is_int(ARGV[b + 4]) and is_int(ARGV[b + 5]) and is_int(ARGV[b + 12])) then
+      return redis.error_reply('job ' .. i .. ' of the batch: its created and due times, '
+                               .. 'its count of events or its queue, priority and unique '
+                               .. 'key cannot be read')
     end
-    if not (is_int(ARGV[b + 4]) and is_int(ARGV[b + 5]) and is_int(ARGV[b + 12])) then
-      return redis.error_reply('job ' .. i .. ' of the batch: its created and due times '
-                               .. 'and its count of events are not integers')
+    local holder = c.key and taken[c.key]
+    if c.key and not holder then
+      local stored = redis.call('HGET', K_UNIQUE, c.key)
+      if stored and holds(stored, c.key, now) then holder = stored end
+    end
+    if holder then
+      held[#held + 1], held[#held + 2] = i, holder
+    else
+      if redis.call('EXISTS', JOB .. id) == 1 then
+        return redis.error_reply('DUPLICATE ' .. i .. ' a job with this id exists already')
+      end
+      kept[#kept + 1], controls[b] = b, c
+      if c.key then
+        c.holds = c.scope ~= 'period' or num(c.until_text, 0) > now
+        if c.holds then taken[c.key] = id end
+      end
     end
   end
+  return held, kept, controls
+end
+
+-- The control fields of a job hash: the default queue and priority are left
+-- out (a job without them reads as theirs), and the unique ones without a key.
+local function control_fields(sets, c)
+  if c.queue ~= DEFAULT_QUEUE then sets[#sets + 1], sets[#sets + 2] = 'queue', c.queue end
+  if c.priority ~= LOW then sets[#sets + 1], sets[#sets + 2] = 'priority', int(c.priority) end
+  if not c.key then return end
+  sets[#sets + 1], sets[#sets + 2] = 'ukey', c.key
+  if c.scope ~= '' then sets[#sets + 1], sets[#sets + 2] = 'uscope', c.scope end
+  if c.until_text ~= '' then sets[#sets + 1], sets[#sets + 2] = 'uuntil', c.until_text end
+end
+
+-- Adds the jobs whose fields start at ARGV[first], JOB_ARGS per job, but those
+-- whose unique key is held; returns the pairs of those (index, holder id; every
+-- other job is answered with its own id), or an error reply with nothing
+-- written. Each stored job is rebased on the server's clock: created now, due
+-- after the same delay as given.
+local function add_jobs(first, n)
   local now = clock()
+  local held, kept, controls = sort_out(first, n, now)
+  if not kept then return held end
   local created = int(now)
-  local seq = redis.call('INCRBY', K_SEQ, n) - n
-  for i = 0, n - 1 do
-    local b = first + i * JOB_ARGS
-    local id = ARGV[b]
+  local seq = redis.call('INCRBY', K_SEQ, #kept) - #kept
+  for _, b in ipairs(kept) do
+    local id, c = ARGV[b], controls[b]
     seq = seq + 1
     local seq_text = int(seq)
     local nxt = int(now + (tonumber(ARGV[b + 5]) - tonumber(ARGV[b + 4])))
@@ -253,45 +468,138 @@ local function add_jobs(first, n)
       optional(sets, unused, 'history', ARGV[b + 11])
       sets[#sets + 1], sets[#sets + 2] = 'events', ARGV[b + 12]
     end
+    control_fields(sets, c)
+    if c.holds then redis.call('HSET', K_UNIQUE, c.key, id) end
     redis.call('HSET', JOB .. id, unpack(sets))
-    push_pending(id, nxt, ARGV[b + 6], seq_text, created, ARGV[b + 1])
+    push_pending(id, nxt, ARGV[b + 6], seq_text, created, ARGV[b + 1], c.queue, c.priority)
   end
-  wake(n)
-  return n
+  wake(#kept)
+  return held
 end
-""".replace("MAX_HISTORY_EVENTS", str(MAX_HISTORY_EVENTS)).replace("JOB_ARGS", str(JOB_ARGS))
+"""
+for _name, _value in {
+    "MAX_EVENTS": MAX_HISTORY_EVENTS,
+    "SPAN": PRIORITY_SPAN_MS,
+    "LOW": MIN_PRIORITY,
+    "HIGH": MAX_PRIORITY,
+    "DEFAULT_QUEUE": DEFAULT_QUEUE,
+    "DUE_HEAD": DUE_HEAD,
+}.items():
+    _PRELUDE = _PRELUDE.replace(f"@{_name}@", str(_value))
+_PRELUDE = _PRELUDE.replace("JOB_ARGS", str(JOB_ARGS))
 
 # ARGV: key tag, then per job: id name payload state created next attempts
-# last_try error done headers history (the last five optional) events.
+# last_try error done headers history (the last five optional) events control
+# (queue, priority and unique key, see control_of).
+# Returns pairs: index in the batch (from 0) and id of the job that holds the unique
+# key, for each job stored under another's id; every other job is stored as given.
 _ADD = """
 return add_jobs(2, (#ARGV - 1) / JOB_ARGS)
 """.replace("JOB_ARGS", str(JOB_ARGS))
 
-# ARGV: key tag, limit, lease (microseconds), worker id, lease token, then the ids
-# never to claim.
+# ARGV: key tag, limit, lease (microseconds), worker id, lease token, how many
+# queues (-1: every queue), the queues, then the ids never to claim.
 # Returns now, the lease expiry and the claimed jobs: per job id attempts name
-# payload created next error done headers (never the history: no worker reads it).
+# payload created next error done headers queue priority unique_key
+# unique_scope unique_until (never the history: no worker reads it).
 #
-# Expired leases are taken first (they were due before any pending job that is
-# due now), directly from the leases zset; an expired lease this claim does not
-# take stays its holder's, token and all, so that holder can still renew it or
-# record its outcome (fencing: only a new claim ends a lease).
+# Due jobs are the pending ones due by now and the processing ones whose lease
+# expired, of the served queues that are not paused. The heads of each queue's
+# due index (level by level, lowest first) and of its leases are merged by due
+# score: priority, then due time, then attempts, then insertion. An expired lease
+# this claim does not take stays its holder's, token and all, so that holder can
+# still renew it or record its outcome (fencing: only a new claim ends a lease).
+# A claim releases the key of a job whose unique scope is pending.
 _CLAIM = """
-local limit, worker, token = tonumber(ARGV[2]), ARGV[4], ARGV[5]
+local limit, worker, token, nq = tonumber(ARGV[2]), ARGV[4], ARGV[5], tonumber(ARGV[6])
 local now = clock()
 local now_text, lease = int(now), int(now + tonumber(ARGV[3]))
+local now_ms, now_within = split_us(now)
 -- The excluded ids are jobs the claimer still runs: an expired one stays in the
 -- leases at the head of the zset, so the lookups read past as many entries.
-local excluded, skip = {}, #ARGV - 5
-for i = 6, #ARGV do excluded[ARGV[i]] = true end
+local first_excluded = 7 + math.max(nq, 0)
+local excluded, skip = {}, #ARGV - first_excluded + 1
+for i = first_excluded, #ARGV do excluded[ARGV[i]] = true end
+local queues = served(nq, 7)
+local heads, sources = {}, 0
+
+-- The expired leases of a queue, up to `limit` not excluded, each placed where
+-- it would sit in the due index.
+local function lapsed(q)
+  local key = lease_key(q)
+  local ids = redis.call('ZRANGEBYSCORE', key, '-inf', now_text, 'LIMIT', 0, limit + skip)
+  local got = 0
+  for _, id in ipairs(ids) do
+    if got >= limit then break end
+    if not excluded[id] then
+      local f = redis.call('HMGET', JOB .. id, 'state', 'next', 'attempts', 'seq', 'priority')
+      if f[1] == 'processing' then
+        local s, m = slot(f[2], f[3], f[4], id, f[5])
+        heads[#heads + 1] = {score = s, member = m, id = id, queue = q, lapsed = true}
+        got = got + 1
+      else
+        redis.call('ZREM', key, id)
+      end
+    end
+  end
+  return got
+end
+
+-- The due jobs of a queue's due index, up to `limit` not excluded, in order:
+-- one score range per priority level present.
+local function due(q)
+  local key = due_key(q)
+  local got, level = 0, LOW
+  while level do
+    local base = level * SPAN
+    local top = base + now_ms
+    local r = redis.call('ZRANGEBYSCORE', key, int(base), int(top), 'WITHSCORES',
+                         'LIMIT', 0, limit - got + skip)
+    for i = 1, #r, 2 do
+      local s, m = tonumber(r[i + 1]), r[i]
+      -- Due this very millisecond: only up to now's microsecond.
+      if s == top and tonumber(string.sub(m, 1, 3)) > now_within then break end
+      local id = string.sub(m, HEAD + 1)
+      if not excluded[id] then
+        heads[#heads + 1] = {score = s, member = m, id = id, queue = q}
+        got = got + 1
+        if got >= limit then return got end
+      end
+    end
+    level = next_level(key, level)
+  end
+  return got
+end
+
+for _, q in ipairs(queues) do
+  local found = lapsed(q)
+  if found > 0 then sources = sources + 1 end
+  local pending = due(q)
+  if pending > 0 then
+    sources = sources + 1
+  elseif found == 0 and redis.call('EXISTS', due_key(q), lease_key(q)) == 0 then
+    -- Nothing pending nor running: a claim of every queue need not look at it.
+    redis.call('SREM', K_QUEUES, q)
+  end
+end
+if sources > 1 then
+  table.sort(heads, function(a, b)
+    if a.score ~= b.score then return a.score < b.score end
+    return bytes_lt(a.member, b.member)
+  end)
+end
+
 local out, taken = {}, 0
--- A job from the pending index (was_pending) moves to the processing listing.
-local function take(id, key, was_pending)
+local function take(c)
+  local id, key, q = c.id, JOB .. c.id, c.queue
   local f = redis.call('HMGET', key, 'attempts', 'name', 'payload', 'created', 'next',
-                       'error', 'done', 'headers')
-  if was_pending then unlist('pending', id, f[2]) end
+                       'error', 'done', 'headers', 'priority', 'ukey', 'uscope', 'uuntil')
+  if not c.lapsed then
+    redis.call('ZREM', due_key(q), c.member)
+    unlist('pending', id, f[2])
+  end
   if not f[2] then
-    redis.call('ZREM', K_LEASES, id)
+    redis.call('ZREM', lease_key(q), id)
     unlist('processing', id, nil)
     return
   end
@@ -299,44 +607,30 @@ local function take(id, key, was_pending)
   local attempts = num(f[1], 0) + 1
   redis.call('HSET', key, 'state', 'processing', 'attempts', attempts,
              'last_try', now_text, 'owner', worker, 'lease', lease, 'token', token)
-  redis.call('ZADD', K_LEASES, lease, id)
-  if was_pending then list_in('processing', id, f[4], f[2]) end
+  redis.call('ZADD', lease_key(q), lease, id)
+  if not c.lapsed then list_in('processing', id, f[4], f[2]) end
+  local ukey = f[10]
+  if ukey and f[11] == 'pending' then
+    release(id, ukey)
+    ukey = false
+  end
   local n = #out
   out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, attempts, f[2], f[3]
   out[n + 5], out[n + 6], out[n + 7], out[n + 8] = f[4], f[5], f[6], f[7]
-  out[n + 9] = f[8]
+  out[n + 9], out[n + 10], out[n + 11], out[n + 12] = f[8], q, f[9], ukey
+  out[n + 13], out[n + 14] = f[11], f[12]
 end
-local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now_text,
-                           'LIMIT', 0, limit + skip)
-for _, id in ipairs(expired) do
+for _, c in ipairs(heads) do
   if taken >= limit then break end
-  if not excluded[id] then
-    local key = JOB .. id
-    if redis.call('HGET', key, 'state') == 'processing' then
-      take(id, key, false)
-    else
-      redis.call('ZREM', K_LEASES, id)
-    end
-  end
-end
-if taken < limit then
-  local members = redis.call('ZRANGEBYSCORE', K_PENDING, '-inf', now_text,
-                             'LIMIT', 0, limit - taken + skip)
-  for _, m in ipairs(members) do
-    if taken >= limit then break end
-    local id = string.sub(m, MEMBER_HEAD + 1)
-    if not excluded[id] then
-      redis.call('ZREM', K_PENDING, m)
-      take(id, JOB .. id, true)
-    end
-  end
+  take(c)
 end
 return {now_text, lease, out}
-""".replace("MEMBER_HEAD", str(MEMBER_HEAD))
+"""
 
 # ARGV: key tag, worker id, then per outcome: id, lease token, state, attempts, next,
-# error, done. Returns the ids applied. A final outcome is finished at the server's now.
-# Each applied outcome appends an event to the job's history.
+# error, done. Returns the ids applied. A final outcome is finished at the server's now
+# and ends a pending or active unique key. Each applied outcome appends an event to
+# the job's history.
 _FINISH = """
 -- Check the whole batch first: a refusal must come before the first write.
 for b = 3, #ARGV, 7 do
@@ -356,7 +650,7 @@ for b = 3, #ARGV, 7 do
                                           ARGV[b + 4]
   local key = JOB .. id
   local f = redis.call('HMGET', key, 'state', 'token', 'seq', 'created', 'name', 'last_try',
-                       'history', 'events')
+                       'history', 'events', 'queue', 'priority', 'ukey', 'uscope')
   if f[1] == 'processing' and f[2] == token then
     local err = nil
     if ARGV[b + 5] ~= '' then err = string.sub(ARGV[b + 5], 2) end
@@ -365,19 +659,21 @@ for b = 3, #ARGV, 7 do
     local sets = {'state', state, 'attempts', attempts, 'next', nxt,
                   'history', history, 'events', count}
     local dels = {'owner', 'lease', 'token'}
+    local queue = queue_of(f[9])
     optional(sets, dels, 'error', ARGV[b + 5])
     optional(sets, dels, 'done', ARGV[b + 6])
-    redis.call('ZREM', K_LEASES, id)
+    redis.call('ZREM', lease_key(queue), id)
     unlist('processing', id, f[5])
     if PENDING[state] then
       dels[#dels + 1] = 'finished'
-      push_pending(id, nxt, attempts, f[3], f[4], f[5])
+      push_pending(id, nxt, attempts, f[3], f[4], f[5], queue, f[10])
       requeued = requeued + 1
     else
       sets[#sets + 1] = 'finished'
       sets[#sets + 1] = now
       redis.call('ZADD', K_DONE[state], now, id)
       list_in(state, id, f[4], f[5])
+      if ends_when_finished(f[12]) then release(id, f[11]) end
     end
     redis.call('HSET', key, unpack(sets))
     redis.call('HDEL', key, unpack(dels))
@@ -396,17 +692,19 @@ local renewed = {}
 for b = 3, #ARGV, 2 do
   local id = ARGV[b]
   local key = JOB .. id
-  local f = redis.call('HMGET', key, 'state', 'token')
+  local f = redis.call('HMGET', key, 'state', 'token', 'queue')
   if f[1] == 'processing' and f[2] == ARGV[b + 1] then
     redis.call('HSET', key, 'lease', lease)
-    redis.call('ZADD', K_LEASES, lease, id)
+    redis.call('ZADD', lease_key(queue_of(f[3])), lease, id)
     renewed[#renewed + 1] = id
   end
 end
 return renewed
 """
 
-# ARGV: key tag, id, target state, now, expected states... Appends an event with no worker.
+# ARGV: key tag, id, target state, now, expected states... Appends an event with no
+# worker. A move to a finished state ends a pending or active unique key; cancelling
+# a processing job publishes its id on the cancel channel, for the worker that runs it.
 _TRANSITION = """
 local id, target, now = ARGV[2], ARGV[3], ARGV[4]
 if not is_int(now) then return redis.error_reply('now is not an integer: ' .. now) end
@@ -415,18 +713,19 @@ if not (PENDING[target] or K_DONE[target]) then
 end
 local key = JOB .. id
 local f = redis.call('HMGET', key, 'state', 'attempts', 'seq', 'created', 'name', 'history',
-                     'events')
+                     'events', 'next', 'queue', 'priority', 'ukey', 'uscope')
 local allowed = false
 for i = 5, #ARGV do
   if f[1] == ARGV[i] then allowed = true end
 end
 if not allowed then return false end
-unindex(id, f[1], f[2], f[3], f[5])
+local queue = queue_of(f[9])
+unindex(id, f[1], f[8], f[2], f[3], f[5], queue)
 local history, count = appended(f[6], f[7], event(tonumber(now), target, num(f[2], 0)))
 if PENDING[target] then
   redis.call('HSET', key, 'state', target, 'next', now, 'history', history, 'events', count)
   redis.call('HDEL', key, 'finished', 'owner', 'lease', 'token')
-  push_pending(id, now, f[2], f[3], f[4], f[5])
+  push_pending(id, now, f[2], f[3], f[4], f[5], queue, f[10])
   wake(1)
 else
   redis.call('HSET', key, 'state', target, 'finished', now, 'history', history,
@@ -434,23 +733,34 @@ else
   redis.call('HDEL', key, 'owner', 'lease', 'token')
   redis.call('ZADD', K_DONE[target], now, id)
   list_in(target, id, f[4], f[5])
+  if ends_when_finished(f[12]) then release(id, f[11]) end
+  if f[1] == 'processing' and target == 'cancelled' then
+    -- pcall: a notice is best effort, and a refused PUBLISH (a Redis user without
+    -- the channel) must not fail a transition already written.
+    redis.pcall('PUBLISH', K_CANCEL, id)
+  end
 end
 return redis.call('HMGET', key, unpack(FIELDS))
 """
 
-# ARGV: key tag, id. A corrupt record may have any state: clear every index.
+# ARGV: key tag, id. A corrupt record may have any state: clear every index. Frees
+# the job's unique key whatever its scope.
 _DELETE = """
 local id = ARGV[2]
-local f = redis.call('HMGET', JOB .. id, 'attempts', 'seq', 'name')
-redis.call('ZREM', K_PENDING, member(f[1], f[2], id))
-redis.call('ZREM', K_LEASES, id)
+local f = redis.call('HMGET', JOB .. id, 'attempts', 'seq', 'name', 'next', 'queue', 'ukey')
+local queue = queue_of(f[5])
+local _, m = slot(f[4], f[1], f[2], id, nil)
+redis.call('ZREM', due_key(queue), m)
+redis.call('ZREM', lease_key(queue), id)
 for group, _ in pairs(K_CREATED) do unlist(group, id, f[3]) end
 for _, key in pairs(K_DONE) do redis.call('ZREM', key, id) end
+unindex_key(id, f[6])
 return redis.call('DEL', JOB .. id)
 """
 
 # ARGV: key tag, finished before (exclusive), most jobs removed, lock token ('' for
-# none), states... With a token, removes nothing (0) while another purger holds the lock.
+# none), states... With a token, removes nothing (0) while another purger holds the
+# lock. Frees the unique keys of the jobs removed, whatever their scope.
 _PURGE = """
 local before, batch, lock = '(' .. ARGV[2], tonumber(ARGV[3]), ARGV[4]
 if lock ~= '' and not redis.call('SET', K_PURGE_LOCK, lock, 'NX', 'PX', PURGE_LOCK_MS) then
@@ -465,8 +775,9 @@ for i = 5, #ARGV do
     local keys = {}
     for j, id in ipairs(ids) do
       keys[j] = JOB .. id
-      local name = redis.call('HGET', keys[j], 'name')
-      if name then redis.call('ZREM', by_name(state, name), id) end
+      local f = redis.call('HMGET', keys[j], 'name', 'ukey')
+      if f[1] then redis.call('ZREM', by_name(state, f[1]), id) end
+      unindex_key(id, f[2])
     end
     redis.call('DEL', unpack(keys))
     redis.call('ZREM', K_CREATED[state], unpack(ids))
@@ -624,27 +935,130 @@ end
 return #ARGV - 1
 """
 
+# ARGV: key tag, entries moved per call. Moves up to that many entries from the
+# head of the one pending index and of the one leases zset of layout 2 to the due
+# index and the leases of the default queue (the only queue of that layout; its
+# members gain the microseconds within the due millisecond); returns how many it
+# moved (0: done).
+_RELAYOUT = """
+local batch = tonumber(ARGV[2])
+local old_pending, old_leases = TAG .. 'pending', TAG .. 'leases'
+local pending = redis.call('ZRANGE', old_pending, 0, batch - 1, 'WITHSCORES')
+local leases = redis.call('ZRANGE', old_leases, 0, batch - 1, 'WITHSCORES')
+if #pending + #leases == 0 then return 0 end
+redis.call('SADD', K_QUEUES, DEFAULT_QUEUE)
+local members = {}
+for i = 1, #pending, 2 do
+  local m, at = pending[i], pending[i + 1]
+  local ms, within = split_us(num(at, 0))
+  redis.call('ZADD', due_key(DEFAULT_QUEUE), int(LOW * SPAN + ms),
+             string.format('%03d', within) .. m)
+  members[#members + 1] = m
+end
+if #members > 0 then redis.call('ZREM', old_pending, unpack(members)) end
+local ids = {}
+for i = 1, #leases, 2 do
+  redis.call('ZADD', lease_key(DEFAULT_QUEUE), leases[i + 1], leases[i])
+  ids[#ids + 1] = leases[i]
+end
+if #ids > 0 then redis.call('ZREM', old_leases, unpack(ids)) end
+return (#pending + #leases) / 2
+"""
+
 # ARGV: key tag, now. Returns scheduled, enqueued, processing, succeeded, dead, cancelled.
+# Per known queue and priority level present: ZCOUNTs, and a binary search among
+# the jobs due in now's millisecond.
 _COUNT = """
-local now = ARGV[2]
+local now = tonumber(ARGV[2])
+local now_ms, now_within = split_us(now)
+
+-- How many entries of score s are due by now's microsecond (their members start
+-- with it, so those come first).
+local function due_at_edge(key, s)
+  local first = redis.call('ZCOUNT', key, '-inf', '(' .. int(s))
+  local lo, hi = first, first + redis.call('ZCOUNT', key, int(s), int(s))
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local m = redis.call('ZRANGE', key, mid, mid)[1]
+    if tonumber(string.sub(m, 1, 3)) <= now_within then lo = mid + 1 else hi = mid end
+  end
+  return lo - first
+end
+
+local function due_count(key)
+  local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #head == 0 then return 0 end
+  local level, found = math.floor(tonumber(head[2]) / SPAN), 0
+  while level do
+    local top = level * SPAN + now_ms
+    found = found + redis.call('ZCOUNT', key, int(level * SPAN), '(' .. int(top))
+                  + due_at_edge(key, top)
+    level = next_level(key, level)
+  end
+  return found
+end
+
+local pending, due, processing = 0, 0, 0
+for _, q in ipairs(redis.call('SMEMBERS', K_QUEUES)) do
+  local key = due_key(q)
+  pending = pending + redis.call('ZCARD', key)
+  due = due + due_count(key)
+  processing = processing + redis.call('ZCARD', lease_key(q))
+end
 return {
-  redis.call('ZCOUNT', K_PENDING, '(' .. now, '+inf'),
-  redis.call('ZCOUNT', K_PENDING, '-inf', now),
-  redis.call('ZCARD', K_LEASES),
+  pending - due,
+  due,
+  processing,
   redis.call('ZCARD', K_DONE.succeeded),
   redis.call('ZCARD', K_DONE.dead),
   redis.call('ZCARD', K_DONE.cancelled),
 }
 """
 
-# ARGV: key tag. Consumes the wake-up tokens (the caller looks for work next)
-# and returns the server's now, the earliest pending due time and lease expiry
-# (or false), so that the caller measures its wait on the server's clock.
+# ARGV: key tag, how many queues (-1: every queue), the queues. Consumes the
+# wake-up tokens (the caller looks for work next) and returns the server's now,
+# the earliest due time of a pending job and the earliest lease expiry (or
+# false) in the served queues that are not paused, so that the caller measures
+# its wait on the server's clock.
 _PROBE = """
 redis.call('DEL', K_WAKE)
-local p = redis.call('ZRANGE', K_PENDING, 0, 0, 'WITHSCORES')
-local l = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
-return {int(clock()), p[2] or false, l[2] or false}
+local now = clock()
+local pending, lease = nil, nil
+for _, q in ipairs(served(tonumber(ARGV[2]), 3)) do
+  local first = earliest(due_key(q), now)
+  if first and (not pending or first < pending) then pending = first end
+  local l = redis.call('ZRANGE', lease_key(q), 0, 0, 'WITHSCORES')
+  if #l > 0 and (not lease or tonumber(l[2]) < lease) then lease = tonumber(l[2]) end
+  if (pending and pending <= now) or (lease and lease <= now) then break end
+end
+local function text(at)
+  if at then return int(at) end
+  return false
+end
+return {int(now), text(pending), text(lease)}
+"""
+
+# ARGV: key tag. Returns the earliest due time of a pending job in any queue
+# (paused or not), or false.
+_OLDEST = """
+local oldest = nil
+for _, q in ipairs(redis.call('SMEMBERS', K_QUEUES)) do
+  local first = earliest(due_key(q), -math.huge)
+  if first and (not oldest or first < oldest) then oldest = first end
+end
+if oldest then return int(oldest) end
+return false
+"""
+
+# ARGV: key tag, queue, paused ('1' or ''). A resume wakes the idle workers:
+# the jobs of the queue are theirs to claim again.
+_PAUSE_QUEUE = """
+if ARGV[3] == '1' then
+  redis.call('SADD', K_PAUSED, ARGV[2])
+elseif redis.call('SREM', K_PAUSED, ARGV[2]) == 1 then
+  wake(WAKE_TOKENS)
+end
+return 0
 """
 
 # ARGV: key tag, worker id, heartbeat JSON, last seen, forget workers silent before.
@@ -730,15 +1144,16 @@ end
 return 1
 """
 
-# ARGV: key tag, schedule id, expected next, new next, then the tick's job (10 fields,
-# as for add) or nothing to skip the tick.
+# ARGV: key tag, schedule id, expected next, new next, then the tick's job (JOB_ARGS
+# fields, as for add) or nothing to skip the tick. A tick whose job's unique key is
+# held fires and stores nothing, as an add would.
 _FIRE_SCHEDULE = """
 local key = SCHEDULE .. ARGV[2]
 local state = redis.call('HMGET', key, 'next', 'paused')
 if state[1] ~= ARGV[3] or state[2] then return 0 end
 if #ARGV > 4 then
   local added = add_jobs(5, 1)
-  if type(added) == 'table' then return added end
+  if added.err then return added end
   redis.call('HSET', key, 'last', ARGV[3])
 end
 redis.call('HSET', key, 'next', ARGV[4])
@@ -758,8 +1173,11 @@ SCRIPTS: dict[str, str] = {
         "page": _PAGE,
         "finished": _FINISHED,
         "reindex": _REINDEX,
+        "relayout": _RELAYOUT,
         "count": _COUNT,
         "probe": _PROBE,
+        "oldest": _OLDEST,
+        "pause_queue": _PAUSE_QUEUE,
         "heartbeat": _HEARTBEAT,
         "workers": _WORKERS,
         "forget": _FORGET,

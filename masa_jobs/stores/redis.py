@@ -4,14 +4,27 @@ Data layout. Every key starts with the hash tag ``{prefix}`` (setting
 ``prefix``, default ``masa_jobs``), so that a Redis Cluster would keep a
 store's keys in one slot, where one script may touch them all::
 
-    {p}:job:<id>           hash: name payload state created next attempts seq
-                           [last_try error done owner lease token finished headers
-                           history events]; history is the JSON array of
-                           records.encode_history, events how many it holds
-    {p}:pending            zset of pending jobs, scored by next_try_at; the member is
-                           <attempts, 8 hex><seq, 16 hex><id>, so jobs due at the same
-                           time order by attempts, then by insertion
-    {p}:leases             zset of processing jobs, scored by lease expiry
+    {p}:job:<id>           hash: name payload state created next attempts seq queue
+                           priority [last_try error done owner lease token finished
+                           headers history events ukey uscope uuntil]; history is the
+                           JSON array of records.encode_history, events how many it
+                           holds; ukey is the unique key while the job may hold it
+    {p}:due:<queue>        zset of the pending jobs of one queue, scored by priority
+                           * PRIORITY_SPAN_MS + next_try_at in whole ms; the member is
+                           <us within that ms, 3 digits><attempts, 8 hex><seq, 16 hex>
+                           <id>, so equal scores order by exact due time, then
+                           attempts, then insertion (_redis_scripts)
+    {p}:leases:<queue>     zset of the processing jobs of one queue, by lease expiry
+    {p}:queues             set of the queues that may have pending or processing jobs
+                           (what a claim of every queue walks; a claim that finds a
+                           queue empty takes it out)
+    {p}:paused             set of the paused queues
+    {p}:unique             hash unique key -> id of the job that took it last; the
+                           job holds it while its hash still has it as ukey (cleared
+                           when a pending or active scope ends) and, for a period,
+                           until uuntil on the server's clock
+    {p}:cancel             pub/sub channel: the id of each processing job an operator
+                           cancelled
     {p}:created:<group>    zset of ids by created_at, for listing (groups: pending,
                            processing, succeeded, dead, cancelled); Redis orders equal
                            scores by member, so it is in (created_at, id) order
@@ -29,25 +42,31 @@ store's keys in one slot, where one script may touch them all::
 
 Timestamps are integer microseconds since the Unix epoch, exact in a sorted
 set score (a double) until the year 2255; a field that is None is absent
-(``_redis_codec``).
+(``_redis_codec``). A job written before queues existed has no queue,
+priority or unique fields and reads as a job of the default queue.
 
 Every operation is one round trip: the state changes are Lua scripts (atomic:
-claim moves expired leases back to pending, pops up to N due jobs and leases
-them under a new token; finish records a whole batch where each token still
-holds its job). The scripts read the server's ``TIME`` for every due time and
-lease, so that the workers' clocks decide nothing. A job hash keeps the
-``token`` of the claim that holds it; a job leased before tokens existed has
-none, so only a new claim (after its lease expires) can finish it. A claim
-answers with a job's headers but not its history, which no worker reads and a
-job retried often would carry on every claim; ``get`` and ``list_jobs`` have it.
+claim merges the due jobs and expired leases of the served, unpaused queues by
+priority and due time and leases up to N of them under a new token; finish
+records a whole batch where each token still holds its job; add stores a batch
+and answers, for a record whose unique key another job holds, that job's id).
+The scripts read the server's ``TIME`` for every due time and lease, so that
+the workers' clocks decide nothing. A job hash keeps the ``token`` of the
+claim that holds it; a job leased before tokens existed has none, so only a
+new claim (after its lease expires) can finish it. A claim answers with a
+job's headers but not its history, which no worker reads and a job retried
+often would carry on every claim; ``get`` and ``list_jobs`` have it.
 ``wait_for_work`` pops a wake-up token with BLPOP on a connection pool of its
-own. redis-py reconnects by itself when the server comes back; until then
-every method raises ``StoreUnavailableError`` (a lost or refused connection, a
-timeout, a server that cannot write for now), and the worker backs off and
-retries. A write whose values Redis or a script refuses raises
-``StoreRejectedError`` (a text that cannot be encoded, a batch a script
-refuses); ``add`` raises ``DuplicateJobError`` for an id that exists already
-or that a batch names twice, and any other error of redis-py is a
+own; adds, retries and a queue's resume push tokens. Cancel notices
+(``add_cancel_listener``) come through a subscriber task on a connection of
+its own, started by the first listener and stopped by ``aclose``; the
+transition script publishes them. redis-py reconnects by itself when the
+server comes back; until then every method raises ``StoreUnavailableError`` (a
+lost or refused connection, a timeout, a server that cannot write for now),
+and the worker backs off and retries. A write whose values Redis or a script
+refuses raises ``StoreRejectedError`` (a text that cannot be encoded, a batch
+a script refuses); ``add`` raises ``DuplicateJobError`` for an id that exists
+already or that a batch names twice, and any other error of redis-py is a
 ``StoreError``, each chained to redis-py's exception. A full server
 (``maxmemory`` reached, OOM) is ``StoreUnavailableError`` like the rest:
 writes succeed again once it has room.
@@ -55,29 +74,34 @@ writes succeed again once it has room.
 Operator reads cost what they answer, never the size of the queue (a
 long script would block every worker): ``list_jobs`` seeks its cursor in the
 listing indexes by rank (O(log n)) and reads ``limit + 1`` entries per group;
-only a page of scheduled or of enqueued jobs, which share the pending index,
-may look past jobs of the other kind, at most ``LIST_SCAN_BUDGET`` entries per
-script call, calling again from where it stopped until the page is full, so
-its total work is linear in the jobs it skips. Counts are ``ZCOUNT`` and
-``ZCARD``; the finish rate counts minute by minute over its window. A store
+only a page of scheduled or of enqueued jobs, which share the pending listing
+index, may look past jobs of the other kind, at most ``LIST_SCAN_BUDGET``
+entries per script call, calling again from where it stopped until the page is
+full, so its total work is linear in the jobs it skips. Counts are ``ZCOUNT``
+and ``ZCARD`` (for pending jobs, per queue and priority level present); the
+finish rate counts minute by minute over its window. A store
 written before the listing indexes existed gets them when it is first opened
-by this version, in chunks (``{p}:layout`` records that it is done); processes
-of the older version must be stopped first, since they do not keep them.
+by this version, in chunks (``{p}:layout`` records that it is done); so does
+a store written before queues existed, whose single pending index and leases
+move to those of the default queue. Processes of an older version must be
+stopped first, since they do not keep the new layout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import redis.asyncio
+from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
@@ -145,13 +169,19 @@ LIST_SCAN_BUDGET = 1000
 # Minutes one finish-rate script call counts at most: a long window takes
 # several short calls.
 RATE_MINUTES_PER_CALL = 1000
-# Job ids one re-index call of the layout upgrade handles: a short script.
+# Job ids one re-index or re-layout call of the layout upgrade handles: a short script.
 REINDEX_CHUNK = 500
-# The data layout this version writes; a store without it gets its listing
-# indexes built once on open (see the module docstring).
-LAYOUT_VERSION = "2"
+# The data layout this version writes; a store of an older one is upgraded
+# once on open (see the module docstring): "2" has the listing indexes, "3"
+# the due index and leases per queue.
+LAYOUT_VERSION = "3"
+_LISTED_LAYOUT = "2"
+# How long the cancel feed waits before it subscribes again after Redis
+# failed it: a notice lost meanwhile is found at the worker's next renewal.
+FEED_RETRY_SECONDS = 1.0
 _ALL_GROUPS = ("pending", "processing", "succeeded", "dead", "cancelled")
-# The indexes the layout upgrade reads job ids from: every job is in one.
+# The indexes the listing upgrade reads job ids from (keys of layout 1): every
+# job is in one.
 _REINDEX_SOURCES = (
     "created:pending",
     "leases",
@@ -193,12 +223,15 @@ class RedisJobStore:
         self._name = f"the redis store at {self.address}"
         tag = "{" + settings.prefix + "}:"
         self._tag = tag
-        self._keys = [tag + "pending"]
+        self._keys = [tag + "queues"]
         self._job_prefix = tag + "job:"
         self._wake_key = tag + "wake"
+        self._cancel_channel = tag + "cancel"
         self._client: redis.asyncio.Redis | None = None
         self._blocking: redis.asyncio.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        self._cancel_listeners: list[Callable[[str], None]] = []
+        self._feed: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> RedisJobStore:
@@ -239,6 +272,7 @@ class RedisJobStore:
         client, blocking = self._client, self._blocking
         self._client = self._blocking = None
         self._scripts.clear()
+        await self._stop_feed()
         if client is not None:
             await client.aclose()
         if blocking is not None:
@@ -246,9 +280,9 @@ class RedisJobStore:
 
     @reports_unavailable
     @translates_driver_errors
-    async def add(self, records: Sequence[JobRecord]) -> None:
+    async def add(self, records: Sequence[JobRecord]) -> builtins.list[str]:
         if not records:
-            return
+            return []
         repeated = first_repeated_id(records)
         if repeated is not None:
             raise duplicate_job(self._name, repeated, in_batch=True)
@@ -256,13 +290,19 @@ class RedisJobStore:
         for record in records:
             args += job_args(record)
         try:
-            await self._run("add", args)
+            held = await self._run("add", args)
         except (ResponseError, UnicodeError) as exc:
             # The script checks the whole batch before its first write, and a
             # text that cannot be encoded is refused before anything is sent.
             if _is_unavailable(exc):
                 raise
             raise self._refused_jobs(records, exc) from exc
+        # The script names only the records answered with another job's id: a
+        # reply of every id would cost more to read than the batch to send.
+        answer = [record.id for record in records]
+        for i in range(0, len(held), 2):
+            answer[held[i]] = held[i + 1]
+        return answer
 
     @reports_unavailable
     @translates_driver_errors
@@ -279,11 +319,12 @@ class RedisJobStore:
         lease: timedelta,
         *,
         exclude: Collection[str] = (),
+        queues: Collection[str] | None = None,
     ) -> list[JobRecord]:
-        if limit <= 0:
+        if limit <= 0 or (queues is not None and not queues):
             return []
         token = new_lease_token()
-        args = [limit, micros(lease), worker_id, token, *set(exclude)]
+        args = [limit, micros(lease), worker_id, token, *_served(queues), *set(exclude)]
         now_us, expires_us, reply = await self._run("claim", args)
         now, expires_at = moment(now_us), moment(expires_us)
         claimed: list[JobRecord] = []
@@ -368,10 +409,8 @@ class RedisJobStore:
     @reports_unavailable
     @translates_driver_errors
     async def oldest_due_at(self) -> datetime | None:
-        first = await self._require().zrange(
-            self._keys[0], 0, 0, withscores=True, score_cast_func=int
-        )
-        return moment(first[0][1]) if first else None
+        first = await self._run("oldest", [])
+        return None if first is None else moment(first)
 
     @reports_unavailable
     @translates_driver_errors
@@ -439,10 +478,12 @@ class RedisJobStore:
 
     @reports_unavailable
     @translates_driver_errors
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(self, timeout: float, *, queues: Collection[str] | None = None) -> None:
         # The earliest due time and the server's now come from one script: the
         # wait is measured on the server's clock, whatever this host's says.
-        now_us, first_pending, first_lease = await self._run("probe", [])
+        # Without a due time (no job, or only paused queues) the wait ends with
+        # a wake-up token or the fallback poll, never at once.
+        now_us, first_pending, first_lease = await self._run("probe", _served(queues))
         due_us = min(float(s) for s in (first_pending, first_lease, math.inf) if s is not None)
         wait = min(timeout, MAX_SIGNAL_WAIT_SECONDS, (due_us - int(now_us)) / 1e6)
         if wait <= 0:
@@ -450,6 +491,26 @@ class RedisJobStore:
         blocking = self._blocking
         assert blocking is not None  # _run checked that the store is open
         await blocking.blpop([self._wake_key], timeout=max(round(wait, 3), MIN_BLOCK_SECONDS))
+
+    @reports_unavailable
+    @translates_driver_errors
+    async def set_queue_paused(self, queue: str, paused: bool) -> None:
+        await self._run("pause_queue", [queue, "1" if paused else ""])
+
+    @reports_unavailable
+    @translates_driver_errors
+    async def paused_queues(self) -> set[str]:
+        # The client decodes replies: the members are texts.
+        return cast(set[str], await self._require().smembers(self._tag + "paused"))
+
+    def add_cancel_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(job_id)`` for each processing job a transition cancels,
+        here or in any process on the same prefix, until ``aclose``. The first
+        listener starts the subscriber task; a notice published before it
+        subscribed is not heard (the worker learns at its next renewal)."""
+        self._cancel_listeners.append(listener)
+        if self._feed is None:
+            self._feed = asyncio.get_running_loop().create_task(self._follow_cancels())
 
     @reports_unavailable
     @translates_driver_errors
@@ -517,16 +578,81 @@ class RedisJobStore:
                 raise
             raise self._refused_jobs((job,), exc, tick=True) from exc
 
+    async def _follow_cancels(self) -> None:
+        """The subscriber task, on a client of its own until ``aclose`` cancels it."""
+        client = self._new_client()
+        try:
+            async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                await self._relay_cancels(pubsub)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+
+    async def _relay_cancels(self, pubsub: PubSub) -> None:
+        """Hands each cancelled job id to the listeners. A connection redis-py
+        loses is opened (and subscribed) again by the next read; while Redis
+        cannot be reached, the feed tries every FEED_RETRY_SECONDS."""
+        failing = False
+        while True:
+            try:
+                if not pubsub.subscribed:
+                    await pubsub.subscribe(self._cancel_channel)
+                message = await pubsub.get_message(timeout=None)
+            except (RedisError, OSError) as exc:
+                if not failing:
+                    logger.warning(
+                        "%s: cancel notices stopped (%s); trying again every %g s",
+                        self._name,
+                        redact(str(exc)),
+                        FEED_RETRY_SECONDS,
+                    )
+                failing = True
+                await anyio.sleep(FEED_RETRY_SECONDS)
+                continue
+            if failing:
+                logger.info("%s: cancel notices resumed", self._name)
+                failing = False
+            if message is not None and message["type"] == "message":
+                self._tell_cancelled(message["data"])
+
+    def _tell_cancelled(self, job_id: str) -> None:
+        for listener in tuple(self._cancel_listeners):
+            try:
+                listener(job_id)
+            except Exception:
+                logger.exception("a cancel listener failed on job %s", job_id)
+
+    async def _stop_feed(self) -> None:
+        feed, self._feed = self._feed, None
+        self._cancel_listeners.clear()
+        if feed is None:
+            return
+        feed.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(feed, return_exceptions=True)
+
     @reports_unavailable
     @translates_driver_errors
     async def _upgrade_layout(self) -> None:
-        """Build the listing indexes of a store written before they existed, once:
+        """Bring a store of an older layout to this one, once, in short scripts."""
+        client = self._require()
+        layout_key = self._tag + "layout"
+        layout = await client.get(layout_key)
+        if layout == LAYOUT_VERSION:
+            return
+        if layout != _LISTED_LAYOUT:
+            await self._build_listing_indexes()
+            await client.set(layout_key, _LISTED_LAYOUT)
+        # The pending index and leases of layout 2 move to the default queue's.
+        while await self._run("relayout", [REINDEX_CHUNK]):
+            pass
+        await client.set(layout_key, LAYOUT_VERSION)
+
+    async def _build_listing_indexes(self) -> None:
+        """Build the listing indexes of a store written before they existed:
         ZSCAN (which returns every member present throughout the scan) hands the
         ids over in chunks, each indexed by one short script as its job is then."""
         client = self._require()
-        layout = self._tag + "layout"
-        if await client.get(layout) == LAYOUT_VERSION:
-            return
         for source in _REINDEX_SOURCES:
             cursor = 0
             while True:
@@ -537,7 +663,6 @@ class RedisJobStore:
                     await self._run("reindex", [member for member, _ in entries])
                 if cursor == 0:
                     break
-        await client.set(layout, LAYOUT_VERSION)
 
     async def _schedules(self, ids: builtins.list[str]) -> builtins.list[ScheduleRecord]:
         reply = await self._run("schedules", ids)
@@ -638,6 +763,15 @@ def _is_unavailable(exc: Exception) -> bool:
     if isinstance(exc, _UNAVAILABLE_ERRORS):
         return True
     return isinstance(exc, ResponseError) and str(exc).startswith(_UNAVAILABLE_CODES)
+
+
+def _served(queues: Collection[str] | None) -> builtins.list[Any]:
+    """The queues a claim or probe serves, as the scripts take them: how many
+    (-1 for every queue), then each name once."""
+    if queues is None:
+        return [-1]
+    names = list(dict.fromkeys(queues))
+    return [len(names), *names]
 
 
 def _page_args(

@@ -24,7 +24,7 @@ from masa_jobs.exceptions import (
     StoreRejectedError,
     StoreUnavailableError,
 )
-from masa_jobs.records import JobOutcome, JobRecord, WorkerInfo, utcnow
+from masa_jobs.records import DEFAULT_QUEUE, JobOutcome, JobRecord, WorkerInfo, to_us, utcnow
 from masa_jobs.stores import redis as redis_store_module
 from masa_jobs.stores.redis import RedisJobStore
 from tests.listing import all_jobs
@@ -139,10 +139,11 @@ def new_job(**fields: Any) -> JobRecord:
 
 
 async def write_raw_job(client: redis.asyncio.Redis, prefix: str, **fields: str | None) -> str:
-    """A pending job written with plain commands, as the module docstring lays it out;
-    a field given as None is left out."""
+    """A pending job of the default queue written with plain commands, as the
+    module docstring lays it out; a field given as None is left out."""
     job_id = uuid4().hex
-    now_us = str(int(utcnow().timestamp() * 1_000_000))
+    now = to_us(utcnow())
+    now_us = str(now)
     values = {
         "name": "integration-work",
         "payload": '{"key": "k"}',
@@ -157,9 +158,15 @@ async def write_raw_job(client: redis.asyncio.Redis, prefix: str, **fields: str 
     present = {name: value for name, value in values.items() if value is not None}
     await client.hset(f"{tag}job:{job_id}", mapping=present)
     await client.zadd(f"{tag}created:pending", {job_id: now_us})
-    # Member: 8 hex digits of attempts, 16 of the insertion counter, then the id.
-    await client.zadd(f"{tag}pending", {f"{0:08x}{0:016x}{job_id}": now_us})
+    await client.zadd(f"{tag}due:{DEFAULT_QUEUE}", {due_member(now, 0, 0, job_id): now // 1000})
+    await client.sadd(f"{tag}queues", DEFAULT_QUEUE)
     return job_id
+
+
+def due_member(next_us: int, attempts: int, seq: int, job_id: str) -> str:
+    """A due index member: the microseconds within the due millisecond, attempts
+    and the insertion counter, then the id."""
+    return f"{next_us % 1000:03d}{attempts:08x}{seq:016x}{job_id}"
 
 
 async def server_time(client: redis.asyncio.Redis) -> datetime:
