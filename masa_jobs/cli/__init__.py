@@ -2,7 +2,7 @@
 
 The operator commands (``jobs``, ``show``, ``retry``, ``cancel``, ``delete``,
 ``purge``, ``schedules``, ``trigger``, ``pause-schedule``, ``resume-schedule``,
-``workers``) look after the jobs of a
+``workers``, ``queues``, ``pause-queue``, ``resume-queue``) look after the jobs of a
 durable store from a shell, on the same APP argument as ``worker``.
 
 Each command lives in its own module. Modules that define job handlers (the
@@ -26,6 +26,7 @@ from .demo import demo
 from .health import health
 from .ops import cancel, delete, jobs, purge, retry, show
 from .ops_fleet import pause_schedule, resume_schedule, schedules, trigger, workers
+from .ops_queues import pause_queue, queues, resume_queue
 from .worker import worker
 
 __all__ = ["app", "main"]
@@ -50,6 +51,9 @@ app.command("trigger")(trigger)
 app.command("pause-schedule")(pause_schedule)
 app.command("resume-schedule")(resume_schedule)
 app.command("workers")(workers)
+app.command("queues")(queues)
+app.command("pause-queue")(pause_queue)
+app.command("resume-queue")(resume_queue)
 app.command("dashboard")(dashboard)
 app.command("health")(health)
 

@@ -114,6 +114,8 @@ def job_json(info: JobInfo) -> dict[str, Any]:
         "id": info.id,
         "name": info.name,
         "state": info.state.value,
+        "queue": info.queue,
+        "priority": info.priority,
         "attempts": info.attempts,
         "created_at": _iso(info.created_at),
         "next_try_at": _iso(info.next_try_at),
@@ -155,6 +157,8 @@ def job_table(info: JobInfo, *, full: bool = False) -> Table:
     for field, value in (
         ("name", info.name),
         ("state", info.state.value),
+        ("queue", info.queue),
+        ("priority", info.priority),
         ("attempts", info.attempts),
         ("created (UTC)", when(info.created_at, seconds=True)),
         ("next try (UTC)", when(info.next_try_at, seconds=True)),

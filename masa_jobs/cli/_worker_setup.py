@@ -32,6 +32,7 @@ class WorkerSetup:
     job_names: int
     concurrency: int
     shutdown_timeout: float
+    queues: tuple[str, ...] = ("default",)
     # On the memory store: whether the app declares recurring jobs (which enqueue).
     memory_store: bool = False
     declares_schedules: bool = False
@@ -49,11 +50,15 @@ def check_metrics_flag(metrics_port: int | None) -> None:
 
 
 def prepare_worker(
-    container: Any, concurrency: int | None, *, metrics_port: int | None = None
+    container: Any,
+    concurrency: int | None,
+    *,
+    metrics_port: int | None = None,
+    queues: str | None = None,
 ) -> WorkerSetup:
     """Apply environment and flags, ``MasaApp.build`` the container, describe the worker."""
     jobs = jobs_container(container)
-    _apply_settings(jobs, concurrency)
+    _apply_settings(jobs, concurrency, queues)
     build_app(container)
     options: BackgroundJobOptions = jobs.options()
     _check_options(options, metrics_port)
@@ -65,6 +70,7 @@ def prepare_worker(
         handlers=sum(len(registry.handlers(name)) for name in registry.names()),
         job_names=len(registry.names()),
         concurrency=options.concurrency,
+        queues=options.queues,
         shutdown_timeout=options.shutdown_timeout,
         memory_store=isinstance(jobs.job_store(), MemoryJobStore),
         declares_schedules=bool(registry.declared_schedules()),
@@ -112,13 +118,19 @@ async def check_memory_worker(setup: WorkerSetup, manager: JobManager) -> None:
     )
 
 
-def _apply_settings(jobs: Any, concurrency: int | None) -> None:
+def _apply_settings(jobs: Any, concurrency: int | None, queues: str | None) -> None:
     config = apply_settings(jobs)
-    if concurrency is None:
+    flags: dict[str, Any] = {}
+    if concurrency is not None:
+        flags["concurrency"] = concurrency
+    if queues is not None:
+        flags["queues"] = queues
+    if not flags:
         return
     if config is None:
+        names = " and ".join(f"--{name}" for name in flags)
         raise CliError(
-            "--concurrency needs a `config` Configuration provider on the jobs container; "
-            "set options.concurrency in the container instead"
+            f"{names} need a `config` Configuration provider on the jobs container; "
+            "set the options in the container instead"
         )
-    config.from_dict({"options": {"concurrency": concurrency}})
+    config.from_dict({"options": flags})

@@ -61,6 +61,15 @@ def worker(
         int | None,
         typer.Option(min=1, help="Jobs run at once; overrides options.concurrency."),
     ] = None,
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            help="Queues served, in the order claimed from, e.g. critical:5,default "
+            "(name:N holds at most N jobs of that queue; * serves every queue); "
+            "overrides options.queues.",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[
         LogLevel, typer.Option(case_sensitive=False, help="Log level of the stderr log.")
     ] = LogLevel.INFO,
@@ -104,7 +113,9 @@ def worker(
     configure_logging(log_format.value if log_format else "text", level=level)
     with one_line_errors():
         check_metrics_flag(metrics_port)
-        setup = prepare_worker(load_container(app, app_dir), concurrency, metrics_port=metrics_port)
+        setup = prepare_worker(
+            load_container(app, app_dir), concurrency, metrics_port=metrics_port, queues=queues
+        )
         if log_format is None and setup.log_format == LogFormat.JSON:
             configure_logging("json", level=level)
         if backend is not Backend.ASYNCIO and setup.store in ASYNCIO_ONLY_BACKENDS:
@@ -177,7 +188,7 @@ def _log_started(setup: WorkerSetup) -> None:
     handlers = "handler" if setup.handlers == 1 else "handlers"
     names = "job name" if setup.job_names == 1 else "job names"
     logger.info(
-        "masa-jobs worker %s started: store %s, %d %s for %d %s, concurrency %d",
+        "masa-jobs worker %s started: store %s, %d %s for %d %s, concurrency %d, queues %s",
         setup.worker_id,
         setup.store_line,
         setup.handlers,
@@ -185,6 +196,7 @@ def _log_started(setup: WorkerSetup) -> None:
         setup.job_names,
         names,
         setup.concurrency,
+        ",".join(setup.queues),
     )
     if not setup.handlers:
         logger.warning(

@@ -28,31 +28,44 @@ def _stop(process: subprocess.Popen[str], signum: signal.Signals) -> int:
 
 
 @pytest.mark.parametrize(
-    ("attribute", "args", "env", "concurrency"),
+    ("attribute", "args", "env", "concurrency", "queues"),
     [
-        pytest.param("container", (), {}, 10, id="instance"),
-        pytest.param("create_container", ("--backend", "trio"), {}, 10, id="factory-trio"),
+        pytest.param("container", (), {}, 10, "default", id="instance"),
         pytest.param(
-            "embedding", (), {"MASA_JOBS_OPTIONS__CONCURRENCY": "3"}, 3, id="embedded-env"
+            "create_container", ("--backend", "trio"), {}, 10, "default", id="factory-trio"
+        ),
+        pytest.param(
+            "embedding",
+            (),
+            {"MASA_JOBS_OPTIONS__CONCURRENCY": "3", "MASA_JOBS_OPTIONS__QUEUES": "mail,default"},
+            3,
+            "mail,default",
+            id="embedded-env",
         ),
         pytest.param(
             "container",
-            ("--concurrency", "5"),
-            {"MASA_JOBS_OPTIONS__CONCURRENCY": "3"},
+            ("--concurrency", "5", "--queues", "critical:2,default"),
+            {"MASA_JOBS_OPTIONS__CONCURRENCY": "3", "MASA_JOBS_OPTIONS__QUEUES": "mail"},
             5,
-            id="flag-over-env",
+            "critical:2,default",
+            id="flags-over-env",
         ),
     ],
 )
 def test_worker_starts_then_stops_gracefully_on_sigterm(
-    attribute: str, args: tuple[str, ...], env: dict[str, str], concurrency: int, tmp_path: Path
+    attribute: str,
+    args: tuple[str, ...],
+    env: dict[str, str],
+    concurrency: int,
+    queues: str,
+    tmp_path: Path,
 ) -> None:
     app = f"{APP_MODULE}:{attribute}"
     with running_cli("worker", app, *args, env=sqlite_env(tmp_path, **env)) as (process, log):
         started = log.wait_for("masa-jobs worker", "started")
         assert f"store sqlite (SqliteJobStore(path='{tmp_path / 'jobs.sqlite3'}'))" in started
         assert "2 handlers for 2 job names" in started
-        assert f"concurrency {concurrency}" in started
+        assert f"concurrency {concurrency}, queues {queues}" in started
 
         code = _stop(process, signal.SIGTERM)
         rest = log.rest()
