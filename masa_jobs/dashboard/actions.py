@@ -1,10 +1,11 @@
-"""The dashboard's actions: POSTs that change jobs and recurring jobs.
+"""The dashboard's actions: POSTs that change jobs, recurring jobs and queues.
 
 Each one is refused (403, nothing changed) on a read-only dashboard or
 without a valid CSRF token; otherwise it acts and redirects (303) to the
 page it came from, with the outcome as a message in the query string. An
 operation the job's state does not allow, or an id that is gone, is such a
-message too, never a server error.
+message too, never a server error. A queue name that is not valid is shown
+on the queues page again, with the reason (400), and nothing changes.
 
 Retrying or deleting every dead job of a name goes through a confirmation
 page that says how many jobs it concerns.
@@ -19,7 +20,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from ..exceptions import InvalidJobStateError, JobNotFoundError, ScheduleNotFoundError
+from ..exceptions import (
+    InvalidJobOptionsError,
+    InvalidJobStateError,
+    JobNotFoundError,
+    ScheduleNotFoundError,
+)
 from ..manager import JobManager
 from ..queries import MAX_PAGE_SIZE, JobQuery
 from ..records import JobState
@@ -27,6 +33,7 @@ from .render import Renderer
 from .security import CSRF_FIELD, CsrfSigner
 from .source import ManagerSource
 from .urls import href
+from .views import queues_page
 
 __all__ = ["BULK_COUNT_CAP", "Actions", "count_dead"]
 
@@ -36,6 +43,10 @@ BULK_COUNT_CAP = 10_000
 BULK_ACTIONS = {"retry": "Retry", "delete": "Delete"}
 JOB_ACTIONS = ("retry", "cancel", "delete")
 SCHEDULE_ACTIONS = ("trigger", "pause", "resume")
+QUEUE_ACTIONS = ("pause", "resume")
+# Longer than any valid queue name (100): a longer field is cut to this, still
+# refused, so that the refusal does not echo a page-long text back.
+MAX_TYPED_QUEUE_CHARS = 200
 _READ_ONLY = "This dashboard is read-only: it changes nothing."
 _BAD_TOKEN = (
     "The form's security token is missing or does not match this browser's cookie, so "
@@ -129,6 +140,28 @@ class Actions:
         except ScheduleNotFoundError as exc:
             return _redirect(request, "schedules", str(exc), error=True)
         return _redirect(request, "schedules", message)
+
+    async def queue_action(self, request: Request) -> Response:
+        form = await self._checked_form(request)
+        action = _field(form, "action")
+        if action not in QUEUE_ACTIONS:
+            raise HTTPException(400, f"unknown queue action {action!r}; use {QUEUE_ACTIONS}")
+        typed = form.get("queue")
+        # Typed by hand: stray spaces around a name are a slip, not part of it.
+        queue = typed.strip()[:MAX_TYPED_QUEUE_CHARS] if isinstance(typed, str) else ""
+        manager = self._source.manager()
+        try:
+            if action == "pause":
+                await manager.pause_queue(queue)
+                message = f"Queue {queue} paused: no worker starts its jobs until it is resumed."
+            else:
+                await manager.resume_queue(queue)
+                message = f"Queue {queue} resumed: workers serving it start its jobs again."
+        except InvalidJobOptionsError as exc:
+            return await queues_page(
+                self._renderer, request, manager, typed=queue, problem=str(exc)
+            )
+        return _redirect(request, "queues", message)
 
     async def confirm_bulk(self, request: Request) -> Response:
         """GET: what a bulk action would do, and the form that does it."""

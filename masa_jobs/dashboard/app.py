@@ -101,6 +101,8 @@ def _routes(
         Route(
             PATHS["schedule_action"], actions.schedule_action, methods=post, name="schedule_action"
         ),
+        Route(PATHS["queues"], pages.queues, methods=get, name="queues"),
+        Route(PATHS["queue_action"], actions.queue_action, methods=post, name="queue_action"),
         Route(PATHS["workers"], pages.workers, methods=get, name="workers"),
         Route(PATHS["health"], probes.health, methods=get, name="health"),
         Route(PATHS["metrics"], probes.metrics, methods=get, name="metrics"),

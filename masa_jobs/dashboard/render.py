@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, pass_context
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from ..records import JobState, utcnow
+from ..records import MAX_PRIORITY, MIN_PRIORITY, JobState, utcnow
 from . import formatting
 from .security import CSRF_FIELD, CsrfSigner
 from .urls import href, static_href
@@ -47,7 +47,14 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(href=_href, static=_static, states=tuple(JobState), csrf_field=CSRF_FIELD)
+    env.globals.update(
+        href=_href,
+        static=_static,
+        states=tuple(JobState),
+        csrf_field=CSRF_FIELD,
+        min_priority=MIN_PRIORITY,
+        max_priority=MAX_PRIORITY,
+    )
     env.filters.update(
         when=formatting.when,
         ago=formatting.ago,

@@ -22,6 +22,8 @@ PATHS: Final = {
     "bulk": "/bulk",
     "schedules": "/schedules",
     "schedule_action": "/schedules/action",
+    "queues": "/queues",
+    "queue_action": "/queues/action",
     "workers": "/workers",
     "health": "/health",
     "metrics": "/metrics",

@@ -1,11 +1,12 @@
-"""The dashboard's pages (GET): overview, jobs, one job, recurring jobs, workers."""
+"""The dashboard's pages (GET): overview, jobs, one job, recurring jobs, queues, workers."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 
 from ..exceptions import InvalidQueryError
+from ..manager import JobManager
 from ..queries import EXACT_COUNT_LIMIT
 from ..records import JobInfo, JobState
 from .chart import chart_start, minute_chart
@@ -13,7 +14,26 @@ from .listing import loose_filter, parse_filter
 from .render import Renderer
 from .source import ManagerSource
 
-__all__ = ["Pages"]
+__all__ = ["Pages", "queues_page"]
+
+
+async def queues_page(
+    renderer: Renderer,
+    request: Request,
+    manager: JobManager,
+    *,
+    typed: str = "",
+    problem: str = "",
+) -> HTMLResponse:
+    """The queues page: the paused queues and the pause form (again, with
+    what was typed and why it was refused, after a refused pause: 400)."""
+    context = {
+        "section": "queues",
+        "paused": sorted(await manager.paused_queues()),
+        "typed": typed,
+        "problem": problem,
+    }
+    return renderer.page(request, "queues.html", context, status_code=400 if problem else 200)
 
 
 class Pages:
@@ -36,6 +56,7 @@ class Pages:
             "exact_limit": EXACT_COUNT_LIMIT,
             "chart": chart,
             "oldest_due_at": await store.oldest_due_at(),
+            "paused_queues": sorted(await manager.paused_queues()),
             "workers": await manager.workers(),
         }
         return self._renderer.page(request, "overview.html", context)
@@ -49,15 +70,24 @@ class Pages:
             return self._renderer.page(
                 request,
                 "jobs.html",
-                {**context, "jobs": (), "next_cursor": None, "problem": str(exc)},
+                {
+                    **context,
+                    "jobs": (),
+                    "next_cursor": None,
+                    "paused_queues": frozenset(),
+                    "problem": str(exc),
+                },
                 status_code=400,
             )
-        page = await self._source.manager().list_jobs(query)
+        manager = self._source.manager()
+        page = await manager.list_jobs(query)
         context = {
             "section": "jobs",
             "filter": job_filter,
             "jobs": page.items,
             "next_cursor": page.next_cursor,
+            # To mark the jobs that wait because their queue is paused.
+            "paused_queues": await manager.paused_queues() if page.items else frozenset(),
             "problem": "",
         }
         return self._renderer.page(request, "jobs.html", context)
@@ -74,7 +104,12 @@ class Pages:
                 f"No job has the id {job_id!r}: it may have been deleted, or purged after "
                 "its retention time. Find jobs on the jobs page.",
             )
-        context = {"section": "jobs", "job": info, "raw_args": await self._raw_args(info)}
+        context = {
+            "section": "jobs",
+            "job": info,
+            "raw_args": await self._raw_args(info),
+            "queue_paused": info.queue in await manager.paused_queues(),
+        }
         return self._renderer.page(request, "job.html", context)
 
     async def _raw_args(self, info: JobInfo) -> str | None:
@@ -88,6 +123,9 @@ class Pages:
         schedules = await self._source.manager().list_schedules()
         context = {"section": "schedules", "schedules": schedules}
         return self._renderer.page(request, "schedules.html", context)
+
+    async def queues(self, request: Request) -> Response:
+        return await queues_page(self._renderer, request, self._source.manager())
 
     async def workers(self, request: Request) -> Response:
         manager = self._source.manager()

@@ -104,7 +104,9 @@ def test_an_async_authorize_is_awaited(container: Any, client_for: Any) -> None:
     assert client.get("/workers", headers={"x-role": "visitor"}).status_code == 403
 
 
-@pytest.mark.parametrize("path", ["/", "/jobs", "/static/dashboard.css", "/job?id=x", "/nope"])
+@pytest.mark.parametrize(
+    "path", ["/", "/jobs", "/queues", "/static/dashboard.css", "/job?id=x", "/nope"]
+)
 def test_every_answer_carries_the_security_headers(client_for: Any, path: str) -> None:
     response = client_for().get(path)
     assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
@@ -120,7 +122,7 @@ def test_refusals_carry_the_security_headers_too(client_for: Any) -> None:
 
 def test_pages_have_no_inline_script_or_style(client_for: Any) -> None:
     client = client_for()
-    for path in ("/", "/jobs", "/schedules", "/workers", "/job?id=x"):
+    for path in ("/", "/jobs", "/schedules", "/queues", "/workers", "/job?id=x"):
         html = client.get(path).text
         assert "<script" not in html
         assert "style=" not in html

@@ -128,6 +128,39 @@ def test_schedule_trigger_pause_and_resume(site: Site, page: Any) -> None:
     assert not site.call(site.store.get_schedule("nightly-report")).paused
 
 
+def test_pause_and_resume_a_queue(site: Site, page: Any, screenshot: Callable[[str], Path]) -> None:
+    page.goto(site.url("/"))
+    page.get_by_role("link", name="Queues", exact=True).click()
+    page.wait_for_url("**/queues")
+    assert "No queue is paused" in page.locator(".empty").inner_text()
+
+    page.get_by_label("Queue to pause").fill("reports")
+    page.get_by_role("button", name="Pause").click()
+    page.wait_for_url("**/queues?message=*")
+    assert _flash(page) == "Queue reports paused: no worker starts its jobs until it is resumed."
+    assert page.locator("table.queues tbody tr").all_inner_texts() == ["reports\tpaused\tResume"]
+    assert site.call(site.manager.paused_queues()) == {"reports"}
+    screenshot("queues")
+
+    # A name that is not a queue name: the reason, the form again, nothing changed.
+    page.get_by_label("Queue to pause").fill("two words")
+    page.get_by_role("button", name="Pause").click()
+    page.wait_for_load_state()
+    assert "is not a valid queue name" in page.locator(".flash-error").inner_text()
+    assert page.get_by_label("Queue to pause").input_value() == "two words"
+    assert site.call(site.manager.paused_queues()) == {"reports"}
+
+    page.goto(site.url("/"))
+    assert page.locator(".notice").inner_text().startswith("Paused queues: reports")
+    page.locator(".notice a").click()
+    page.wait_for_url("**/queues")
+    page.locator("tr", has_text="reports").get_by_role("button", name="Resume").click()
+    page.wait_for_url("**/queues?message=*")
+    assert _flash(page) == "Queue reports resumed: workers serving it start its jobs again."
+    assert page.locator("table.queues").count() == 0
+    assert site.call(site.manager.paused_queues()) == set()
+
+
 def test_a_post_without_a_valid_token_is_refused_and_changes_nothing(site: Site, page: Any) -> None:
     ids = site.call(seed_states(site.store)).ids
     dead = ids[JobState.DEAD]
@@ -160,7 +193,8 @@ def test_read_only_shows_no_forms_and_refuses_posts(
     ids = site.call(seed_states(site.store)).ids
     site.serve(read_only=True)
 
-    paths = ["/", "/jobs", "/jobs?state=dead&name=mail.send", "/schedules", "/workers"]
+    site.call(site.manager.pause_queue("reports"))
+    paths = ["/", "/jobs", "/jobs?state=dead&name=mail.send", "/schedules", "/queues", "/workers"]
     # A dead job offers retry, a pending one cancel, every one delete.
     paths += [f"/job?id={ids[state]}" for state in (JobState.DEAD, JobState.SCHEDULED)]
     for path in paths:
@@ -176,6 +210,7 @@ def test_read_only_shows_no_forms_and_refuses_posts(
         ("/job/action", {"id": ids[JobState.DEAD], "action": "retry", "csrf": token}),
         ("/bulk", {"action": "delete", "name": "mail.send", "csrf": token}),
         ("/schedules/action", {"id": "cleanup", "action": "resume", "csrf": token}),
+        ("/queues/action", {"queue": "reports", "action": "resume", "csrf": token}),
     ):
         refused = page.request.post(site.url(action), form=form)
         assert refused.status == 403
@@ -183,3 +218,4 @@ def test_read_only_shows_no_forms_and_refuses_posts(
     assert page.request.get(site.url("/bulk?action=retry&name=mail.send")).status == 403
     assert _state(site, ids[JobState.DEAD]) is JobState.DEAD
     assert site.call(site.store.get_schedule("cleanup")).paused
+    assert site.call(site.manager.paused_queues()) == {"reports"}

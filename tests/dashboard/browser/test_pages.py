@@ -142,6 +142,7 @@ def test_links_work_under_a_mount_prefix(site: Site, page: Any) -> None:
     for label, path in (
         ("Jobs", "/ops/jobs/jobs"),
         ("Recurring jobs", "/ops/jobs/schedules"),
+        ("Queues", "/ops/jobs/queues"),
         ("Workers", "/ops/jobs/workers"),
         ("Overview", "/ops/jobs/"),
     ):
