@@ -67,7 +67,7 @@ async def main() -> dict[str, JobInfo]:
     manager = container.job_manager()
     async with MasaApp.lifespan():
         later = await manager.enqueue(CapturePayment(order_id=1), delay=3600)
-        cancelled = await manager.cancel(later)  # only a job that has not started
+        cancelled = await manager.cancel(later)  # a running one is stopped too
 
         failing = await manager.enqueue(CapturePayment(order_id=2))
         dead = await wait_until_finished(manager, failing)  # 2 attempts, then dead

@@ -21,7 +21,7 @@ TIMEOUT = 10.0
 
 def test_every_example_file_has_a_test() -> None:
     tested = {"quickstart", "handlers", "configuration", "embedded_container", "manage_jobs"}
-    tested |= {"recurring"}
+    tested |= {"recurring", "job_control"}
     tested |= {"fastapi_app"}  # tests/docs/test_fastapi_app.py
     tested |= {"test_with_masa_jobs"}  # tests/docs/test_testing_example.py
     tested |= {"dashboard_app"}  # tests/dashboard/test_docs_example.py
@@ -151,3 +151,18 @@ async def test_recurring_declares_adds_updates_triggers_and_removes(
     assert "removed 3 expired sessions\n" in out
     assert "heartbeat for " in out
     assert "sessions.clean-up: '0 3 * * *' in Europe/Berlin, next at " in out
+
+
+async def test_job_control_queues_unique_keys_and_cancel() -> None:
+    job_control = load_example("job_control")
+    job_control.RAN.clear()
+    with anyio.fail_after(TIMEOUT):
+        infos: dict[str, Any] = await job_control.main()
+
+    assert infos["charged first"].queue == "critical"
+    assert (infos["charged"].state, infos["charged"].priority) == (JobState.SUCCEEDED, 5)
+    assert infos["reported"].queue == "reports"
+    assert infos["cancelled"].state is JobState.CANCELLED
+    assert infos["cancelled"].attempts == 1  # cancelled while it ran, not retried
+    assert job_control.RAN.count("report for 2026-11") == 1
+    assert "cleaned up after intro.mp4" in job_control.RAN
