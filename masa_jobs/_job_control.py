@@ -36,6 +36,7 @@ __all__ = [
     "asked_control",
     "check_priority",
     "check_queue",
+    "check_scope_or_period",
     "check_unique_for",
     "check_unique_key",
     "check_unique_key_source",
@@ -87,11 +88,7 @@ def asked_control(
         and unique_for is None
     ):
         return NO_CONTROL
-    if unique_scope is not None and unique_for is not None:
-        raise InvalidJobOptionsError(
-            f"{where}: pass unique_scope or unique_for, not both: unique_for holds the key "
-            "for a period whatever the job's state"
-        )
+    check_scope_or_period(unique_scope, unique_for, where)
     return JobControl(
         queue=None if queue is None else check_queue(queue, where),
         priority=None if priority is None else check_priority(priority, where),
@@ -99,6 +96,15 @@ def asked_control(
         unique_scope=None if unique_scope is None else check_unique_scope(unique_scope, where),
         unique_for=None if unique_for is None else check_unique_for(unique_for, where),
     )
+
+
+def check_scope_or_period(scope: object, period: object, where: str) -> None:
+    """A key is held for a scope or for a period, never both."""
+    if scope is not None and period is not None:
+        raise InvalidJobOptionsError(
+            f"{where}: pass unique_scope or unique_for, not both: unique_for holds the key "
+            "for a period whatever the job's state"
+        )
 
 
 def placed(record: JobRecord, args: Any, declared: JobControl, asked: JobControl) -> JobRecord:

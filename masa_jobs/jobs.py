@@ -25,11 +25,12 @@ from ._job_control import (
     UniqueKey,
     check_priority,
     check_queue,
+    check_scope_or_period,
     check_unique_for,
     check_unique_key_source,
     check_unique_scope,
 )
-from .exceptions import InvalidJobOptionsError, InvalidTimeoutError
+from .exceptions import InvalidTimeoutError
 from .records import DEFAULT_QUEUE, UniqueScope
 
 __all__ = [
@@ -110,11 +111,7 @@ def job_options(
             month: str
     """
     where = "@job_options(...)"
-    if unique_scope is not None and unique_for is not None:
-        raise InvalidJobOptionsError(
-            f"{where}: pass unique_scope or unique_for, not both: unique_for holds the key "
-            "for a period whatever the job's state"
-        )
+    check_scope_or_period(unique_scope, unique_for, where)
     control = JobControl(
         timeout=timeout_seconds(timeout, "@job_options(timeout=...)"),
         queue=None if queue is None else check_queue(queue, where),

@@ -30,6 +30,7 @@ import anyio
 import asyncpg
 
 from .._redact import redact
+from ._cancel_listeners import CancelListeners
 
 __all__ = ["LOST_CONNECTION_ERRORS", "Look", "WakeUps"]
 
@@ -95,7 +96,7 @@ class WakeUps:
         self._retry_at = 0.0
         self._waiters: set[anyio.Event] = set()
         self._lock = anyio.Lock()
-        self._cancel_listeners: list[Callable[[str], None]] = []
+        self._cancel_listeners = CancelListeners()
         self._keeper: asyncio.Task[None] | None = None
         self._started = False
 
@@ -110,7 +111,7 @@ class WakeUps:
     def add_cancel_listener(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(job_id)`` for every running job an operator cancels,
         from now until ``close``; listening starts in the background."""
-        self._cancel_listeners.append(listener)
+        self._cancel_listeners.add(listener)
         if self._started:
             self._keep_listening()
 
@@ -252,15 +253,7 @@ class WakeUps:
         self._wake_all()
 
     def _cancelled(self, connection: object, pid: int, channel: str, job_id: str) -> None:
-        for listener in tuple(self._cancel_listeners):
-            try:
-                listener(job_id)
-            except Exception:  # a listener's failure is its own: tell the others
-                logger.exception(
-                    "PostgreSQL store at %s: a cancel listener failed on job %s",
-                    self._address,
-                    job_id,
-                )
+        self._cancel_listeners.tell(job_id)
 
     def _lost(self, connection: object) -> None:
         # Notifications sent while it is down are lost: waiters look again.

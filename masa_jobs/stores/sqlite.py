@@ -94,6 +94,7 @@ from ..records import (
     WorkerInfo,
     utcnow,
 )
+from ._cancel_listeners import CancelListeners
 from ._errors import duplicate_job, first_repeated_id
 from ._sqlite_connection import (
     DEFAULT_BUSY_TIMEOUT_SECONDS,
@@ -186,7 +187,7 @@ class SqliteJobStore:
         self._connection: sqlite3.Connection | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._wakeup: anyio.Event | None = None
-        self._cancel_listeners: list[Callable[[str], None]] = []
+        self._cancel_listeners = CancelListeners()
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> SqliteJobStore:
@@ -562,7 +563,7 @@ class SqliteJobStore:
             self._wake()
         elif state is JobState.CANCELLED and was == JobState.PROCESSING.value:
             # Committed: the worker holding it is refused from now on.
-            self._tell_cancelled(job_id)
+            self._cancel_listeners.tell(job_id)
         return record
 
     def _transition(
@@ -592,15 +593,7 @@ class SqliteJobStore:
         """Call ``listener(job_id)`` when a ``transition`` of this store object
         cancels a running job (``CancelFeed``); other processes sharing the
         file learn at their next renewal."""
-        self._cancel_listeners.append(listener)
-
-    def _tell_cancelled(self, job_id: str) -> None:
-        for listener in tuple(self._cancel_listeners):
-            try:
-                listener(job_id)
-            except Exception:
-                # A listener's failure is its own: the cancel stands.
-                logger.exception("a cancel listener failed on job %s", job_id)
+        self._cancel_listeners.add(listener)
 
     async def delete(self, job_id: str) -> bool:
         return await self._run(self._write_many, self._sql.delete, [(job_id,)]) > 0
