@@ -256,7 +256,15 @@ class DefaultJobManager:
         unique_scope: UniqueScope | str | None = None,
         unique_for: Delay = None,
     ) -> JobId:
-        asked = asked_control(queue, priority, unique_key, unique_scope, unique_for, "enqueue")
+        asked = NO_CONTROL
+        if not (
+            queue is None
+            and priority is None
+            and unique_key is None
+            and unique_scope is None
+            and unique_for is None
+        ):
+            asked = asked_control(queue, priority, unique_key, unique_scope, unique_for, "enqueue")
         record = self._new_record(args, delay, self._now(), timeout, asked)
         return _job_ids([record], await self._store_new([record]))[0]
 
@@ -522,7 +530,9 @@ class DefaultJobManager:
         asked: JobControl = NO_CONTROL,
     ) -> JobRecord:
         name = self._job_name_of(args)
-        headers = timeout_headers(timeout_seconds(timeout, f"enqueue of {name!r}"))
+        headers = None
+        if timeout is not None:
+            headers = timeout_headers(timeout_seconds(timeout, f"enqueue of {name!r}"))
         payload = stored_args(args, name)
         self._check_payload_size(name, payload)
         # After the size check: a payload over the limit is not worth parsing.
@@ -544,7 +554,10 @@ class DefaultJobManager:
             next_try_at=next_try_at,
             headers=headers,
         )
-        return placed(record, args, get_job_control(type(args)), asked)
+        declared = get_job_control(type(args))
+        if declared is NO_CONTROL and asked is NO_CONTROL:
+            return record  # queue, priority and no key: the defaults
+        return placed(record, args, declared, asked)
 
     def _job_name_of(self, args: object) -> str:
         if not isinstance(args, BaseModel):
@@ -598,6 +611,8 @@ def _job_ids(records: builtins.list[JobRecord], ids: builtins.list[str]) -> buil
     """The ids ``enqueue`` answers: a record whose unique key another job held
     answers that job's id, marked as a duplicate (and logged, for whoever
     wonders why no new job appeared)."""
+    if len(records) == 1 and ids[0] == records[0].id:
+        return [JobId(ids[0])]  # the common case: one new job
     answers = []
     for record, job_id in zip(records, ids, strict=True):
         duplicate = job_id != record.id
@@ -608,7 +623,7 @@ def _job_ids(records: builtins.list[JobRecord], ids: builtins.list[str]) -> buil
                 record.unique_key,
                 job_id,
             )
-        answers.append(JobId(job_id, duplicate=duplicate))
+        answers.append(JobId.of_holder(job_id) if duplicate else JobId(job_id))
     return answers
 
 

@@ -99,21 +99,15 @@ class JobId(str):
     True when the job's unique key was held by a job already stored, whose
     id this is; nothing new was stored."""
 
-    duplicate: bool
+    # A class default: a new job's id is built as cheaply as a str.
+    duplicate: bool = False
 
-    def __new__(cls, value: str, *, duplicate: bool = False) -> JobId:
-        job_id = super().__new__(cls, value)
-        job_id.duplicate = duplicate
-        return job_id
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled across processes (the sync API's threads do not, but
-        # multiprocessing callers may): keep the flag.
-        return (_job_id, (str(self), self.duplicate))
-
-
-def _job_id(value: str, duplicate: bool) -> JobId:
-    return JobId(value, duplicate=duplicate)
+    @classmethod
+    def of_holder(cls, job_id: str) -> JobId:
+        """The id of the job that held the unique key, marked as a duplicate."""
+        held = cls(job_id)
+        held.duplicate = True
+        return held
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,7 +70,7 @@ class DueQueues:
     def push_pending(self, record: JobRecord, now_ts: float) -> None:
         """Put a pending job (or one whose lease expired) in the claim order."""
         entry = self._entry(record)
-        queue = self._queue(record.queue)
+        queue = self._queues.get(record.queue) or self._queue(record.queue)
         if entry[1] <= now_ts:
             heapq.heappush(queue.ready, entry)
         else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -36,6 +37,7 @@ from ..records import (
     WorkerInfo,
     utcnow,
 )
+from ._cancel_listeners import CancelListeners
 from ._errors import duplicate_job, first_repeated_id
 from ._memory_due import DueQueues
 from ._memory_index import JobIndex
@@ -62,7 +64,7 @@ class MemoryJobStore:
         # Pending jobs and leases, per queue, in claim order; the paused queues.
         self._due = DueQueues(self._jobs)
         self._unique = UniqueKeys()
-        self._cancel_listeners: list[Callable[[str], None]] = []
+        self._cancel_listeners = CancelListeners()
         self._wakeup: anyio.Event | None = None
         self._workers: dict[str, WorkerInfo] = {}
         self._schedules: dict[str, ScheduleRecord] = {}
@@ -81,16 +83,31 @@ class MemoryJobStore:
     async def add(self, records: Sequence[JobRecord]) -> builtins.list[str]:
         self._check_new(records)
         # No await from here on: a key checked free is taken before another add runs.
-        if any(record.unique_key is not None for record in records):
+        keyed = False
+        for record in records:
+            if record.unique_key is not None:
+                keyed = True
+                break
+        if keyed:
             answer, records = self._without_held_keys(records)
         else:
             answer = [record.id for record in records]
-        now_ts = self._clock().timestamp()
+        now_ts: float | None = None
+        jobs, push, touch = self._jobs, self._due.push_pending, self._index.touch
         for record in records:
-            self._jobs[record.id] = record
-            self._due.push_pending(record, now_ts)
-            self._unique.take(record)
-            self._index.touch(record)
+            jobs[record.id] = record
+            if record.next_try_at <= record.created_at:
+                # Due when created (the enqueuer's "now"): ready whatever the
+                # clock says, so the hot path reads no clock.
+                push(record, math.inf)
+            else:
+                if now_ts is None:
+                    now_ts = self._clock().timestamp()
+                push(record, now_ts)
+            touch(record)
+        if keyed:
+            for record in records:
+                self._unique.take(record)
         if records:
             self._wake()
         return answer
@@ -277,19 +294,11 @@ class MemoryJobStore:
             self._unique.after_move(updated, state)
         self._index.touch(updated)
         if record.state is JobState.PROCESSING and state is JobState.CANCELLED:
-            self._tell_cancelled(job_id)
+            self._cancel_listeners.tell(job_id)
         return updated
 
     def add_cancel_listener(self, listener: Callable[[str], None]) -> None:
-        self._cancel_listeners.append(listener)
-
-    def _tell_cancelled(self, job_id: str) -> None:
-        """Call every cancel listener; one that fails is logged, not raised here."""
-        for listener in tuple(self._cancel_listeners):
-            try:
-                listener(job_id)
-            except Exception:
-                logger.exception("a cancel listener failed on job %s", job_id)
+        self._cancel_listeners.add(listener)
 
     async def delete(self, job_id: str) -> bool:
         self._due.forget(job_id)
