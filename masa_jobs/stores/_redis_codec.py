@@ -2,11 +2,15 @@
 
 Timestamps are integer microseconds since the Unix epoch: exact in a sorted
 set score (a double) until the year 2255, and compared by the scripts as
-numbers. An optional argument is ``''`` for None and otherwise carries one
-marker character before its text (the scripts drop it), so that an empty
-string stays distinguishable from None. A job stored before queues,
-priorities and unique keys existed has none of their fields: it reads as a
-job of the default queue and priority, without a key.
+numbers. Each argument of a script call costs the client about as much as a
+short text: a new job travels in ``JOB_ARGS`` arguments and an outcome in
+one, their fields packed as numbers and texts measured in UTF-8 bytes (a
+text of any character follows its size, ``''`` for None). An optional
+argument of a schedule is ``''`` for None and otherwise carries one marker
+character before its text (the scripts drop it), so that an empty string
+stays distinguishable from None. A job stored before queues, priorities and
+unique keys existed has none of their fields: it reads as a job of the
+default queue and priority, without a key.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from ..records import (
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
     MAX_HISTORY_EVENTS,
-    JobEvent,
     JobOutcome,
     JobRecord,
     JobState,
@@ -40,7 +43,7 @@ __all__ = [
     "job_args",
     "micros",
     "moment",
-    "outcome_args",
+    "outcome_arg",
     "read_record",
     "read_schedule",
     "read_worker",
@@ -73,8 +76,13 @@ FIELDS = (
     "uuntil",
 )
 # Values per job in a claim reply: id attempts name payload created next error done
-# headers queue priority unique_key unique_scope unique_until.
-CLAIM_FIELDS = 14
+# headers control (None for the default queue and priority without a unique key,
+# else queue priority unique_key unique_scope unique_until).
+CLAIM_FIELDS = 10
+# The queue, priority, unique key, scope and end of period of a claimed job.
+_Control = tuple[str, int, str | None, UniqueScope | None, datetime | None]
+# The control of a claimed job the reply gives as None (most jobs).
+_NO_CONTROL: _Control = (DEFAULT_QUEUE, DEFAULT_PRIORITY, None, None, None)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 DECODE_ERRORS = (ValueError, TypeError, OverflowError)
@@ -92,49 +100,40 @@ def micros(duration: timedelta) -> int:
 
 def moment(value: str | int) -> datetime:
     """The datetime of a timestamp the server wrote or answered (microseconds)."""
-    return _EPOCH + timedelta(microseconds=int(value))
+    # timedelta(days, seconds, microseconds): positional is the quickest.
+    return _EPOCH + timedelta(0, 0, int(value))
 
 
-def job_args(r: JobRecord) -> tuple[Any, ...]:
-    """A new job as the scripts take it: ``JOB_ARGS`` (14) arguments. The scripts
-    keep only the delay between ``created_at`` and ``next_try_at``: they rebase
-    both on the server's clock. The history goes with its count of events, which
-    the finish script keeps beside it so that an append never parses it."""
+def job_args(r: JobRecord) -> tuple[str, str, str, str, str]:
+    """A new job as the scripts take it: ``JOB_ARGS`` (5) arguments, since each
+    argument costs about as much to send as a short field's text: the id, the
+    name, the payload, ``<state>,<delay>,<attempts>,<events>`` and the extras
+    (``_extras``). The scripts keep only the delay between ``created_at`` and
+    ``next_try_at`` (microseconds): they rebase both on the server's clock. The
+    history goes with its count of events, which the finish script keeps beside
+    it so that an append never parses it."""
     if not r.state.is_pending:
         raise ValueError(f"job {r.id!r} is {r.state.value}: only pending jobs are added")
-    return (
-        r.id,
-        r.name,
-        r.payload,
-        r.state.value,
-        us(r.created_at),
-        us(r.next_try_at),
-        r.attempts,
-        _opt_us(r.last_try_at),
-        _opt(r.last_error),
-        _opt_done(r.done_handlers),
-        _opt(r.headers),
-        _opt_history(r.history),
-        min(len(r.history), MAX_HISTORY_EVENTS),
-        _control(r),
-    )
+    delay = us(r.next_try_at) - us(r.created_at)
+    events = min(len(r.history), MAX_HISTORY_EVENTS)
+    return r.id, r.name, r.payload, f"{r.state.value},{delay},{r.attempts},{events}", _extras(r)
 
 
-def outcome_args(o: JobOutcome) -> tuple[Any, ...]:
-    """An outcome as the finish script takes it: 7 arguments. No finish time: the
-    script stamps a final outcome with the server's clock. An outcome without a
-    token ('') matches no job, since every claim stores one."""
+def outcome_arg(o: JobOutcome) -> str:
+    """An outcome as the finish script takes it: one argument (each argument
+    costs about as much to send as a short field's text), ``<state>,<attempts>,
+    <next_try_at in microseconds>,<bytes of the id>,<bytes of the lease token>,
+    <bytes of the error, nothing for None>,<id><token><error><done handlers as
+    JSON, nothing for none>``. No finish time: the script stamps a final outcome
+    with the server's clock. An outcome without a token ('') matches no job,
+    since every claim stores one."""
     if o.state is JobState.PROCESSING:
         raise ValueError(f"job {o.job_id!r}: an outcome cannot be processing")
-    return (
-        o.job_id,
-        o.lease_token or "",
-        o.state.value,
-        o.attempts,
-        us(o.next_try_at),
-        _opt(o.last_error),
-        _opt_done(o.done_handlers),
-    )
+    token, error = o.lease_token or "", o.last_error
+    sizes = f"{_bytes(o.job_id)},{_bytes(token)},{'' if error is None else _bytes(error)}"
+    done = json.dumps(list(o.done_handlers)) if o.done_handlers else ""
+    head = f"{o.state.value},{o.attempts},{us(o.next_try_at)},{sizes},"
+    return f"{head}{o.job_id}{token}{error or ''}{done}"
 
 
 def schedule_args(s: ScheduleRecord) -> list[Any]:
@@ -165,20 +164,31 @@ def worker_json(worker: WorkerInfo) -> str:
 
 
 def claimed_record(
-    values: list[Any], worker_id: str, now: datetime, lease_expires_at: datetime, token: str
+    values: list[Any],
+    worker_id: str,
+    now: datetime,
+    lease_expires_at: datetime,
+    token: str,
+    moments: dict[str, datetime],
 ) -> JobRecord:
-    """A job from a claim reply; ValueError (or TypeError) when it cannot be read."""
-    job_id, attempts, name, payload, created, next_try, error, done, headers, *control = values
-    queue, priority, unique_key, unique_scope, unique_until = control
+    """A job from a claim reply; ValueError (or TypeError) when it cannot be read.
+    ``moments`` keeps the timestamps read from the reply so far: they repeat (the
+    jobs of one add share their creation time, and a job due at once is due
+    when it was created), and each is read once."""
+    job_id, attempts, name, payload, created, next_try, error, done, headers, control = values
     if payload is None:
         raise ValueError("it has no payload")
+    queue, priority, unique_key, unique_scope, unique_until = (
+        _NO_CONTROL if control is None else _claimed_control(control)
+    )
+    created_at, next_try_at = _moment_in(moments, created), _moment_in(moments, next_try)
     return JobRecord(
         id=job_id,
         name=name,
         payload=payload,
         state=JobState.PROCESSING,
-        created_at=moment(created),
-        next_try_at=moment(next_try),
+        created_at=created_at,
+        next_try_at=next_try_at,
         attempts=attempts,
         last_try_at=now,
         last_error=error,
@@ -188,11 +198,24 @@ def claimed_record(
         lease_token=token,
         headers=headers,
         queue=queue,
-        priority=_priority(priority),
+        priority=priority,
         unique_key=unique_key,
-        unique_scope=_scope(unique_scope),
-        unique_until=_opt_dt(unique_until),
+        unique_scope=unique_scope,
+        unique_until=unique_until,
     )
+
+
+def _claimed_control(values: list[Any]) -> _Control:
+    queue, priority, unique_key, unique_scope, unique_until = values
+    return queue, _priority(priority), unique_key, _scope(unique_scope), _opt_dt(unique_until)
+
+
+def _moment_in(moments: dict[str, datetime], text: str) -> datetime:
+    """The datetime of a timestamp of a reply, read once per reply."""
+    found = moments.get(text)
+    if found is None:
+        found = moments[text] = moment(text)
+    return found
 
 
 def corrupt_outcome(
@@ -291,30 +314,54 @@ def _opt(text: str | None) -> str:
     return "" if text is None else "+" + text
 
 
-def _control(r: JobRecord) -> str:
-    """The queue, priority and unique key of a new job in one argument (each
-    argument costs about as much to send as a short field's text): '' for the
-    default queue and priority without a key, as most jobs are; else
-    ``+<priority>,<bytes of the queue>,<1 with a key, 0 without>,<scope>,
-    <unique_until in microseconds or nothing>,<queue><key>``. The queue and
-    the key go last, measured, since they may hold any character."""
+def _extras(r: JobRecord) -> str:
+    """The fields of a new job that most jobs do not have, in one argument: ''
+    when it has none (and the default queue and priority without a unique key),
+    else the sizes in bytes of last_try_at (microseconds), last_error, the done
+    handlers (JSON), headers, history (JSON) and the control (``_control``),
+    separated by ',' (nothing for None), then ':' and those texts."""
+    control = _control(r)
+    if (
+        control is None
+        and r.last_try_at is None
+        and r.last_error is None
+        and not r.done_handlers
+        and r.headers is None
+        and not r.history
+    ):
+        return ""
+    texts = (
+        None if r.last_try_at is None else str(us(r.last_try_at)),
+        r.last_error,
+        json.dumps(list(r.done_handlers)) if r.done_handlers else None,
+        r.headers,
+        encode_history(r.history) if r.history else None,
+        control,
+    )
+    sizes = ",".join("" if text is None else str(_bytes(text)) for text in texts)
+    return sizes + ":" + "".join(text for text in texts if text is not None)
+
+
+def _control(r: JobRecord) -> str | None:
+    """The queue, priority and unique key of a new job: None for the default
+    queue and priority without a key, else ``<priority>,<bytes of the
+    queue>,<1 with a key, 0 without>,<scope>,<unique_until in microseconds or
+    nothing>,<queue><key>``. The queue and the key go last, measured, since
+    they may hold any character."""
     key = r.unique_key
     if key is None and r.queue == DEFAULT_QUEUE and r.priority == DEFAULT_PRIORITY:
-        return ""
-    # Bytes as the server counts them; a text that cannot be encoded is refused
-    # when the call is sent.
-    size = len(r.queue.encode("utf-8", "surrogatepass"))
+        return None
+    size = _bytes(r.queue)
     scope = "" if r.unique_scope is None else r.unique_scope.value
     until = "" if r.unique_until is None else us(r.unique_until)
-    return f"+{r.priority},{size},{int(key is not None)},{scope},{until},{r.queue}{key or ''}"
+    return f"{r.priority},{size},{int(key is not None)},{scope},{until},{r.queue}{key or ''}"
 
 
-def _opt_history(events: tuple[JobEvent, ...]) -> str:
-    return "+" + encode_history(events) if events else ""
-
-
-def _opt_done(handlers: tuple[str, ...]) -> str:
-    return f"+{json.dumps(list(handlers))}" if handlers else ""
+def _bytes(text: str) -> int:
+    """The length of a text as the server counts it, in UTF-8 bytes. A text
+    that cannot be encoded is measured all the same: it is refused when the
+    call is sent."""
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _opt_dt(value: str | None) -> datetime | None:

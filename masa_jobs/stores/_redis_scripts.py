@@ -17,10 +17,20 @@ Pending jobs wait in one due index per queue (``due:<queue>``), scored by
 priority level first (``PRIORITY_SPAN_MS`` per level) and due time in whole
 milliseconds; the member starts with the microseconds within that
 millisecond, so that jobs of one score still go by exact due time, then
-attempts, then insertion. Due jobs of a level are one score range; a claim
-reads the lowest level first and jumps to the next level that holds a job
-(one probe), so that it reads the levels present, not all ten. A claim of
-several queues merges their heads by (score, member).
+attempts, then insertion. A claim reads the lowest level first, the jobs due
+before now's millisecond (one score range, without the scores unless heads
+of several sources are merged), then those of now's millisecond, and jumps
+to the next level that holds a job (one probe), so that it reads the levels
+present, not all ten; it reads only as many entries as it still needs, and
+more only past the excluded ones it meets. A claim of several queues (or of
+expired leases too) merges their heads by (score, member).
+
+What a call costs is mostly the work of Lua between the commands, not the
+commands: so each script carries only the prelude's helpers it names
+(``_with_prelude``), the hot arguments travel packed (a new job in
+``JOB_ARGS`` arguments, an outcome in one: each argument costs the client
+about as much as a short field's text), and a script that moves many jobs
+gathers its sorted-set changes into one command per set (``batch_for``).
 
 A unique key is taken in ``{prefix}:unique`` (key -> job id) by the add that
 stores its job; a later add answers with the id found there while that job
@@ -48,6 +58,8 @@ may read ``TIME`` and then write.)
 
 from __future__ import annotations
 
+import re
+
 from ..records import DEFAULT_QUEUE, MAX_HISTORY_EVENTS, MAX_PRIORITY, MIN_PRIORITY
 
 __all__ = [
@@ -59,7 +71,7 @@ __all__ = [
 ]
 
 # Arguments per new job in the add and fire_schedule scripts (``job_args``).
-JOB_ARGS = 14
+JOB_ARGS = 5
 # Milliseconds of due time one priority level spans in a due score: past any
 # due time until the year 5138, and ten levels of it (1e15) stay below 2**53,
 # where a score (a double) stops being an exact integer.
@@ -75,19 +87,29 @@ PURGE_LOCK_MILLISECONDS = 30_000
 # filter leaves out: few round trips inside the script, little read beyond the page.
 PAGE_CHUNK = 100
 _MINUTE_US = 60_000_000
+# Jobs from which a script gathers its sorted-set changes into one command per
+# set (the scripts' `batch_for`): below it, gathering costs more than it saves.
+INDEX_BATCH_MIN = 8
 
 _PRELUDE = """
 local TAG = ARGV[1]
-local K_QUEUES, K_PAUSED, K_WAKE = TAG .. 'queues', TAG .. 'paused', TAG .. 'wake'
-local K_SEQ, K_UNIQUE, K_CANCEL = TAG .. 'seq', TAG .. 'unique', TAG .. 'cancel'
-local K_WORKERS, K_SEEN, K_SCHEDULES = TAG .. 'workers', TAG .. 'workers:seen', TAG .. 'schedules'
+local K_QUEUES = TAG .. 'queues'
+local K_PAUSED = TAG .. 'paused'
+local K_WAKE = TAG .. 'wake'
+local K_SEQ = TAG .. 'seq'
+local K_UNIQUE = TAG .. 'unique'
+local K_CANCEL = TAG .. 'cancel'
+local K_WORKERS = TAG .. 'workers'
+local K_SEEN = TAG .. 'workers:seen'
+local K_SCHEDULES = TAG .. 'schedules'
 local K_CREATED = {pending = TAG .. 'created:pending', processing = TAG .. 'created:processing',
                    succeeded = TAG .. 'created:succeeded', dead = TAG .. 'created:dead',
                    cancelled = TAG .. 'created:cancelled'}
 local K_DONE = {succeeded = TAG .. 'done:succeeded', dead = TAG .. 'done:dead',
                 cancelled = TAG .. 'done:cancelled'}
 local K_PURGE_LOCK = TAG .. 'purge-lock'
-local JOB, SCHEDULE = TAG .. 'job:', TAG .. 'schedule:'
+local JOB = TAG .. 'job:'
+local SCHEDULE = TAG .. 'schedule:'
 local PENDING = {scheduled = true, enqueued = true}
 -- The listing group of each stored state: both pending states share one.
 local GROUP = {scheduled = 'pending', enqueued = 'pending', processing = 'processing',
@@ -160,17 +182,21 @@ end
 -- level's span) and the microseconds within the millisecond.
 local function split_us(at)
   local ms = math.floor(at / 1000)
-  local within = math.max(0, math.min(999, at - ms * 1000))
-  return math.max(0, math.min(SPAN - 1, ms)), within
+  local within = at - ms * 1000
+  if ms >= 0 and ms < SPAN and within >= 0 and within <= 999 then return ms, within end
+  return math.max(0, math.min(SPAN - 1, ms)), math.max(0, math.min(999, within))
 end
 
 -- Where a pending job sits in its queue's due index: the score is its level
 -- and due millisecond; the member orders equal scores by the microsecond
 -- within it, then attempts, then insertion (seq).
 local function slot(nxt, attempts, seq, id, priority)
-  local ms, within = split_us(num(nxt, 0))
-  local m = string.format('%03d%08x%016x', within, math.max(num(attempts, 0), 0), num(seq, 0))
-  return level_of(priority) * SPAN + ms, m .. id
+  local ms, within = split_us(tonumber(nxt) or 0)
+  local level = LOW
+  if priority then level = level_of(priority) end
+  local m = string.format('%03d%08x%016x', within, math.max(tonumber(attempts) or 0, 0),
+                          tonumber(seq) or 0)
+  return level * SPAN + ms, m .. id
 end
 
 -- The due time (microseconds) of a due index entry.
@@ -183,8 +209,10 @@ local function wake(count)
   if count <= 0 then return end
   local tokens = {}
   for i = 1, math.min(count, WAKE_TOKENS) do tokens[i] = '1' end
-  redis.call('RPUSH', K_WAKE, unpack(tokens))
-  redis.call('LTRIM', K_WAKE, 0, WAKE_TOKENS - 1)
+  -- RPUSH answers the length: a list within bounds needs no trim.
+  if redis.call('RPUSH', K_WAKE, unpack(tokens)) > WAKE_TOKENS then
+    redis.call('LTRIM', K_WAKE, 0, WAKE_TOKENS - 1)
+  end
 end
 
 -- '' is None; any other value carries one marker character before the text.
@@ -201,29 +229,88 @@ local function by_name(group, name)
   return TAG .. 'name:' .. group .. ':' .. name
 end
 
--- Enters a job in the listing indexes of its group: by creation, and by name.
-local function list_in(group, id, created, name)
-  local at = score(created, '0')
-  redis.call('ZADD', K_CREATED[group], at, id)
-  if name then redis.call('ZADD', by_name(group, name), at, id) end
+-- Values one command takes from unpack at most: Lua's C stack holds 8000.
+local UNPACK_MAX = 4000
+
+-- Sends a command once per UNPACK_MAX values of a list, after the key.
+local function call_many(command, key, values)
+  for i = 1, #values, UNPACK_MAX do
+    redis.call(command, key, unpack(values, i, math.min(i + UNPACK_MAX - 1, #values)))
+  end
 end
 
-local function unlist(group, id, name)
-  redis.call('ZREM', K_CREATED[group], id)
-  if name then redis.call('ZREM', by_name(group, name), id) end
+-- A batch (`ix`) holds the sorted-set changes of a script that moves many
+-- jobs until `flush` sends them: one command per set and kind, since a
+-- command costs as much as several entries of one. Removals go first: a
+-- script never removes and adds one member of one set. Without a batch (nil:
+-- `batch_for` fewer than BATCH_MIN jobs, where keeping one costs more than
+-- the commands it saves), zadd and zrem write at once.
+local BATCH_MIN = @BATCH_MIN@
+local function batch_for(jobs)
+  if jobs >= BATCH_MIN then return {} end
+  return nil
+end
+
+local function changes_of(ix, key)
+  local c = ix[key]
+  if not c then
+    c = {rem = {}, add = {}}
+    ix[key] = c
+    ix[#ix + 1] = key
+  end
+  return c
+end
+
+local function zadd(ix, key, s, m)
+  if not ix then
+    redis.call('ZADD', key, s, m)
+    return
+  end
+  local add = changes_of(ix, key).add
+  add[#add + 1], add[#add + 2] = s, m
+end
+
+local function zrem(ix, key, m)
+  if not ix then
+    redis.call('ZREM', key, m)
+    return
+  end
+  local rem = changes_of(ix, key).rem
+  rem[#rem + 1] = m
+end
+
+local function flush(ix)
+  if not ix then return end
+  for _, key in ipairs(ix) do
+    local c = ix[key]
+    if #c.rem > 0 then call_many('ZREM', key, c.rem) end
+    if #c.add > 0 then call_many('ZADD', key, c.add) end
+  end
+end
+
+-- Enters a job in the listing indexes of its group: by creation, and by name.
+local function list_in(group, id, created, name, ix)
+  local at = score(created, '0')
+  zadd(ix, K_CREATED[group], at, id)
+  if name then zadd(ix, by_name(group, name), at, id) end
+end
+
+local function unlist(group, id, name, ix)
+  zrem(ix, K_CREATED[group], id)
+  if name then zrem(ix, by_name(group, name), id) end
 end
 
 -- Queues this script call entered in the known queues already.
 local known = {}
 
-local function push_pending(id, nxt, attempts, seq, created, name, queue, priority)
+local function push_pending(id, nxt, attempts, seq, created, name, queue, priority, ix)
   local s, m = slot(nxt, attempts, seq, id, priority)
-  redis.call('ZADD', due_key(queue), int(s), m)
+  zadd(ix, due_key(queue), int(s), m)
   if not known[queue] then
     redis.call('SADD', K_QUEUES, queue)
     known[queue] = true
   end
-  list_in('pending', id, created, name)
+  list_in('pending', id, created, name, ix)
 end
 
 -- Takes a job out of the indexes of its stored state.
@@ -241,19 +328,16 @@ local function unindex(id, state, nxt, attempts, seq, name, queue)
 end
 
 -- The queues a call serves: the n names from ARGV[first] on, or every known
--- queue when n < 0; without the paused ones, each once.
+-- queue when n < 0; without the paused ones, each once. One command reads the
+-- queues and the paused set both.
 local function served(n, first)
-  local names = {}
-  if n < 0 then
-    names = redis.call('SMEMBERS', K_QUEUES)
-  else
-    for i = first, first + n - 1 do names[#names + 1] = ARGV[i] end
-  end
-  if #names == 0 then return names end
+  if n < 0 then return redis.call('SDIFF', K_QUEUES, K_PAUSED) end
+  if n == 0 then return {} end
   local skip = {}
   for _, q in ipairs(redis.call('SMEMBERS', K_PAUSED)) do skip[q] = true end
   local out = {}
-  for _, q in ipairs(names) do
+  for i = first, first + n - 1 do
+    local q = ARGV[i]
     if not skip[q] then
       out[#out + 1] = q
       skip[q] = true
@@ -316,13 +400,14 @@ local function ends_when_finished(scope)
   return scope ~= 'period'
 end
 
--- One history event as JSON (records.encode_history): the error and worker
--- through cjson, which escapes any text; a state name (checked by the caller)
--- needs no escaping; numbers as exact integers.
-local function event(at, state, attempt, err, worker, started)
-  local parts = {'{"at":', int(at), ',"state":"', state, '","attempt":', int(attempt)}
+-- One history event as JSON (records.encode_history): `at` as the text of an
+-- integer, the error through cjson, which escapes any text, and the worker as
+-- cjson encoded it (once for a whole batch); a state name (checked by the
+-- caller) needs no escaping; numbers as exact integers.
+local function event(at, state, attempt, err, worker_json, started)
+  local parts = {'{"at":', at, ',"state":"', state, '","attempt":', int(attempt)}
   if err then parts[#parts + 1] = ',"error":' .. cjson.encode(err) end
-  if worker then parts[#parts + 1] = ',"worker":' .. cjson.encode(worker) end
+  if worker_json then parts[#parts + 1] = ',"worker":' .. worker_json end
   if started and tonumber(started) then
     parts[#parts + 1] = ',"started":' .. int(tonumber(started))
   end
@@ -371,17 +456,17 @@ local function appended(history, count, ev)
   return string.sub(history, 1, -2) .. ',' .. ev .. ']', n + 1
 end
 
--- The control argument of a new job: '' for the default queue and priority
--- without a unique key (most jobs), else '+' priority ',' bytes of the queue ','
--- '1' with a unique key ('0' without) ',' scope ',' end of the period
--- (microseconds, or nothing) ',' then the queue and the key, which may hold
--- any character. Returns a table of them (the one of the defaults is shared:
--- callers write only into a table with a key), or nil when it cannot be read.
+-- The control of a new job: nil for the default queue and priority without a
+-- unique key, else priority ',' bytes of the queue ',' '1' with a unique key
+-- ('0' without) ',' scope ',' end of the period (microseconds, or nothing) ','
+-- then the queue and the key, which may hold any character. Returns a table of
+-- them (the one of the defaults is shared: callers write only into a table
+-- with a key), or nil when it cannot be read.
 local DEFAULT_CONTROL = {queue = DEFAULT_QUEUE, priority = LOW}
 local function control_of(value)
-  if value == '' then return DEFAULT_CONTROL end
+  if not value then return DEFAULT_CONTROL end
   local priority, size, keyed, scope, until_text, at =
-    string.match(value, '^%+(%-?%d+),(%d+),([01]),(%l*),(%-?%d*),()')
+    string.match(value, '^(%-?%d+),(%d+),([01]),(%l*),(%-?%d*),()')
   if not at then return nil end
   local c = {priority = tonumber(priority), scope = scope, until_text = until_text,
              queue = string.sub(value, at, at + tonumber(size) - 1)}
@@ -389,25 +474,87 @@ local function control_of(value)
   return c
 end
 
+-- A new job from its JOB_ARGS arguments at ARGV[b]: id, name, payload,
+-- '<state>,<delay from creation to due time (us)>,<attempts>,<events>', and
+-- the extras: nothing when the job has no last try, error, done handlers,
+-- headers nor history and the default control (most jobs), else the sizes in
+-- bytes of those five fields and of the control (control_of), separated by ','
+-- (nothing for a field that is None), then ':' and their texts in that order.
+-- Returns a table of the job, or nil when it cannot be read.
+local function new_job(b)
+  local state, delay, attempts, events = string.match(ARGV[b + 3],
+                                                      '^(%l+),(%-?%d+),(%-?%d+),(%d+)$')
+  if not state then return nil end
+  local job = {b = b, id = ARGV[b], state = state, delay = tonumber(delay),
+               attempts = attempts, extras = {}}
+  local extras = ARGV[b + 4]
+  if extras == '' then
+    job.control = DEFAULT_CONTROL
+    return job
+  end
+  local sizes = {string.match(extras, '^(%d*),(%d*),(%d*),(%d*),(%d*),(%d*):()')}
+  local at = sizes[7]
+  if not at then return nil end
+  local texts = {}
+  for i = 1, 6 do
+    if sizes[i] ~= '' then
+      local stop = at + tonumber(sizes[i])
+      texts[i], at = string.sub(extras, at, stop - 1), stop
+    end
+  end
+  if at ~= #extras + 1 then return nil end
+  for i, field in ipairs({'last_try', 'error', 'done', 'headers', 'history'}) do
+    if texts[i] then
+      job.extras[#job.extras + 1], job.extras[#job.extras + 2] = field, texts[i]
+    end
+  end
+  -- A history goes with its count of events.
+  if texts[5] then
+    job.extras[#job.extras + 1], job.extras[#job.extras + 2] = 'events', events
+  end
+  job.control = control_of(texts[6])
+  if not job.control then return nil end
+  return job
+end
+
+-- The index in the batch (from 0) of the first job that exists already, or nil.
+-- One EXISTS of them all first: most batches have none.
+local function first_existing(jobs)
+  if #jobs == 1 then
+    if redis.call('EXISTS', JOB .. jobs[1].id) == 1 then return jobs[1].index end
+    return nil
+  end
+  local keys = {}
+  for i, job in ipairs(jobs) do keys[i] = JOB .. job.id end
+  local found = 0
+  for i = 1, #keys, UNPACK_MAX do
+    found = found + redis.call('EXISTS', unpack(keys, i, math.min(i + UNPACK_MAX - 1, #keys)))
+  end
+  if found == 0 then return nil end
+  for i, key in ipairs(keys) do
+    if redis.call('EXISTS', key) == 1 then return jobs[i].index end
+  end
+end
+
 -- Sorts out the new jobs whose fields start at ARGV[first], JOB_ARGS per job,
 -- reading only (so that a refusal comes before the first write): returns the
 -- jobs answered with another job's id (pairs: index in the batch from 0, holder
--- id), the offsets of those to store, and the control of each by offset. A job
--- whose unique key another job holds (stored, or earlier in the batch) is
--- answered with that job's id; a stored job takes its key in the index only if
--- it holds it (a period over holds nothing). An id that exists already is
--- refused with the error DUPLICATE <index in the batch, from 0>: the id itself
--- stays out of the reply (it may be any text).
+-- id) and those to store (tables of new_job). A job whose unique key another
+-- job holds (stored, or earlier in the batch) is answered with that job's id;
+-- a stored job takes its key in the index only if it holds it (a period over
+-- holds nothing). The first job in the batch that cannot be read, or that
+-- would be stored under an id that exists already, refuses the batch: the
+-- latter with the error DUPLICATE <index in the batch, from 0>, leaving the id
+-- itself out of the reply (it may be any text).
 local function sort_out(first, n, now)
-  local held, kept, controls, taken = {}, {}, {}, {}
+  local held, kept, taken, unreadable = {}, {}, {}, nil
   for i = 0, n - 1 do
-    local b = first + i * JOB_ARGS
-    local id, c = ARGV[b], control_of(ARGV[b + 13])
-    if not (c and is_int(ARGV[b + 4]) and is_int(ARGV[b + 5]) and is_int(ARGV[b + 12])) then
-      return redis.error_reply('job ' .. i .. ' of the batch: its created and due times, '
-                               .. 'its count of events or its queue, priority and unique '
-                               .. 'key cannot be read')
+    local job = new_job(first + i * JOB_ARGS)
+    if not job then
+      unreadable = i
+      break
     end
+    local c = job.control
     local holder = c.key and taken[c.key]
     if c.key and not holder then
       local stored = redis.call('HGET', K_UNIQUE, c.key)
@@ -416,17 +563,24 @@ local function sort_out(first, n, now)
     if holder then
       held[#held + 1], held[#held + 2] = i, holder
     else
-      if redis.call('EXISTS', JOB .. id) == 1 then
-        return redis.error_reply('DUPLICATE ' .. i .. ' a job with this id exists already')
-      end
-      kept[#kept + 1], controls[b] = b, c
+      job.index = i
+      kept[#kept + 1] = job
       if c.key then
         c.holds = c.scope ~= 'period' or num(c.until_text, 0) > now
-        if c.holds then taken[c.key] = id end
+        if c.holds then taken[c.key] = job.id end
       end
     end
   end
-  return held, kept, controls
+  local duplicate = first_existing(kept)
+  if duplicate then
+    return redis.error_reply('DUPLICATE ' .. duplicate .. ' a job with this id exists already')
+  end
+  if unreadable then
+    return redis.error_reply('job ' .. unreadable .. ' of the batch: its state, due time, '
+                             .. 'attempts, count of events or extra fields (queue, '
+                             .. 'priority, unique key) cannot be read')
+  end
+  return held, kept
 end
 
 -- The control fields of a job hash: the default queue and priority are left
@@ -447,32 +601,25 @@ end
 -- after the same delay as given.
 local function add_jobs(first, n)
   local now = clock()
-  local held, kept, controls = sort_out(first, n, now)
+  local held, kept = sort_out(first, n, now)
   if not kept then return held end
   local created = int(now)
   local seq = redis.call('INCRBY', K_SEQ, #kept) - #kept
-  for _, b in ipairs(kept) do
-    local id, c = ARGV[b], controls[b]
+  local ix = batch_for(#kept)
+  for _, job in ipairs(kept) do
+    local id, b, c = job.id, job.b, job.control
     seq = seq + 1
     local seq_text = int(seq)
-    local nxt = int(now + (tonumber(ARGV[b + 5]) - tonumber(ARGV[b + 4])))
-    local sets = {'name', ARGV[b + 1], 'payload', ARGV[b + 2], 'state', ARGV[b + 3],
-                  'created', created, 'next', nxt, 'attempts', ARGV[b + 6],
-                  'seq', seq_text}
-    local unused = {}
-    optional(sets, unused, 'last_try', ARGV[b + 7])
-    optional(sets, unused, 'error', ARGV[b + 8])
-    optional(sets, unused, 'done', ARGV[b + 9])
-    optional(sets, unused, 'headers', ARGV[b + 10])
-    if ARGV[b + 11] ~= '' then
-      optional(sets, unused, 'history', ARGV[b + 11])
-      sets[#sets + 1], sets[#sets + 2] = 'events', ARGV[b + 12]
-    end
+    local nxt = int(now + job.delay)
+    local sets = {'name', ARGV[b + 1], 'payload', ARGV[b + 2], 'state', job.state,
+                  'created', created, 'next', nxt, 'attempts', job.attempts, 'seq', seq_text}
+    for _, value in ipairs(job.extras) do sets[#sets + 1] = value end
     control_fields(sets, c)
     if c.holds then redis.call('HSET', K_UNIQUE, c.key, id) end
     redis.call('HSET', JOB .. id, unpack(sets))
-    push_pending(id, nxt, ARGV[b + 6], seq_text, created, ARGV[b + 1], c.queue, c.priority)
+    push_pending(id, nxt, job.attempts, seq_text, created, ARGV[b + 1], c.queue, c.priority, ix)
   end
+  flush(ix)
   wake(#kept)
   return held
 end
@@ -484,6 +631,7 @@ for _name, _value in {
     "HIGH": MAX_PRIORITY,
     "DEFAULT_QUEUE": DEFAULT_QUEUE,
     "DUE_HEAD": DUE_HEAD,
+    "BATCH_MIN": INDEX_BATCH_MIN,
 }.items():
     _PRELUDE = _PRELUDE.replace(f"@{_name}@", str(_value))
 _PRELUDE = _PRELUDE.replace("JOB_ARGS", str(JOB_ARGS))
@@ -500,8 +648,9 @@ return add_jobs(2, (#ARGV - 1) / JOB_ARGS)
 # ARGV: key tag, limit, lease (microseconds), worker id, lease token, how many
 # queues (-1: every queue), the queues, then the ids never to claim.
 # Returns now, the lease expiry and the claimed jobs: per job id attempts name
-# payload created next error done headers queue priority unique_key
-# unique_scope unique_until (never the history: no worker reads it).
+# payload created next error done headers control (false, or queue priority
+# unique_key unique_scope unique_until; see `control`), never the history: no
+# worker reads it.
 #
 # Due jobs are the pending ones due by now and the processing ones whose lease
 # expired, of the served queues that are not paused. The heads of each queue's
@@ -516,7 +665,7 @@ local now = clock()
 local now_text, lease = int(now), int(now + tonumber(ARGV[3]))
 local now_ms, now_within = split_us(now)
 -- The excluded ids are jobs the claimer still runs: an expired one stays in the
--- leases at the head of the zset, so the lookups read past as many entries.
+-- leases at the head of the zset, so that lookup reads past as many entries.
 local first_excluded = 7 + math.max(nq, 0)
 local excluded, skip = {}, #ARGV - first_excluded + 1
 for i = first_excluded, #ARGV do excluded[ARGV[i]] = true end
@@ -545,36 +694,63 @@ local function lapsed(q)
   return got
 end
 
--- The due jobs of a queue's due index, up to `limit` not excluded, in order:
--- one score range per priority level present.
-local function due(q)
+-- Adds to the heads the entries of a due index in a score range [from, till]
+-- (texts), in order, that are not excluded, until `got` reaches `limit`;
+-- `within`, when given, stops at the first entry due after that microsecond of
+-- the range's one millisecond. Reads `limit - got` entries at a time, so a
+-- claim reads past only the excluded entries it meets. The score of each entry
+-- is read only when the heads are merged (`scored`); else the range's `score`.
+-- Returns the new `got`.
+local function read_due(key, q, from, till, got, within, scored, score)
+  local offset = 0
+  while got < limit do
+    local want = limit - got
+    local r
+    if scored then
+      r = redis.call('ZRANGEBYSCORE', key, from, till, 'WITHSCORES', 'LIMIT', offset, want)
+    else
+      r = redis.call('ZRANGEBYSCORE', key, from, till, 'LIMIT', offset, want)
+    end
+    local step = scored and 2 or 1
+    for i = 1, #r, step do
+      local m = r[i]
+      if within and tonumber(string.sub(m, 1, 3)) > within then return got end
+      local id = string.sub(m, HEAD + 1)
+      if not excluded[id] then
+        heads[#heads + 1] = {score = scored and tonumber(r[i + 1]) or score, member = m, id = id,
+                             queue = q}
+        got = got + 1
+      end
+    end
+    if #r < want * step then return got end
+    offset = offset + #r / step
+  end
+  return got
+end
+
+-- The due jobs of a queue's due index, up to `limit` not excluded, in order,
+-- level by level (lowest first): those due before now's millisecond, then those
+-- due in it by now's microsecond (their members start with it).
+local function due(q, scored)
   local key = due_key(q)
   local got, level = 0, LOW
   while level do
     local base = level * SPAN
     local top = base + now_ms
-    local r = redis.call('ZRANGEBYSCORE', key, int(base), int(top), 'WITHSCORES',
-                         'LIMIT', 0, limit - got + skip)
-    for i = 1, #r, 2 do
-      local s, m = tonumber(r[i + 1]), r[i]
-      -- Due this very millisecond: only up to now's microsecond.
-      if s == top and tonumber(string.sub(m, 1, 3)) > now_within then break end
-      local id = string.sub(m, HEAD + 1)
-      if not excluded[id] then
-        heads[#heads + 1] = {score = s, member = m, id = id, queue = q}
-        got = got + 1
-        if got >= limit then return got end
-      end
-    end
+    got = read_due(key, q, int(base), '(' .. int(top), got, nil, scored)
+    got = read_due(key, q, int(top), int(top), got, now_within, false, top)
+    if got >= limit then return got end
     level = next_level(key, level)
   end
   return got
 end
 
+-- Heads are merged by score when they come from more than one source: several
+-- queues, or expired leases and a due index.
 for _, q in ipairs(queues) do
   local found = lapsed(q)
   if found > 0 then sources = sources + 1 end
-  local pending = due(q)
+  local pending = due(q, #queues > 1 or found > 0)
   if pending > 0 then
     sources = sources + 1
   elseif found == 0 and redis.call('EXISTS', due_key(q), lease_key(q)) == 0 then
@@ -589,97 +765,142 @@ if sources > 1 then
   end)
 end
 
-local out, taken = {}, 0
+local out, taken, ix = {}, 0, batch_for(limit)
+-- The queue, priority and unique key of a claimed job as the reply gives them:
+-- false for a job of the default queue and priority without a key (most
+-- jobs), else {queue, priority, key, scope, end of period}. A claim releases
+-- the key of a job whose unique scope is pending.
+local function control(id, key, q, priority, ukey)
+  if not (ukey or priority) and q == DEFAULT_QUEUE then return false end
+  local scope, till = false, false
+  if ukey then
+    local u = redis.call('HMGET', key, 'uscope', 'uuntil')
+    scope, till = u[1], u[2]
+    if scope == 'pending' then
+      release(id, ukey)
+      ukey = false
+    end
+  end
+  return {q, priority, ukey, scope, till}
+end
 local function take(c)
   local id, key, q = c.id, JOB .. c.id, c.queue
   local f = redis.call('HMGET', key, 'attempts', 'name', 'payload', 'created', 'next',
-                       'error', 'done', 'headers', 'priority', 'ukey', 'uscope', 'uuntil')
+                       'error', 'done', 'headers', 'priority', 'ukey')
   if not c.lapsed then
-    redis.call('ZREM', due_key(q), c.member)
-    unlist('pending', id, f[2])
+    zrem(ix, due_key(q), c.member)
+    unlist('pending', id, f[2], ix)
   end
   if not f[2] then
-    redis.call('ZREM', lease_key(q), id)
-    unlist('processing', id, nil)
+    zrem(ix, lease_key(q), id)
+    unlist('processing', id, nil, ix)
     return
   end
   taken = taken + 1
   local attempts = num(f[1], 0) + 1
   redis.call('HSET', key, 'state', 'processing', 'attempts', attempts,
              'last_try', now_text, 'owner', worker, 'lease', lease, 'token', token)
-  redis.call('ZADD', lease_key(q), lease, id)
-  if not c.lapsed then list_in('processing', id, f[4], f[2]) end
-  local ukey = f[10]
-  if ukey and f[11] == 'pending' then
-    release(id, ukey)
-    ukey = false
-  end
+  zadd(ix, lease_key(q), lease, id)
+  if not c.lapsed then list_in('processing', id, f[4], f[2], ix) end
   local n = #out
   out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, attempts, f[2], f[3]
   out[n + 5], out[n + 6], out[n + 7], out[n + 8] = f[4], f[5], f[6], f[7]
-  out[n + 9], out[n + 10], out[n + 11], out[n + 12] = f[8], q, f[9], ukey
-  out[n + 13], out[n + 14] = f[11], f[12]
+  out[n + 9], out[n + 10] = f[8], control(id, key, q, f[9], f[10])
 end
 for _, c in ipairs(heads) do
   if taken >= limit then break end
   take(c)
 end
+flush(ix)
 return {now_text, lease, out}
 """
 
-# ARGV: key tag, worker id, then per outcome: id, lease token, state, attempts, next,
-# error, done. Returns the ids applied. A final outcome is finished at the server's now
-# and ends a pending or active unique key. Each applied outcome appends an event to
+# ARGV: key tag, worker id, then one argument per outcome (see `outcome_of`).
+# Returns the ids applied. A final outcome is finished at the server's now and
+# ends a pending or active unique key. Each applied outcome appends an event to
 # the job's history.
 _FINISH = """
--- Check the whole batch first: a refusal must come before the first write.
-for b = 3, #ARGV, 7 do
-  local id, state = ARGV[b], ARGV[b + 2]
-  if not (PENDING[state] or K_DONE[state]) then
-    return redis.error_reply('job ' .. id .. ': ' .. state .. ' is not the state of an outcome')
+-- An outcome: '<state>,<attempts>,<next>,<bytes of the id>,<bytes of the lease
+-- token>,<bytes of the error, or nothing for none>,' then the id, the token, the
+-- error and the done handlers (the rest; nothing for none). Returns a table of
+-- them, or nil when it cannot be read.
+local function outcome_of(text)
+  local state, attempts, nxt, id_size, token_size, error_size, at =
+    string.match(text, '^(%l+),(%-?%d+),(%-?%d+),(%d+),(%d+),(%d*),()')
+  if not at then return nil end
+  local token_at = at + tonumber(id_size)
+  local stop = token_at + tonumber(token_size)
+  local o = {id = string.sub(text, at, token_at - 1), token = string.sub(text, token_at, stop - 1),
+             state = state, attempts = attempts, next = nxt, err = false}
+  if error_size ~= '' then
+    o.err, stop = string.sub(text, stop, stop + tonumber(error_size) - 1),
+                  stop + tonumber(error_size)
   end
-  if not (is_int(ARGV[b + 3]) and is_int(ARGV[b + 4])) then
-    return redis.error_reply('job ' .. id .. ': its attempts and due time are not integers')
-  end
+  if stop > #text + 1 then return nil end
+  o.done = string.sub(text, stop)
+  return o
 end
-local worker, at = ARGV[2], clock()
-local now = int(at)
-local applied, requeued = {}, 0
-for b = 3, #ARGV, 7 do
-  local id, token, state, attempts, nxt = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3],
-                                          ARGV[b + 4]
+
+-- Check the whole batch first: a refusal must come before the first write.
+local outcomes = {}
+for i = 3, #ARGV do
+  local o = outcome_of(ARGV[i])
+  if not o then
+    return redis.error_reply('outcome ' .. (i - 3) .. ' of the batch cannot be read (state, '
+                             .. 'attempts and due time as integers, then sizes and texts)')
+  end
+  if not (PENDING[o.state] or K_DONE[o.state]) then
+    return redis.error_reply('job ' .. o.id .. ': ' .. o.state
+                             .. ' is not the state of an outcome')
+  end
+  outcomes[#outcomes + 1] = o
+end
+local worker_json, now = cjson.encode(ARGV[2]), int(clock())
+local applied, requeued, ix = {}, 0, batch_for(#outcomes)
+for _, o in ipairs(outcomes) do
+  local id, token = o.id, o.token
   local key = JOB .. id
   local f = redis.call('HMGET', key, 'state', 'token', 'seq', 'created', 'name', 'last_try',
-                       'history', 'events', 'queue', 'priority', 'ukey', 'uscope')
+                       'history', 'events', 'queue', 'priority', 'ukey')
   if f[1] == 'processing' and f[2] == token then
-    local err = nil
-    if ARGV[b + 5] ~= '' then err = string.sub(ARGV[b + 5], 2) end
+    local state, attempts, nxt = o.state, o.attempts, o.next
     local history, count = appended(f[7], f[8],
-                                    event(at, state, tonumber(attempts), err, worker, f[6]))
+                                    event(now, state, tonumber(attempts), o.err, worker_json, f[6]))
     local sets = {'state', state, 'attempts', attempts, 'next', nxt,
                   'history', history, 'events', count}
     local dels = {'owner', 'lease', 'token'}
     local queue = queue_of(f[9])
-    optional(sets, dels, 'error', ARGV[b + 5])
-    optional(sets, dels, 'done', ARGV[b + 6])
-    redis.call('ZREM', lease_key(queue), id)
-    unlist('processing', id, f[5])
+    if o.err then
+      sets[#sets + 1], sets[#sets + 2] = 'error', o.err
+    else
+      dels[#dels + 1] = 'error'
+    end
+    if o.done ~= '' then
+      sets[#sets + 1], sets[#sets + 2] = 'done', o.done
+    else
+      dels[#dels + 1] = 'done'
+    end
+    zrem(ix, lease_key(queue), id)
+    unlist('processing', id, f[5], ix)
     if PENDING[state] then
       dels[#dels + 1] = 'finished'
-      push_pending(id, nxt, attempts, f[3], f[4], f[5], queue, f[10])
+      push_pending(id, nxt, attempts, f[3], f[4], f[5], queue, f[10], ix)
       requeued = requeued + 1
     else
-      sets[#sets + 1] = 'finished'
-      sets[#sets + 1] = now
-      redis.call('ZADD', K_DONE[state], now, id)
-      list_in(state, id, f[4], f[5])
-      if ends_when_finished(f[12]) then release(id, f[11]) end
+      sets[#sets + 1], sets[#sets + 2] = 'finished', now
+      zadd(ix, K_DONE[state], now, id)
+      list_in(state, id, f[4], f[5], ix)
+      -- Only a job with a key reads its scope.
+      if f[11] and ends_when_finished(redis.call('HGET', key, 'uscope')) then
+        release(id, f[11])
+      end
     end
     redis.call('HSET', key, unpack(sets))
     redis.call('HDEL', key, unpack(dels))
     applied[#applied + 1] = id
   end
 end
+flush(ix)
 wake(requeued)
 return applied
 """
@@ -721,7 +942,7 @@ end
 if not allowed then return false end
 local queue = queue_of(f[9])
 unindex(id, f[1], f[8], f[2], f[3], f[5], queue)
-local history, count = appended(f[6], f[7], event(tonumber(now), target, num(f[2], 0)))
+local history, count = appended(f[6], f[7], event(int(tonumber(now)), target, num(f[2], 0)))
 if PENDING[target] then
   redis.call('HSET', key, 'state', target, 'next', now, 'history', history, 'events', count)
   redis.call('HDEL', key, 'finished', 'owner', 'lease', 'token')
@@ -1160,8 +1381,61 @@ redis.call('HSET', key, 'next', ARGV[4])
 return 1
 """
 
+
+def _definitions(prelude: str) -> list[tuple[set[str], str]]:
+    """The top-level definitions of the prelude, in order: the names each
+    declares and its text, with the comment above it. A top-level line is a
+    ``local`` statement, a comment (of the next statement) or, unindented,
+    the ``end`` of a function; every other line is indented."""
+    definitions: list[tuple[set[str], list[str]]] = []
+    comment: list[str] = []
+    for line in prelude.strip("\n").splitlines():
+        declared = _DECLARED.match(line)
+        if line.startswith("--"):
+            comment.append(line)
+        elif declared is not None:
+            text = declared["function"] or declared["variables"]
+            names = {name.strip() for name in text.split(",")}
+            definitions.append((names, [*comment, line]))
+            comment = []
+        elif line.startswith(" ") or line in ("", "end"):
+            definitions[-1][1].append(line)
+        else:
+            raise ValueError(f"the prelude has a top-level line that is no definition: {line!r}")
+    if comment:
+        raise ValueError("the prelude ends with a comment of no definition")
+    return [(names, "\n".join(lines)) for names, lines in definitions]
+
+
+_DECLARED = re.compile(r"local (?:function (?P<function>\w+)|(?P<variables>[\w, ]+?) =)")
+
+
+def _with_prelude(body: str) -> str:
+    """A script: the definitions of the prelude it uses (directly or through
+    another definition), in prelude order, then its body. Each call runs the
+    whole text, and defining every helper cost more than a short script's
+    work: a script carries only the helpers its code names (a name in a
+    string, or after code on a line, only brings in one helper too many)."""
+    wanted = _names_in(body)
+    kept: list[str] = []
+    for names, text in reversed(_PRELUDE_DEFINITIONS):
+        if names & wanted:
+            kept.append(text)
+            wanted |= _names_in(text)
+    return "\n".join([*reversed(kept), body])
+
+
+def _names_in(code: str) -> set[str]:
+    """The words of Lua code but its comment lines."""
+    lines = (line for line in code.splitlines() if not line.lstrip().startswith("--"))
+    return set(_IDENTIFIER.findall("\n".join(lines)))
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+_PRELUDE_DEFINITIONS = _definitions(_PRELUDE)
+
 SCRIPTS: dict[str, str] = {
-    name: _PRELUDE + body
+    name: _with_prelude(body)
     for name, body in {
         "add": _ADD,
         "claim": _CLAIM,

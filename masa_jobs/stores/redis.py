@@ -129,6 +129,7 @@ from ..records import (
     ScheduleRecord,
     WorkerInfo,
 )
+from ._cancel_listeners import CancelListeners
 from ._errors import cut, duplicate_job, first_repeated_id, translates_driver_errors
 from ._listing import created_bounds_us, stored_states
 from ._redis_codec import (
@@ -140,7 +141,7 @@ from ._redis_codec import (
     job_args,
     micros,
     moment,
-    outcome_args,
+    outcome_arg,
     read_record,
     read_schedule,
     read_worker,
@@ -230,7 +231,7 @@ class RedisJobStore:
         self._client: redis.asyncio.Redis | None = None
         self._blocking: redis.asyncio.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
-        self._cancel_listeners: list[Callable[[str], None]] = []
+        self._cancel_listeners = CancelListeners()
         self._feed: asyncio.Task[None] | None = None
 
     @classmethod
@@ -329,10 +330,11 @@ class RedisJobStore:
         now, expires_at = moment(now_us), moment(expires_us)
         claimed: list[JobRecord] = []
         corrupt: list[JobOutcome] = []
+        moments: dict[str, datetime] = {}
         for i in range(0, len(reply), CLAIM_FIELDS):
             values = reply[i : i + CLAIM_FIELDS]
             try:
-                claimed.append(claimed_record(values, worker_id, now, expires_at, token))
+                claimed.append(claimed_record(values, worker_id, now, expires_at, token, moments))
             except DECODE_ERRORS as exc:
                 corrupt.append(corrupt_outcome(values[0], values[1], now, token, exc))
                 logger.error(
@@ -361,8 +363,7 @@ class RedisJobStore:
         if not outcomes:
             return set()
         args: list[Any] = [worker_id]
-        for outcome in outcomes:
-            args += outcome_args(outcome)
+        args += map(outcome_arg, outcomes)
         try:
             applied: list[str] = await self._run("finish", args)
         except (ResponseError, UnicodeError) as exc:
@@ -508,7 +509,7 @@ class RedisJobStore:
         here or in any process on the same prefix, until ``aclose``. The first
         listener starts the subscriber task; a notice published before it
         subscribed is not heard (the worker learns at its next renewal)."""
-        self._cancel_listeners.append(listener)
+        self._cancel_listeners.add(listener)
         if self._feed is None:
             self._feed = asyncio.get_running_loop().create_task(self._follow_cancels())
 
@@ -613,14 +614,7 @@ class RedisJobStore:
                 logger.info("%s: cancel notices resumed", self._name)
                 failing = False
             if message is not None and message["type"] == "message":
-                self._tell_cancelled(message["data"])
-
-    def _tell_cancelled(self, job_id: str) -> None:
-        for listener in tuple(self._cancel_listeners):
-            try:
-                listener(job_id)
-            except Exception:
-                logger.exception("a cancel listener failed on job %s", job_id)
+                self._cancel_listeners.tell(message["data"])
 
     async def _stop_feed(self) -> None:
         feed, self._feed = self._feed, None
