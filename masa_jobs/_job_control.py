@@ -43,6 +43,7 @@ __all__ = [
     "check_unique_scope",
     "parse_queues",
     "placed",
+    "positive_seconds",
     "unique_fields",
 ]
 
@@ -199,13 +200,22 @@ def check_unique_scope(scope: object, where: str) -> UniqueScope:
         ) from None
 
 
-def check_unique_for(period: object, where: str) -> float:
+def positive_seconds(value: object) -> float | None:
+    """``value`` in seconds when it is a positive, finite number of seconds or
+    ``timedelta``; None for anything else (the caller raises its own error)."""
     seconds: float | None = None
-    if isinstance(period, timedelta):
-        seconds = period.total_seconds()
-    elif isinstance(period, int | float) and not isinstance(period, bool):
-        seconds = float(period)
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
     if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return seconds
+
+
+def check_unique_for(period: object, where: str) -> float:
+    seconds = positive_seconds(period)
+    if seconds is None:
         raise InvalidJobOptionsError(
             f"{where}: unique_for {period!r} is not a positive number of seconds or a "
             "timedelta; pass e.g. 3600 or timedelta(hours=1)"

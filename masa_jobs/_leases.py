@@ -99,10 +99,6 @@ class HeldJobs:
         """The held jobs whose lease is not known to be lost."""
         return [held.record for held in self._held.values() if not held.lost]
 
-    def holds(self, job_id: str) -> bool:
-        """Whether this worker holds the job (claimed, outcome not stored yet)."""
-        return job_id in self._held
-
     def cancel_noticed(self, job_id: str) -> bool:
         """Note a cancel notice for a held job; False when this worker does not hold it."""
         held = self._held.get(job_id)

@@ -11,7 +11,6 @@ orphan jobs already stored.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
@@ -29,6 +28,7 @@ from ._job_control import (
     check_unique_for,
     check_unique_key_source,
     check_unique_scope,
+    positive_seconds,
 )
 from .exceptions import InvalidTimeoutError
 from .records import DEFAULT_QUEUE, UniqueScope
@@ -148,12 +148,8 @@ def timeout_seconds(timeout: object, where: str) -> float | None:
     positive, finite number of seconds or ``timedelta``."""
     if timeout is None:
         return None
-    seconds: float | None = None
-    if isinstance(timeout, timedelta):
-        seconds = timeout.total_seconds()
-    elif isinstance(timeout, int | float) and not isinstance(timeout, bool):
-        seconds = float(timeout)
-    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+    seconds = positive_seconds(timeout)
+    if seconds is None:
         raise InvalidTimeoutError(
             f"{where}: timeout {timeout!r} is not a positive number of seconds or a "
             "timedelta; pass e.g. 30 or timedelta(minutes=5), or None for no timeout"
