@@ -22,6 +22,7 @@ from .exceptions import (
     InvalidScheduleError,
     InvalidTimeoutError,
     JobNotFoundError,
+    LeaseLostError,
     MasaAlreadyBuiltError,
     MasaJobsError,
     MasaNotBuiltError,
@@ -33,6 +34,7 @@ from .exceptions import (
     StoreError,
     StoreRejectedError,
     StoreUnavailableError,
+    TransactionError,
     UnknownJobError,
 )
 from .jobs import (
@@ -62,7 +64,7 @@ from .registry import JobRegistry
 from .retry import RetryPolicy
 from .scheduler import Scheduler
 from .stores import JobStore, MemoryJobStore
-from .stores.base import CancelFeed, OperatorStore, ScheduleStore, Store
+from .stores.base import CancelFeed, OperatorStore, ScheduleStore, Store, TransactionalStore
 from .sync import SyncJobManager
 from .worker import Worker
 
@@ -100,6 +102,7 @@ __all__ = [
     "JobRegistry",
     "JobState",
     "JobStore",
+    "LeaseLostError",
     "MasaAlreadyBuiltError",
     "MasaApp",
     "MasaJobsError",
@@ -122,6 +125,8 @@ __all__ = [
     "StoreRejectedError",
     "StoreUnavailableError",
     "SyncJobManager",
+    "TransactionError",
+    "TransactionalStore",
     "UniqueScope",
     "UnknownJobError",
     "Worker",

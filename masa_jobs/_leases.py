@@ -32,7 +32,7 @@ START_RENEWAL_SHARE = 0.5
 class _Held:
     """A job this worker claimed and has not recorded yet."""
 
-    __slots__ = ("cancel_noticed", "deadline", "lost", "record")
+    __slots__ = ("cancel_noticed", "completed", "deadline", "lost", "record")
 
     def __init__(self, record: JobRecord, deadline: float) -> None:
         self.record = record
@@ -43,6 +43,9 @@ class _Held:
         # Whether the store said an operator cancelled it (a cancel notice):
         # its refused renewal is then that cancel, not a fault.
         self.cancel_noticed = False
+        # Whether its handler completed it in its own transaction: a refused
+        # renewal or outcome is then that completion, not a lost lease.
+        self.completed = False
 
     @property
     def token(self) -> str:
@@ -106,6 +109,12 @@ class HeldJobs:
             return False
         held.cancel_noticed = True
         return True
+
+    def completed_in_transaction(self, job_id: str) -> None:
+        """Note that a handler wrote its job's completion in its transaction."""
+        held = self._held.get(job_id)
+        if held is not None:
+            held.completed = True
 
     def is_lost(self, job_id: str) -> bool:
         """Whether the lease of a job this worker holds is known to be lost."""
@@ -189,6 +198,16 @@ class HeldJobs:
 
     def _lost(self, held: _Held, why: str) -> None:
         if held.lost:
+            return
+        if held.completed:
+            # Its handler's transaction finished it (the usual case), or rolled
+            # back while the lease was lost indeed: either way not this run's.
+            logger.debug(
+                "job %s (%s): %s; it was completed in its handler's transaction",
+                held.record.id,
+                held.record.name,
+                why,
+            )
             return
         held.lost = True
         if held.cancel_noticed:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import anyio
 from pydantic import BaseModel
 
+from ._completion import InlineCompletion
 from ._text import clean_error
 from .context import running
 from .exceptions import NotSupportedError, ScheduleNotFoundError
@@ -98,6 +99,11 @@ class ClockedJobManager(DefaultJobManager):
     def _now(self) -> datetime:
         return self._clock()
 
+    async def _store_new(self, records: list[JobRecord], connection: object = None) -> list[str]:
+        # A job enqueued in the application's transaction is kept as if it
+        # committed: the doubles hold jobs apart from the application's database.
+        return await super()._store_new(records)
+
     async def trigger_schedule(self, schedule_id: str) -> str:
         schedule = await self.store.get_schedule(schedule_id)
         if schedule is None:
@@ -136,7 +142,7 @@ class _InlineJobManager(ClockedJobManager):
         self._recording = store
         self.ran: list[BaseModel] = []
 
-    async def _store_new(self, records: list[JobRecord]) -> list[str]:
+    async def _store_new(self, records: list[JobRecord], connection: object = None) -> list[str]:
         # Called once every record is validated, as the real manager stores
         # all or none; each runs at once instead of being stored.
         for record in records:
@@ -159,7 +165,7 @@ class _InlineJobManager(ClockedJobManager):
         )
         errors: list[tuple[str, Exception]] = []
         timeout = timeout_of(record, self._registry, self._options.job_timeout)
-        with running(started):
+        with running(started, InlineCompletion()):
             for handler_type in self._registry.handlers(record.name):
                 try:
                     await _run_within(handler_type().execute(args), timeout)

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from ._completion import InlineCompletions
 from ._testing_doubles import WORKER_ID, ClockedJobManager, FakeClock, RecordingStore
 from ._text import clean_error
 from .executor import JobExecutor
@@ -75,6 +76,8 @@ class ManualJobs:
             RetryPolicy.from_options(options),
             unknown_job_timeout=options.unknown_job_timeout,
             job_timeout=options.job_timeout,
+            # Jobs here are not in the application's database: complete_in writes nothing.
+            completions=InlineCompletions(),
         )
         self._scheduler = Scheduler(self.store, registry, options)
         # Without schedules, the declared ones count as declared already: no tick fires.

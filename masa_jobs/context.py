@@ -10,12 +10,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
+from ._completion import complete_outside_a_worker
 from .exceptions import MasaJobsError
 from .records import JobRecord
 
 __all__ = ["JobContext", "current_job"]
+
+
+class _Completes(Protocol):
+    async def complete_in(self, connection: object) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +34,21 @@ class JobContext:
     attempt: int
     worker_id: str | None
     lease_token: str | None
+    _completion: _Completes | None = field(default=None, repr=False, compare=False)
+
+    async def complete_in(self, connection: object) -> None:
+        """Record this handler done, and the job ``succeeded`` once it is the
+        job's last handler, in the open transaction of ``connection`` on the
+        store's database (an asyncpg or SQLAlchemy connection on PostgreSQL,
+        a ``sqlite3`` or SQLAlchemy one on SQLite). Call it last, just before
+        the commit: the handler's writes and its job's completion then commit
+        together, or not at all, and a crash between them cannot run the
+        effect twice. ``LeaseLostError`` when the job is no longer this run's
+        (nothing written: let it roll the transaction back);
+        ``TransactionError`` on a store that cannot share the transaction."""
+        if self._completion is None:
+            raise complete_outside_a_worker()
+        await self._completion.complete_in(connection)
 
 
 _current: ContextVar[JobContext | None] = ContextVar("masa_jobs_current_job", default=None)
@@ -45,14 +66,16 @@ def current_job() -> JobContext:
 
 
 @contextmanager
-def running(record: JobRecord) -> Iterator[JobContext]:
-    """Make ``record`` the current job for the duration of the block."""
+def running(record: JobRecord, completion: _Completes | None = None) -> Iterator[JobContext]:
+    """Make ``record`` the current job for the duration of the block;
+    ``completion`` is what its ``complete_in`` writes through, if anything."""
     context = JobContext(
         id=record.id,
         name=record.name,
         attempt=record.attempts,
         worker_id=record.lease_owner,
         lease_token=record.lease_token,
+        _completion=completion,
     )
     token = _current.set(context)
     try:

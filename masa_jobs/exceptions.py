@@ -34,7 +34,12 @@ message says what went wrong and how to fix it::
     │                              (also ValueError)
     ├── ScheduleNotFoundError      no recurring job has that id (also LookupError)
     ├── InvalidJobStateError       the operation does not apply to the job's state
-    └── NotSupportedError          the operation is not available in this version or store
+    ├── NotSupportedError          the operation is not available in this version or store
+    ├── TransactionError           a connection cannot carry jobs in the application's
+    │                              transaction: the store cannot share one (memory, Redis),
+    │                              or the connection is of another kind or database
+    └── LeaseLostError             a handler's completion in its transaction was refused:
+                                   the job is no longer this run's; roll the transaction back
 
 A store raises nothing else: its driver's exceptions reach a caller as one of
 the ``StoreError`` types above, with the driver's exception as ``__cause__``.
@@ -63,6 +68,7 @@ __all__ = [
     "InvalidScheduleError",
     "InvalidTimeoutError",
     "JobNotFoundError",
+    "LeaseLostError",
     "MasaAlreadyBuiltError",
     "MasaJobsError",
     "MasaNotBuiltError",
@@ -74,6 +80,7 @@ __all__ = [
     "StoreError",
     "StoreRejectedError",
     "StoreUnavailableError",
+    "TransactionError",
     "UnknownJobError",
 ]
 
@@ -177,3 +184,17 @@ class InvalidJobStateError(MasaJobsError):
 
 class NotSupportedError(MasaJobsError):
     """The operation is not available in this version or with this store."""
+
+
+class TransactionError(MasaJobsError):
+    """A connection passed to ``enqueue(..., connection=...)`` or
+    ``complete_in(...)`` cannot carry the write in the application's
+    transaction: the store keeps its jobs elsewhere (memory, Redis), or the
+    connection is of a kind the store does not drive, on another database, or
+    has no transaction open. Nothing was written."""
+
+
+class LeaseLostError(MasaJobsError):
+    """``complete_in(...)`` found the job no longer held by this run (its lease
+    lapsed and another worker claimed it, or an operator cancelled or moved
+    it): nothing was written, and the transaction must roll back."""

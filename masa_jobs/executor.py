@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic import BaseModel, ValidationError
 
+from ._completion import CompletionSource, RunCompletion
 from ._observe import Observers
 from ._timeouts import stored_timeout
 from .context import running
@@ -60,8 +61,11 @@ class JobExecutor:
         unknown_job_timeout: float = DEFAULT_UNKNOWN_JOB_TIMEOUT_SECONDS,
         job_timeout: float | None = None,
         observers: Observers | None = None,
+        completions: CompletionSource | None = None,
     ) -> None:
         self._registry = registry
+        # None on a store that cannot share the application's transactions.
+        self._completions = completions
         self._job_timeout = job_timeout
         # None when nothing watches: a run then pays one `is None` test.
         self._observers = observers
@@ -81,41 +85,50 @@ class JobExecutor:
         """
         if done is None:
             done = list(record.done_handlers)
+        completion = None if self._completions is None else self._completions.of(record, done)
         if self._observers is not None:
-            return await self._run_observed(record, done, self._observers)
-        with running(record):
-            return await self._dispatch(record, done)
+            return await self._run_observed(record, done, completion, self._observers)
+        with running(record, completion):
+            return await self._dispatch(record, done, completion)
 
     async def _run_observed(
-        self, record: JobRecord, done: list[str], observers: Observers
+        self,
+        record: JobRecord,
+        done: list[str],
+        completion: RunCompletion | None,
+        observers: Observers,
     ) -> JobOutcome:
         """``run`` with the start, the outcome and the run time reported, in a
         span while a tracer provider is configured."""
         observers.job_started(record)
         began = time.perf_counter()
         tracer = observers.tracer()
-        with running(record):
+        with running(record, completion):
             if tracer is None:
-                outcome = await self._dispatch(record, done)
+                outcome = await self._dispatch(record, done, completion)
             else:
-                outcome = await self._run_traced(record, done, tracer)
+                outcome = await self._run_traced(record, done, completion, tracer)
         observers.job_finished(record, outcome, time.perf_counter() - began)
         return outcome
 
-    async def _run_traced(self, record: JobRecord, done: list[str], tracer: Tracer) -> JobOutcome:
+    async def _run_traced(
+        self, record: JobRecord, done: list[str], completion: RunCompletion | None, tracer: Tracer
+    ) -> JobOutcome:
         from .tracing import run_span
 
         with run_span(tracer, record) as span:
-            outcome = await self._dispatch(record, done)
+            outcome = await self._dispatch(record, done, completion)
             span.finish(outcome)
         return outcome
 
-    async def _dispatch(self, record: JobRecord, done: list[str]) -> JobOutcome:
+    async def _dispatch(
+        self, record: JobRecord, done: list[str], completion: RunCompletion | None
+    ) -> JobOutcome:
         timeout = self._timeout_of(record)
         if timeout is None:
-            return await self._dispatch_now(record, done)
+            return await self._dispatch_now(record, done, completion)
         with anyio.move_on_after(timeout):
-            return await self._dispatch_now(record, done)
+            return await self._dispatch_now(record, done, completion)
         # Only our own deadline lands here: a worker that stops cancels an
         # outer scope, which this one does not catch.
         logger.warning(
@@ -135,12 +148,16 @@ class JobExecutor:
     def _timeout_of(self, record: JobRecord) -> float | None:
         return timeout_of(record, self._registry, self._job_timeout)
 
-    async def _dispatch_now(self, record: JobRecord, done: list[str]) -> JobOutcome:
+    async def _dispatch_now(
+        self, record: JobRecord, done: list[str], completion: RunCompletion | None
+    ) -> JobOutcome:
         if record.name.startswith(SCHEDULE_JOB_PREFIX):
-            return await self._run_tick(record, done)
-        return await self._run_job(record, done)
+            return await self._run_tick(record, done, completion)
+        return await self._run_job(record, done, completion)
 
-    async def _run_job(self, record: JobRecord, done: list[str]) -> JobOutcome:
+    async def _run_job(
+        self, record: JobRecord, done: list[str], completion: RunCompletion | None
+    ) -> JobOutcome:
         args_type = self._registry.args_type(record.name)
         if args_type is None:
             return self._unknown(record, record.name, "no handler for this job name")
@@ -153,10 +170,15 @@ class JobExecutor:
                 f"{args_type.__qualname__}: {exc}",
             )
         failures: list[str] = []
-        for handler_type in self._registry.handlers(record.name):
+        handler_types = self._registry.handlers(record.name)
+        if completion is not None:
+            completion.handlers = tuple(self._name_of(h) for h in handler_types)
+        for handler_type in handler_types:
             name = self._name_of(handler_type)
             if name in done:
                 continue
+            if completion is not None:
+                completion.current = name
             error = await self._attempt(name, record, partial(_run_handler, handler_type, args))
             if error is None:
                 done.append(name)
@@ -164,7 +186,9 @@ class JobExecutor:
                 failures.append(error)
         return self._decide(record, failures, done)
 
-    async def _run_tick(self, record: JobRecord, done: list[str]) -> JobOutcome:
+    async def _run_tick(
+        self, record: JobRecord, done: list[str], completion: RunCompletion | None
+    ) -> JobOutcome:
         """Run one tick of a recurring job: build its class and execute it."""
         try:
             tick = ScheduleTick.model_validate_json(record.payload)
@@ -174,6 +198,9 @@ class JobExecutor:
         if job_class is None:
             return self._unknown(record, tick.job_class, "no such recurring job class")
         failures: list[str] = []
+        if completion is not None:
+            completion.handlers = (tick.job_class,)
+            completion.current = tick.job_class
         if tick.job_class not in done:
             error = await self._attempt(
                 tick.job_class, record, partial(_run_schedule_job, job_class, tick.fire_at)

@@ -15,6 +15,7 @@ import math
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import aclosing
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Protocol, runtime_checkable
 from uuid import uuid4
 
@@ -34,6 +35,7 @@ from .exceptions import (
     JobNotFoundError,
     PayloadTooLargeError,
     ScheduleNotFoundError,
+    TransactionError,
     UnknownJobError,
 )
 from .jobs import BackgroundScheduleJob, get_job_control, get_job_name, timeout_seconds
@@ -61,7 +63,7 @@ from .schedules import (
     tick_job,
     tick_placement,
 )
-from .stores.base import Store
+from .stores.base import Store, TransactionalStore
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ _FIRST_WAIT_POLL_SECONDS = 0.005
 _MAX_WAIT_POLL_SECONDS = 0.2
 
 
+# A store's add: its own, or in the application's transaction (add_in).
+_Add = Callable[[Sequence[JobRecord]], Awaitable[builtins.list[str]]]
 # A job can be cancelled until it finishes; a running one is stopped by its worker.
 _CANCELLABLE = PENDING_STATES | {JobState.PROCESSING}
 
@@ -97,6 +101,7 @@ class JobManager(Protocol):
         unique_key: str | None = None,
         unique_scope: UniqueScope | str | None = None,
         unique_for: Delay = None,
+        connection: object = None,
     ) -> JobId:
         """Store a job to run after ``delay`` (now when None); returns its id.
 
@@ -106,7 +111,10 @@ class JobManager(Protocol):
         is held (``unique_scope`` ``"active"``, the default, or
         ``"pending"``; or ``unique_for`` seconds after enqueue): a second
         enqueue returns the holder's id, with ``JobId.duplicate`` True. Each
-        overrides ``@job_options(...)`` of the args class, then the options."""
+        overrides ``@job_options(...)`` of the args class, then the options.
+        ``connection`` (the application's, in an open transaction on the
+        store's database: PostgreSQL or SQLite) stores the job in that
+        transaction: it exists, and workers see it, only once it commits."""
 
     async def enqueue_many(
         self,
@@ -115,10 +123,12 @@ class JobManager(Protocol):
         timeout: Delay = None,
         queue: str | None = None,
         priority: int | None = None,
+        connection: object = None,
     ) -> list[JobId]:
         """Store several jobs at once, all or none; returns their ids (a job
         whose class declares a unique key may answer an existing job's id).
-        ``timeout``, ``queue`` and ``priority`` apply to every job."""
+        ``timeout``, ``queue`` and ``priority`` apply to every job;
+        ``connection`` stores them in the application's transaction."""
 
     async def add_or_update_schedule(
         self, job: BackgroundScheduleJob | type[BackgroundScheduleJob]
@@ -255,6 +265,7 @@ class DefaultJobManager:
         unique_key: str | None = None,
         unique_scope: UniqueScope | str | None = None,
         unique_for: Delay = None,
+        connection: object = None,
     ) -> JobId:
         asked = NO_CONTROL
         if not (
@@ -266,7 +277,9 @@ class DefaultJobManager:
         ):
             asked = asked_control(queue, priority, unique_key, unique_scope, unique_for, "enqueue")
         record = self._new_record(args, delay, self._now(), timeout, asked)
-        return _job_ids([record], await self._store_new([record]))[0]
+        if connection is None:
+            return _job_ids([record], await self._store_new([record]))[0]
+        return _job_ids([record], await self._store_new([record], connection))[0]
 
     async def enqueue_many(
         self,
@@ -275,6 +288,7 @@ class DefaultJobManager:
         timeout: Delay = None,
         queue: str | None = None,
         priority: int | None = None,
+        connection: object = None,
     ) -> builtins.list[JobId]:
         now = self._now()
         asked = asked_control(queue, priority, None, None, None, "enqueue_many")
@@ -282,32 +296,54 @@ class DefaultJobManager:
         records = [self._new_record(args, delay, now, timeout, asked) for args, delay in jobs]
         if not records:
             return []
-        return _job_ids(records, await self._store_new(records))
+        if connection is None:
+            return _job_ids(records, await self._store_new(records))
+        return _job_ids(records, await self._store_new(records, connection))
 
     def _now(self) -> datetime:
         """The time new jobs are stamped with (a test double's fake clock overrides it)."""
         return utcnow()
 
-    async def _store_new(self, records: builtins.list[JobRecord]) -> builtins.list[str]:
-        """Store new jobs; returns the id standing for each (see ``JobStore.add``)."""
+    async def _store_new(
+        self, records: builtins.list[JobRecord], connection: object = None
+    ) -> builtins.list[str]:
+        """Store new jobs, in the application's transaction on ``connection``
+        when given; returns the id standing for each (see ``JobStore.add``)."""
+        add = self._store.add if connection is None else self._adding_in(connection)
         if self._observers is None:
-            return await self._store.add(records)
-        return await self._add_observed(records, self._observers)
+            return await add(records)
+        return await self._add_observed(records, self._observers, add)
+
+    def _adding_in(
+        self, connection: object
+    ) -> Callable[[Sequence[JobRecord]], Awaitable[builtins.list[str]]]:
+        store = self._store
+        if not isinstance(store, TransactionalStore):
+            raise TransactionError(
+                f"enqueue got a connection, but {type(store).__name__} keeps its jobs apart "
+                "from the application's database and cannot join its transaction: only the "
+                "PostgreSQL and SQLite stores can (store.backend postgres or sqlite). On "
+                "this store, enqueue after the commit instead (without connection=)"
+            )
+        return partial(store.add_in, connection)
 
     async def _add_observed(
-        self, records: builtins.list[JobRecord], observers: Observers
+        self,
+        records: builtins.list[JobRecord],
+        observers: Observers,
+        add: _Add,
     ) -> builtins.list[str]:
         """Store ``records``, in an enqueue span (whose context their headers
         carry) while a tracer provider is configured, then report the ones stored."""
         tracer = observers.tracer()
         if tracer is None:
-            ids = await self._store.add(records)
+            ids = await add(records)
             observers.jobs_enqueued(_stored_only(records, ids))
             return ids
         from .tracing import enqueue_span
 
         with enqueue_span(tracer, records) as stored:
-            ids = await self._store.add(stored)
+            ids = await add(stored)
         observers.jobs_enqueued(_stored_only(stored, ids))
         return ids
 
@@ -696,6 +732,7 @@ class BackgroundJobManager:
         unique_key: str | None = None,
         unique_scope: UniqueScope | str | None = None,
         unique_for: Delay = None,
+        connection: object = None,
     ) -> JobId:
         """``JobManager.enqueue`` on the published container's manager."""
         from .app import MasaApp
@@ -708,11 +745,15 @@ class BackgroundJobManager:
             and unique_key is None
             and unique_scope is None
             and unique_for is None
+            and connection is None
         ):
             # A manager of the application's own (a provider override) may
             # predate these options: pass only what was asked for.
             return await manager.enqueue(args, delay)
-        return await manager.enqueue(
+        enqueue = manager.enqueue
+        if connection is not None:
+            enqueue = partial(manager.enqueue, connection=connection)
+        return await enqueue(
             args,
             delay,
             timeout=timeout,

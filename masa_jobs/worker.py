@@ -31,6 +31,7 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._completion import Completions
 from ._leases import HeldJobs
 from ._observe import observers_for
 from ._outage import OutageLog
@@ -41,7 +42,13 @@ from .options import BackgroundJobOptions
 from .records import FINISHED_STATES, JobOutcome, JobRecord, JobState, WorkerInfo, utcnow
 from .registry import JobRegistry
 from .retry import RetryPolicy
-from .stores.base import PURGE_CHUNK_ROWS, CancelFeed, JobStore, OperatorStore
+from .stores.base import (
+    PURGE_CHUNK_ROWS,
+    CancelFeed,
+    JobStore,
+    OperatorStore,
+    TransactionalStore,
+)
 
 __all__ = ["Worker"]
 
@@ -98,20 +105,13 @@ class Worker:
         self._clock = clock
         # Metrics and traces, or None when nothing watches (see _observe).
         self._observers = observers_for(options)
-        self._executor = JobExecutor(
-            registry,
-            RetryPolicy.from_options(options),
-            unknown_job_timeout=options.unknown_job_timeout,
-            job_timeout=options.job_timeout,
-            observers=self._observers,
-        )
+        self.worker_id = worker_id or default_worker_id()
         self._lease = timedelta(seconds=options.lease_timeout)
         prefetch = options.concurrency if options.prefetch is None else options.prefetch
         self._max_held = options.concurrency + prefetch
         self._slots = QueueSlots(options.queue_plan)
         self._cancel_listening = False
         self._renew_now: anyio.Event | None = None
-        self.worker_id = worker_id or default_worker_id()
         self._running = False
         self._stop_requested = False
         self._claim_scope: anyio.CancelScope | None = None
@@ -126,6 +126,14 @@ class Worker:
             options.redact_error,
             on_lost=None if self._observers is None else self._observers.lease_lost,
         )
+        self._executor = JobExecutor(
+            registry,
+            RetryPolicy.from_options(options),
+            unknown_job_timeout=options.unknown_job_timeout,
+            job_timeout=options.job_timeout,
+            observers=self._observers,
+            completions=self._completions(store),
+        )
         self._outcomes: list[JobOutcome] = []
         self._in_flight = 0
         self._consumers_done = False
@@ -137,6 +145,12 @@ class Worker:
         self._beat_log = self._outage_log("writing its heartbeat")
         self._outcome_log = self._outage_log("recording outcomes")
         self._purge_log = self._outage_log("purging old jobs")
+
+    def _completions(self, store: JobStore) -> Completions | None:
+        """What handlers' ``complete_in`` writes through, on a store that can."""
+        if not isinstance(store, TransactionalStore):
+            return None
+        return Completions(store, self.worker_id, self._held.completed_in_transaction)
 
     def _outage_log(self, activity: str) -> OutageLog:
         return OutageLog(

@@ -96,6 +96,7 @@ __all__ = [
     "OperatorStore",
     "ScheduleStore",
     "Store",
+    "TransactionalStore",
     "new_lease_token",
 ]
 
@@ -263,6 +264,34 @@ class CancelFeed(Protocol):
         until ``aclose``. Best effort: a notice may be lost on a dropped
         connection (the next renewal still finds the job cancelled), and a
         listener must treat an id it does not hold as noise."""
+
+
+@runtime_checkable
+class TransactionalStore(Protocol):
+    """A store whose tables the application reaches from its own connection
+    (PostgreSQL, SQLite), so that jobs are stored and completed inside the
+    application's transaction: they exist if and only if it commits.
+
+    Both methods write on ``connection`` and never commit, roll back or open
+    a transaction of their own (a savepoint at most); what they wrote becomes
+    visible to workers, and wakes them, when the application commits. A
+    connection of a kind the store does not drive, on another database, or
+    with no transaction open raises ``TransactionError`` before anything is
+    written.
+    """
+
+    #: The connections ``connection`` may be, for messages and docs.
+    transaction_connections: str
+
+    async def add_in(self, connection: object, records: Sequence[JobRecord]) -> builtins.list[str]:
+        """``add`` on the application's ``connection``, in its transaction."""
+
+    async def finish_in(self, connection: object, worker_id: str, outcome: JobOutcome) -> bool:
+        """Write one fenced outcome on ``connection``, in its transaction: a
+        ``succeeded`` one finishes the job (as ``finish`` would); a
+        ``processing`` one records only its ``done_handlers`` and keeps the
+        lease. False, with nothing written, when the job is no longer
+        ``processing`` under ``worker_id`` and ``outcome.lease_token``."""
 
 
 @runtime_checkable

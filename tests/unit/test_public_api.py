@@ -43,6 +43,7 @@ EXPECTED_ALL = [
     "JobInfo",
     "JobManager",
     "JobNotFoundError",
+    "LeaseLostError",
     "JobOutcome",
     "JobQuery",
     "JobRecord",
@@ -70,6 +71,8 @@ EXPECTED_ALL = [
     "Store",
     "StoreRejectedError",
     "StoreUnavailableError",
+    "TransactionError",
+    "TransactionalStore",
     "UniqueScope",
     "SyncJobManager",
     "UnknownJobError",
@@ -143,7 +146,7 @@ def test_every_exported_error_derives_from_the_root() -> None:
         if inspect.isclass(obj := getattr(masa_jobs, name)) and issubclass(obj, Exception)
     ]
 
-    assert len(errors) == 24
+    assert len(errors) == 26
     assert all(issubclass(error, masa_jobs.MasaJobsError) for error in errors)
 
 
@@ -214,7 +217,15 @@ def test_static_facade(method: str) -> None:
 def test_enqueue_signature() -> None:
     parameters = inspect.signature(masa_jobs.BackgroundJobManager.enqueue).parameters
 
-    keyword_only = ["timeout", "queue", "priority", "unique_key", "unique_scope", "unique_for"]
+    keyword_only = [
+        "timeout",
+        "queue",
+        "priority",
+        "unique_key",
+        "unique_scope",
+        "unique_for",
+        "connection",
+    ]
     assert list(parameters) == ["args", "delay", *keyword_only]
     assert parameters["delay"].default is None
     for name in keyword_only:
@@ -226,7 +237,8 @@ def test_importing_the_library_imports_no_store_driver() -> None:
     script = (
         "import sys\n"
         "import masa_jobs, containers\n"
-        "loaded = [m for m in ('asyncpg', 'redis', 'aiosqlite', 'psycopg') if m in sys.modules]\n"
+        "loaded = [m for m in ('asyncpg', 'redis', 'aiosqlite', 'psycopg', 'sqlalchemy')"
+        " if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
     result = subprocess.run(
