@@ -10,7 +10,7 @@ import math
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ __all__ = [
     "SqliteSettings",
     "connect",
     "read_transaction",
+    "savepoint",
     "write_transaction",
 ]
 
@@ -177,6 +178,32 @@ def read_transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connect
     finally:
         if connection.in_transaction:
             connection.execute("COMMIT")
+
+
+# The savepoint around the store's writes in the application's transaction.
+_SAVEPOINT = "masa_jobs_write"
+
+
+@contextmanager
+def savepoint(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A savepoint inside a transaction that the caller opened and owns: a
+    failure undoes only what the block wrote, and the transaction stays
+    usable. Outside a transaction a savepoint would start one and its release
+    commit it: the caller must have one open (see ``_sqlite_tx.begin_if_idle``).
+    """
+    connection.execute(f"SAVEPOINT {_SAVEPOINT}")
+    try:
+        yield connection
+    except BaseException:
+        # A full disk or an I/O error can make SQLite roll the whole
+        # transaction back, the savepoint with it: there is nothing left to
+        # undo, and the error that did it is the one to raise.
+        if connection.in_transaction:
+            with suppress(sqlite3.OperationalError):
+                connection.execute(f"ROLLBACK TO {_SAVEPOINT}")
+                connection.execute(f"RELEASE {_SAVEPOINT}")
+        raise
+    connection.execute(f"RELEASE {_SAVEPOINT}")
 
 
 # What the -wal file is cut back to after a checkpoint: enough for a burst of

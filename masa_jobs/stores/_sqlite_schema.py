@@ -395,6 +395,7 @@ class Statements:
     expired_one: str
     take: str
     finish: str
+    record_done_handlers: str
     extend_lease: str
     get: str
     count_stored: str
@@ -484,6 +485,13 @@ class Statements:
                 f"THEN {_KEY_AFTER_FINISH} ELSE unique_key END, "
                 f"history = {_appended(_OUTCOME_EVENT)} "
                 f"WHERE id = ?9 AND {_HELD} AND lease_token = ?10"
+            ),
+            # A handler done in its own transaction while others remain: ?1
+            # the handlers done, fenced by ?2 the job, ?3 its worker, ?4 the
+            # claim's token. The lease, the state and the history stay.
+            record_done_handlers=(
+                f"UPDATE {jobs} SET done_handlers = ?1 "
+                f"WHERE id = ?2 AND {_HELD} AND lease_owner = ?3 AND lease_token = ?4"
             ),
             extend_lease=(
                 f"UPDATE {jobs} SET lease_expires_at = ? "

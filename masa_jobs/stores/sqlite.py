@@ -35,6 +35,15 @@ Cancel notices (``add_cancel_listener``) reach the listeners of this store
 object once a cancel of a running job committed; a worker in another process
 learns at its next renewal.
 
+Transactions (``TransactionalStore``): ``add_in`` and ``finish_in`` run the
+statements of ``add`` and ``finish`` on the application's own connection to
+the file (a ``sqlite3`` connection, or a SQLAlchemy one on pysqlite; see
+``_sqlite_tx``), in its transaction and in the calling thread, an add inside
+a savepoint. The application's first write takes the file's write lock
+until it commits: the store's own writes wait for it (``busy_timeout``).
+Workers find the jobs once it commits, at their next poll (here at once when
+the commit comes before the woken worker reads).
+
 Operator reads: a page of ``list_jobs`` is one SELECT that reads at most
 ``limit + 1`` rows per stored state it needs from the index ``(state,
 created_at, id)`` (or ``(name, state, created_at, id)``), after the cursor,
@@ -72,7 +81,7 @@ import math
 import os
 import sqlite3
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -103,6 +112,7 @@ from ._sqlite_connection import (
     checkpoint,
     connect,
     read_transaction,
+    savepoint,
     write_transaction,
 )
 from ._sqlite_listing import list_statement
@@ -122,6 +132,7 @@ from ._sqlite_schema import (
     to_us_or_none,
     with_states,
 )
+from ._sqlite_tx import ACCEPTED_CONNECTIONS, begin_if_idle, joined_connection
 from .base import PURGE_CHUNK_ROWS, STALE_WORKER_SECONDS, new_lease_token
 
 __all__ = ["SqliteJobStore"]
@@ -140,6 +151,11 @@ _REFUSED_VALUES = (sqlite3.DataError, UnicodeEncodeError, OverflowError)
 # What reading a damaged row raises (a text where a number belongs, a time
 # beyond what ``datetime`` holds, JSON that does not parse).
 _UNREADABLE = (ValueError, TypeError, KeyError, OverflowError)
+# Every error of a write that reaches a caller as a StoreError.
+_DRIVER_ERRORS = (sqlite3.Error, *_REFUSED_VALUES)
+# What a write runs in: the store's own transaction, or a savepoint in the
+# application's (``add_in``).
+_Within = Callable[[sqlite3.Connection], AbstractContextManager[sqlite3.Connection]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +182,12 @@ class SqliteJobStore:
     connection per operation would pay to open, configure and check the
     schema every time. Waiting for the limiter is cancellable; a statement
     that has started always runs to its commit or rollback.
+
+    ``add_in`` and ``finish_in`` write on the application's connection
+    instead, in its transaction and in the calling thread (see ``_sqlite_tx``).
     """
+
+    transaction_connections = ACCEPTED_CONNECTIONS
 
     def __init__(
         self,
@@ -239,15 +260,19 @@ class SqliteJobStore:
             )
         try:
             return await anyio.to_thread.run_sync(operation, connection, *args, limiter=limiter)
-        except sqlite3.OperationalError as exc:
-            raise self._unavailable(exc) from exc
-        except _REFUSED_VALUES as exc:
-            # The transaction rolled back: nothing of the write was stored.
-            raise StoreRejectedError(
-                f"the SQLite store at {str(self._path)!r} refused a value: {exc}"
-            ) from exc
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise self._store_error(exc, closed=self._connection is None) from exc
+
+    def _store_error(self, exc: Exception, *, closed: bool = False) -> StoreError:
+        """What a caller gets for an error of sqlite3 or a value it refused,
+        chained by the caller; ``closed``: the store's connection was closed
+        during the call. The write's transaction (or savepoint) rolled back:
+        nothing of it was stored."""
+        if isinstance(exc, sqlite3.OperationalError):
+            return self._unavailable(exc)
+        if isinstance(exc, _REFUSED_VALUES):
+            return StoreRejectedError(f"{self._name} refused a value: {exc}")
+        return self._failed(exc, closed=closed)
 
     def _unavailable(self, exc: sqlite3.OperationalError) -> StoreUnavailableError:
         """A file that cannot be used now: locked past busy_timeout, full, unreadable."""
@@ -262,10 +287,10 @@ class SqliteJobStore:
             )
         return StoreUnavailableError(f"{where} failed: {exc}")
 
-    def _failed(self, exc: sqlite3.Error) -> StoreError:
+    def _failed(self, exc: Exception, *, closed: bool) -> StoreError:
         """Any other error of sqlite3, chained by the caller: nothing leaks raw."""
         where = self._name
-        if self._connection is None:
+        if closed:
             return StoreUnavailableError(
                 f"{where} was closed during the call ({exc}): use it only while it is open, "
                 "inside MasaApp.lifespan() or before store.aclose()"
@@ -294,22 +319,63 @@ class SqliteJobStore:
             return [record.id for record in records]
         rows = [keyed_row(record) for record in records]
         answer: list[str] = await self._run(self._add_keyed, rows, keys)
-        if any(job_id == record.id for job_id, record in zip(answer, records, strict=True)):
+        if _stored_any(answer, records):
             self._wake()
         return answer
 
-    def _add(self, connection: sqlite3.Connection, rows: list[Row]) -> None:
-        with self._refusing_stored_ids(connection, rows), write_transaction(connection):
+    async def add_in(self, connection: object, records: Sequence[JobRecord]) -> builtins.list[str]:
+        """``add`` on the application's ``connection`` (see
+        ``transaction_connections``), in its transaction: the same statements,
+        in a savepoint, so that a refused add (a stored id, a refused value)
+        undoes only itself and leaves the transaction usable. Runs in the
+        calling thread, which owns the connection; never commits."""
+        application = joined_connection(connection, self._path)
+        if not records:
+            return []
+        repeated = first_repeated_id(records)
+        if repeated is not None:
+            raise duplicate_job(self._name, repeated, in_batch=True)
+        keys = [record.unique_key for record in records]
+        try:
+            begin_if_idle(application)
+            if all(key is None for key in keys):
+                self._add(application, [row_from_record(record) for record in records], savepoint)
+                answer = [record.id for record in records]
+            else:
+                rows = [keyed_row(record) for record in records]
+                answer = self._add_keyed(application, rows, keys, savepoint)
+        except _DRIVER_ERRORS as exc:
+            raise self._store_error(exc) from exc
+        if _stored_any(answer, records):
+            # Workers see the jobs once the application commits. It usually
+            # commits right after this call, before a woken worker's read
+            # (which runs only once this task yields): that read then finds
+            # them at once. A later commit is found by the store's poll.
+            self._wake()
+        return answer
+
+    def _add(
+        self, connection: sqlite3.Connection, rows: list[Row], within: _Within = write_transaction
+    ) -> None:
+        with self._refusing_stored_ids(connection, rows), within(connection):
             connection.executemany(self._sql.insert_job, rows)
 
     def _add_keyed(
-        self, connection: sqlite3.Connection, rows: list[Row], keys: list[str | None]
+        self,
+        connection: sqlite3.Connection,
+        rows: list[Row],
+        keys: list[str | None],
+        within: _Within = write_transaction,
     ) -> list[str]:
         """Insert the rows in order, each keyed one unless its key is held;
         answers the id standing for each (its own, or the holder's)."""
-        with self._refusing_stored_ids(connection, rows), write_transaction(connection):
-            # Under the write lock: no add of another process comes between
-            # this time, the release of lapsed keys and the inserts.
+        # The refusal reads the stored ids after ``within`` undid the inserts.
+        with self._refusing_stored_ids(connection, rows), within(connection):
+            # In the store's own transaction, under the write lock: no add of
+            # another process comes between this time, the release of lapsed
+            # keys and the inserts. In the application's, the lock may come
+            # with the first insert, a moment later: a key whose period ends
+            # in that moment is still held, as it was a moment earlier.
             now = to_us(self._clock())
             answer = [
                 self._insert_keyed(connection, row, key, now)
@@ -458,6 +524,29 @@ class SqliteJobStore:
             now = to_us(self._clock())
             rows = [_outcome_row(o, now, worker_id) for o in outcomes]
             return self._applied(connection, self._sql.finish, rows)
+
+    async def finish_in(self, connection: object, worker_id: str, outcome: JobOutcome) -> bool:
+        """Write one fenced outcome on the application's ``connection``, in its
+        transaction and the calling thread: a ``processing`` one records only
+        its handlers done (``complete_in`` of a handler before the job's
+        last); any other the ``finish`` statement's. One statement: a refused
+        one undoes only itself (SQLite's statement rollback), no savepoint
+        needed. False when the lease fences it out."""
+        application = joined_connection(connection, self._path)
+        sql = self._sql
+        try:
+            if outcome.state is JobState.PROCESSING:
+                done = encode_handlers(outcome.done_handlers)
+                params: Row = (done, outcome.job_id, worker_id, outcome.lease_token)
+                applied = application.execute(sql.record_done_handlers, params).rowcount
+            else:
+                row = _outcome_row(outcome, to_us(self._clock()), worker_id)
+                applied = application.execute(sql.finish, row).rowcount
+        except _DRIVER_ERRORS as exc:
+            raise self._store_error(exc) from exc
+        if applied and outcome.state in PENDING_STATES:
+            self._wake()  # as ``add_in``: a retry due now, found once committed
+        return applied > 0
 
     @staticmethod
     def _applied(connection: sqlite3.Connection, statement: str, rows: list[Row]) -> set[str]:
@@ -766,6 +855,12 @@ class SqliteJobStore:
 
     async def remove_worker(self, worker_id: str) -> None:
         await self._run(self._write_many, self._sql.remove_worker, [(worker_id,)])
+
+
+def _stored_any(answer: list[str], records: Sequence[JobRecord]) -> bool:
+    """Whether an add stored any record (each answers its own id), rather
+    than answering holders of their keys only."""
+    return any(job_id == record.id for job_id, record in zip(answer, records, strict=True))
 
 
 def _counted(connection: sqlite3.Connection, statement: str, params: Row) -> int:
