@@ -68,12 +68,22 @@ _UNIQUE_COLUMNS = "unique_key, unique_scope, unique_until"
 JOB_COLUMNS = f"{_NEW_JOB_COLUMNS}, {_UNIQUE_COLUMNS}, lease_token"
 # What a batch stores of each new job: the caller's columns, rebased on the
 # server's clock (created now, due after the same delay as the caller meant).
-_REBASED_COLUMNS = _NEW_JOB_COLUMNS.replace(
-    "created_at, next_try_at",
-    "now(), now() + (extract(epoch FROM next_try_at) - extract(epoch FROM created_at))"
-    " * interval '1 second'",
+# The JSON columns arrive as text (see _JOB_TYPES) and are cast here.
+_REBASED_COLUMNS = (
+    _NEW_JOB_COLUMNS.replace(
+        "created_at, next_try_at",
+        "now(), now() + (extract(epoch FROM next_try_at) - extract(epoch FROM created_at))"
+        " * interval '1 second'",
+    )
+    .replace("done_handlers", "done_handlers::jsonb")
+    .replace("history", "history::jsonb")
 )
 # The types of _NEW_JOB_COLUMNS, for the arrays a batch of jobs travels in.
+# JSON travels as text, cast on the server, here and in every other statement:
+# an application's connection (add_in, finish_in) may carry a jsonb codec of
+# its own (asyncpg's set_type_codec, as SQLAlchemy's dialect installs one),
+# which would store the encoded text as a JSON string, or read a result back
+# as a dict.
 _JOB_TYPES = (
     "text",
     "text",
@@ -84,12 +94,12 @@ _JOB_TYPES = (
     "int",
     "timestamptz",
     "text",
-    "jsonb",
+    "text",
     "text",
     "timestamptz",
     "timestamptz",
     "text",
-    "jsonb",
+    "text",
     "text",
     "int",
 )
@@ -336,6 +346,8 @@ class Statements:
     claim_queues: str
     extend_leases: str
     finish: str
+    finish_strict: str
+    record_handlers: str
     get: str
     oldest_due_at: str
     finished_per_minute: str
@@ -381,6 +393,10 @@ class Statements:
             claim_queues=_claim(s, mode, "$6::text[]"),
             extend_leases=_extend_leases(s, mode),
             finish=_finish(s, mode),
+            # On the application's connection (finish_in): its commit is its
+            # own, never relaxed by a statement of ours.
+            finish_strict=_finish(s, _commit_mode(False)),
+            record_handlers=_record_handlers(s),
             get=f"SELECT {JOB_COLUMNS} FROM {s}.jobs WHERE id = $1",
             oldest_due_at=_oldest_due_at(s),
             finished_per_minute=_finished_per_minute(s),
@@ -544,7 +560,7 @@ WITH added AS (
     SELECT pg_notify(${UNIQUE_BATCH_ARRAYS + 2}, '') FROM added LIMIT 1
 )
 SELECT (SELECT array_agg(id) FROM added),
-       (SELECT jsonb_object_agg(unique_key, id) FROM holders),
+       (SELECT jsonb_object_agg(unique_key, id)::text FROM holders),
        (SELECT count(*) FROM woken)
 """
 
@@ -743,13 +759,13 @@ def _finish(s: str, mode: str) -> str:
 WITH {mode}, {_LOCKED.format(s=s)}, applied AS (
     UPDATE {s}.jobs AS j
     SET state = o.state, attempts = o.attempts, next_try_at = o.next_try_at,
-        last_error = o.last_error, done_handlers = o.done_handlers,
+        last_error = o.last_error, done_handlers = o.done_handlers::jsonb,
         finished_at = CASE WHEN o.final THEN now() END,
         lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL,
         unique_key = {_released("o.state")},
         history = {_appended("j.history", event)}
     FROM unnest($2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[],
-                $7::jsonb[], $8::boolean[], $9::text[])
+                $7::text[], $8::boolean[], $9::text[])
          AS o(id, state, attempts, next_try_at, last_error, done_handlers, final, lease_token)
     WHERE j.id = o.id AND {_FENCE.format(token="o.lease_token")}
     RETURNING j.id, j.state
@@ -758,6 +774,18 @@ WITH {mode}, {_LOCKED.format(s=s)}, applied AS (
 )
 SELECT (SELECT array_agg(id) FROM applied), (SELECT count(*) FROM woken),
        (SELECT mode FROM commit_mode)
+"""
+
+
+def _record_handlers(s: str) -> str:
+    """A handler's progress, written in the application's transaction
+    (``finish_in`` of a ``processing`` outcome): the job's done handlers ($3),
+    under the fence of an outcome; state, lease and history stay as they are.
+    One row: no lock order to keep."""
+    return f"""
+UPDATE {s}.jobs SET done_handlers = $3::text::jsonb
+WHERE id = $2 AND state = 'processing' AND lease_owner = $1 AND lease_token = $4
+RETURNING id
 """
 
 

@@ -36,6 +36,12 @@ never a whole state: see ``_postgres_listing``. Each applied outcome and
 operator move appends an event to the job's ``history`` (a JSON array, the
 newest ``MAX_HISTORY_EVENTS`` kept) in the same statement.
 
+The application may store jobs in its own transaction (``add_in``) and a
+handler complete its job in its own (``finish_in``), on its connection to
+the store's database (see ``_postgres_tx``): the same statements, never a
+commit, and never the relaxed commit mode, which would relax the
+application's own commit. Their ``NOTIFY`` wakes workers when it commits.
+
 The tables live in their own PostgreSQL schema (``store.schema``), created on
 first open under an advisory lock and versioned in ``schema_version``.
 asyncpg runs on asyncio only: this store does not run under trio.
@@ -45,7 +51,8 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,10 +62,12 @@ import asyncpg
 
 from .._redact import redact
 from ..exceptions import (
+    MasaJobsError,
     SchemaVersionError,
     StoreError,
     StoreRejectedError,
     StoreUnavailableError,
+    TransactionError,
 )
 from ..queries import JobQuery, Page, page_of
 from ..records import (
@@ -82,6 +91,7 @@ from ._postgres_listing import (
 )
 from ._postgres_settings import PostgresSettings, describe_dsn
 from ._postgres_sql import SCHEMA_VERSION, Statements, advisory_lock_key, migrations
+from ._postgres_tx import TRANSACTION_CONNECTIONS, in_transaction, savepoint
 from ._postgres_wakeup import LOST_CONNECTION_ERRORS, Look, WakeUps
 from ._unavailable import reports_unavailable
 from .base import PURGE_CHUNK_ROWS, STALE_WORKER_SECONDS, new_lease_token
@@ -146,6 +156,16 @@ _CANNOT_WRITE_NOW_ERRORS = (
 )
 # Everything else asyncpg raises: StoreError, with asyncpg's exception as cause.
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
+# What the application's connection raises when it is lost during add_in or
+# finish_in (a closed one is refused before: in_transaction checks).
+_APP_CONNECTION_LOST = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+)
 # The detail of a duplicate key: ``Key (id)=(<id>) already exists.``
 _DUPLICATE_KEY = ("Key (id)=(", ") already exists.")
 _STATES = {state.value: state for state in JobState}
@@ -156,6 +176,9 @@ _NO_EVENTS = "[]"
 
 class PostgresJobStore:
     """Jobs and recurring jobs in PostgreSQL tables, shared by every worker that opens them."""
+
+    #: What ``add_in`` and ``finish_in`` take as the application's connection.
+    transaction_connections = TRANSACTION_CONNECTIONS
 
     def __init__(self, settings: PostgresSettings) -> None:
         self._settings = settings
@@ -341,12 +364,12 @@ class PostgresJobStore:
     async def add(self, records: Sequence[JobRecord]) -> builtins.list[str]:
         if not records:
             return []
-        repeated = first_repeated_id(records)
-        if repeated is not None:
-            raise duplicate_job(self._name, repeated, in_batch=True)
+        self._refuse_repeated_ids(records)
         try:
-            if any(record.unique_key is not None for record in records):
-                return await self._add_unique(records)
+            if _has_keys(records):
+                pool = self._require_pool()
+                async with pool.acquire() as connection, connection.transaction():
+                    return await self._add_unique(connection, records)
             await self._require_pool().execute(
                 self._sql.add, *_job_arrays(records), self._sql.channel
             )
@@ -354,35 +377,162 @@ class PostgresJobStore:
             raise duplicate_job(self._name, _duplicate_id(exc, records)) from exc
         return [record.id for record in records]
 
-    async def _add_unique(self, records: Sequence[JobRecord]) -> builtins.list[str]:
+    def _refuse_repeated_ids(self, records: Sequence[JobRecord]) -> None:
+        repeated = first_repeated_id(records)
+        if repeated is not None:
+            raise duplicate_job(self._name, repeated, in_batch=True)
+
+    async def _add_unique(
+        self, connection: asyncpg.Connection, records: Sequence[JobRecord]
+    ) -> builtins.list[str]:
         """Store the records whose keys are free, and answer each record's
-        job: its own, or its key's holder. One transaction: the keys' locks
-        and the end of their expired periods, then the insert, repeated for
-        records whose holder gave its key up before its id was read."""
+        job: its own, or its key's holder. On ``connection``, inside a
+        transaction (or savepoint) the caller opened, which ends the add as
+        one: the keys' locks and the end of their expired periods, then the
+        insert, repeated for records whose holder gave its key up before its
+        id was read."""
         keys = sorted({record.unique_key for record in records if record.unique_key is not None})
         answers: dict[int, str] = {}
         left = list(range(len(records)))
-        pool = self._require_pool()
-        async with pool.acquire() as connection, connection.transaction():
-            await connection.execute(self._sql.hold_keys, keys, self._sql.unique_lock_seed)
-            for _ in range(UNIQUE_ADD_ATTEMPTS):
-                batch = [records[i] for i in left]
-                row = await connection.fetchrow(
-                    self._sql.add_unique,
-                    *_job_arrays(batch, unique=True),
-                    keys,
-                    self._sql.channel,
-                )
-                assert row is not None  # scalar subqueries always return their row
-                left = _answer(records, left, row, answers)
-                if not left:
-                    return [answers[i] for i in range(len(records))]
-            raise StoreUnavailableError(
-                f"PostgreSQL store at {self._address}: the holders of unique keys "
-                f"{sorted({records[i].unique_key or '' for i in left})!r} kept changing during "
-                f"the add ({UNIQUE_ADD_ATTEMPTS} tries); nothing was written. The same call "
-                "may succeed if retried."
+        await connection.execute(self._sql.hold_keys, keys, self._sql.unique_lock_seed)
+        for _ in range(UNIQUE_ADD_ATTEMPTS):
+            batch = [records[i] for i in left]
+            row = await connection.fetchrow(
+                self._sql.add_unique,
+                *_job_arrays(batch, unique=True),
+                keys,
+                self._sql.channel,
             )
+            assert row is not None  # scalar subqueries always return their row
+            left = _answer(records, left, row, answers)
+            if not left:
+                return [answers[i] for i in range(len(records))]
+        raise StoreUnavailableError(
+            f"PostgreSQL store at {self._address}: the holders of unique keys "
+            f"{sorted({records[i].unique_key or '' for i in left})!r} kept changing during "
+            f"the add ({UNIQUE_ADD_ATTEMPTS} tries); nothing was written. The same call "
+            "may succeed if retried."
+        )
+
+    # -- in the application's transaction -------------------------------------------------
+
+    async def add_in(self, connection: object, records: Sequence[JobRecord]) -> builtins.list[str]:
+        """``add`` on the application's ``connection``, inside its open
+        transaction: the same statements, never a commit. The ``NOTIFY`` is
+        delivered, and workers wake and see the jobs, when the application
+        commits. A batch without keys is the one insert; with keys, the add
+        runs under a savepoint, where ``add`` opens a transaction, so that a
+        failure takes back what its earlier inserts wrote. The keys stay
+        locked until the application's transaction ends: another add of the
+        same keys waits for it."""
+        with self._on_app_connection("add_in"):
+            driver = await in_transaction(connection)
+            if not records:
+                return []
+            self._refuse_repeated_ids(records)
+            try:
+                if _has_keys(records):
+                    async with savepoint(driver):
+                        return await self._add_unique(driver, records)
+                await driver.execute(self._sql.add, *_job_arrays(records), self._sql.channel)
+            except asyncpg.UniqueViolationError as exc:
+                raise duplicate_job(self._name, _duplicate_id(exc, records)) from exc
+            return [record.id for record in records]
+
+    async def finish_in(self, connection: object, worker_id: str, outcome: JobOutcome) -> bool:
+        """One fenced outcome on the application's ``connection``, inside its
+        transaction (a handler's ``complete_in``): a ``processing`` one writes
+        only its done handlers and keeps the lease; any other is ``finish``'s
+        statement in strict commit mode, whatever ``relaxed_commit`` says,
+        since relaxing it would relax the application's own commit. The row
+        stays locked until that transaction ends. False, with nothing
+        written, when the job is not held under ``outcome.lease_token``."""
+        with self._on_app_connection("finish_in"):
+            driver = await in_transaction(connection)
+            if outcome.state is JobState.PROCESSING:
+                status = await driver.execute(
+                    self._sql.record_handlers,
+                    worker_id,
+                    outcome.job_id,
+                    _encode_handlers(outcome.done_handlers),
+                    outcome.lease_token,
+                )
+                return _row_count(status) > 0
+            row = await driver.fetchrow(
+                self._sql.finish_strict,
+                *_outcome_arguments(worker_id, [outcome]),
+                self._sql.channel,
+            )
+            assert row is not None  # scalar subqueries always return their row
+            return outcome.job_id in _ids(row[0])
+
+    @contextmanager
+    def _on_app_connection(self, call: str) -> Iterator[None]:
+        """Raise masa-jobs' error for asyncpg's exception in ``call`` on the
+        application's connection, chained to it; masa-jobs' own errors pass."""
+        try:
+            yield
+        except MasaJobsError:
+            raise
+        except Exception as exc:
+            error = self._app_connection_error(call, exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _app_connection_error(self, call: str, exc: Exception) -> MasaJobsError | None:
+        """What an error of asyncpg on the application's connection means.
+
+        Unlike the pool's, that connection is not the store's to replace: a
+        lost one took the application's transaction with it.
+        """
+        schema = self._settings.db_schema
+        if isinstance(exc, asyncpg.UndefinedTableError):
+            return TransactionError(
+                f"PostgreSQL store at {self._address}: {call} found no table "
+                f'"{schema}".jobs on the connection: it is connected to another database '
+                "than the store's, or the store was never opened there. Connect to the "
+                f"store's database; the tables are in schema {schema!r}, created when a "
+                "worker or the app opens the store"
+            )
+        if isinstance(exc, asyncpg.InFailedSQLTransactionError):
+            return TransactionError(
+                f"PostgreSQL store at {self._address}: {call} could not write: the "
+                "transaction was aborted by an earlier error. Roll it back; nothing of "
+                "it, and no job, is stored"
+            )
+        if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+            return StoreError(
+                f"PostgreSQL store at {self._address}: {call} was refused on the "
+                f"connection's role ({cut(_reason(exc))}): grant it USAGE on schema "
+                f"{schema!r} and the rights on its jobs table that "
+                "docs/stores/postgres.md#transactions lists"
+            )
+        if isinstance(exc, _APP_CONNECTION_LOST):
+            return StoreUnavailableError(
+                f"PostgreSQL store at {self._address}: the connection failed during {call} "
+                f"({_reason(exc)}); its transaction is lost, and nothing of it was stored. "
+                "Run the transaction again once the server answers"
+            )
+        return self._app_statement_error(call, exc)
+
+    def _app_statement_error(self, call: str, exc: Exception) -> StoreError | None:
+        if isinstance(exc, _REFUSED_VALUE_ERRORS):
+            return self._rejected(call, exc)
+        if isinstance(exc, _CANNOT_WRITE_NOW_ERRORS):
+            return StoreUnavailableError(
+                f"PostgreSQL store at {self._address} cannot serve {call} now "
+                f"({type(exc).__name__}: {cut(_reason(exc))}); nothing was written. "
+                f"{_not_now_fix(exc)} Roll the transaction back, then run it again"
+            )
+        if isinstance(exc, _DRIVER_ERRORS):
+            return StoreError(
+                f"PostgreSQL store at {self._address}: {call} failed on the application's "
+                f"connection ({type(exc).__name__}: {cut(_reason(exc))}); nothing was "
+                "written. Roll the transaction back, check the server's log, and that "
+                f"the tables of schema {self._settings.db_schema!r} were not changed by hand"
+            )
+        return None
 
     @reports_unavailable
     @translates_driver_errors
@@ -435,17 +585,7 @@ class PostgresJobStore:
         if not outcomes:
             return set()
         row = await self._require_pool().fetchrow(
-            self._sql.finish,
-            worker_id,
-            [o.job_id for o in outcomes],
-            [o.state.value for o in outcomes],
-            [o.attempts for o in outcomes],
-            [o.next_try_at for o in outcomes],
-            [o.last_error for o in outcomes],
-            [_encode_handlers(o.done_handlers) for o in outcomes],
-            [o.finished_at is not None for o in outcomes],
-            [o.lease_token for o in outcomes],
-            self._sql.channel,
+            self._sql.finish, *_outcome_arguments(worker_id, outcomes), self._sql.channel
         )
         assert row is not None  # scalar subqueries always return their row
         return _ids(row[0])
@@ -769,6 +909,26 @@ def _job_arrays(
         [r.unique_key for r in records],
         [None if r.unique_scope is None else r.unique_scope.value for r in records],
         [r.unique_until for r in records],
+    )
+
+
+def _has_keys(records: Sequence[JobRecord]) -> bool:
+    """Whether the batch takes the unique-key path of an add."""
+    return any(record.unique_key is not None for record in records)
+
+
+def _outcome_arguments(worker_id: str, outcomes: Sequence[JobOutcome]) -> tuple[Any, ...]:
+    """``finish``'s arguments up to its channel: the outcomes column by column."""
+    return (
+        worker_id,
+        [o.job_id for o in outcomes],
+        [o.state.value for o in outcomes],
+        [o.attempts for o in outcomes],
+        [o.next_try_at for o in outcomes],
+        [o.last_error for o in outcomes],
+        [_encode_handlers(o.done_handlers) for o in outcomes],
+        [o.finished_at is not None for o in outcomes],
+        [o.lease_token for o in outcomes],
     )
 
 
