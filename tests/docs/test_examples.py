@@ -23,6 +23,7 @@ def test_every_example_file_has_a_test() -> None:
     tested = {"quickstart", "handlers", "configuration", "embedded_container", "manage_jobs"}
     tested |= {"recurring", "job_control"}
     tested |= {"fastapi_app"}  # tests/docs/test_fastapi_app.py
+    tested |= {"transactions_fastapi"}  # tests/docs/test_transactions_example.py
     tested |= {"test_with_masa_jobs"}  # tests/docs/test_testing_example.py
     tested |= {"dashboard_app"}  # tests/dashboard/test_docs_example.py
     assert {path.stem for path in EXAMPLE_FILES} == tested

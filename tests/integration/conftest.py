@@ -40,7 +40,16 @@ class StoreUnderTest:
 
 @pytest.fixture(params=["sqlite", "postgres", "redis"])
 def durable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
-    backend: str = request.param
+    yield from _store_under_test(request.param, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def transactional_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
+    """The stores whose jobs an application's own transaction can write."""
+    yield from _store_under_test(request.param, tmp_path)
+
+
+def _store_under_test(backend: str, tmp_path: Path) -> Iterator[StoreUnderTest]:
     if backend == "sqlite":
         yield StoreUnderTest("sqlite", {"path": str(tmp_path / "jobs.sqlite3")})
     elif backend == "postgres":

@@ -22,7 +22,14 @@ from .app import RECORD_FILE_VARIABLE
 if TYPE_CHECKING:
     from .conftest import StoreUnderTest
 
-__all__ = ["WorkerFleet", "observer", "read_records", "records_by_pid", "wait_until"]
+__all__ = [
+    "WorkerFleet",
+    "exit_code",
+    "observer",
+    "read_records",
+    "records_by_pid",
+    "wait_until",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.integration.app:container"
@@ -46,6 +53,17 @@ async def wait_until(
     with anyio.fail_after(timeout):
         while not await predicate():  # noqa: ASYNC110
             await anyio.sleep(interval)
+
+
+async def exit_code(process: subprocess.Popen[bytes], timeout: float) -> int:
+    """Wait for ``process`` to end by itself (a worker that killed itself); its
+    exit code, ``-signal.SIGKILL`` for such a worker."""
+    await wait_until(lambda: _ended(process), timeout)
+    return process.returncode
+
+
+async def _ended(process: subprocess.Popen[bytes]) -> bool:
+    return process.poll() is not None
 
 
 def read_records(path: Path, event: str = "done") -> Counter[str]:
