@@ -26,6 +26,7 @@ from ._job_control import NO_CONTROL, JobControl, asked_control, check_queue, pl
 from ._observe import Observers, observers_for
 from ._payload import stored_args, validate_stored_args
 from ._timeouts import timeout_headers
+from .app import MasaApp  # here, not per facade call: an import statement costs ~1 µs
 from .cron import CronSchedule
 from .exceptions import (
     InvalidDelayError,
@@ -735,8 +736,6 @@ class BackgroundJobManager:
         connection: object = None,
     ) -> JobId:
         """``JobManager.enqueue`` on the published container's manager."""
-        from .app import MasaApp
-
         manager = MasaApp.job_manager()
         if (
             timeout is None
@@ -768,8 +767,6 @@ class BackgroundJobManager:
     async def add_or_update_schedule(
         job: BackgroundScheduleJob | type[BackgroundScheduleJob],
     ) -> None:
-        from .app import MasaApp
-
         await MasaApp.job_manager().add_or_update_schedule(job)
 
     @staticmethod
@@ -777,15 +774,11 @@ class BackgroundJobManager:
         schedule_id: str, args: BaseModel, cron: str, timezone: str = "UTC"
     ) -> None:
         """Enqueue ``args`` on every tick; see ``JobManager.add_or_update_job_schedule``."""
-        from .app import MasaApp
-
         await MasaApp.job_manager().add_or_update_job_schedule(schedule_id, args, cron, timezone)
 
     @staticmethod
     async def wait(job_id: str, timeout: Timeout = None) -> JobInfo:
         """The job once it is finished; see ``JobManager.wait``."""
-        from .app import MasaApp
-
         return await MasaApp.job_manager().wait(job_id, timeout)
 
     # The sync API, for code without an event loop (Django views, Flask

@@ -5,9 +5,11 @@ The operator commands (``jobs``, ``show``, ``retry``, ``cancel``, ``delete``,
 ``workers``, ``queues``, ``pause-queue``, ``resume-queue``) look after the jobs of a
 durable store from a shell, on the same APP argument as ``worker``.
 
-Each command lives in its own module. Modules that define job handlers (the
-demo's, the benchmark's) are imported only when their command runs, because
-the registry registers every imported handler class.
+Each command lives in its own module, imported only when that command runs
+(or ``--help`` lists them all): a worker process carries neither the
+dashboard nor rich's tables, and the modules that define job handlers (the
+demo's, the benchmark's) stay unimported, because the registry registers
+every imported handler class.
 
 The CLI is an application of the library, so unlike the rest of masa_jobs it
 composes with the ``masa_jobs.containers`` package; ``import masa_jobs`` never imports it.
@@ -15,47 +17,50 @@ composes with the ``masa_jobs.containers`` package; ``import masa_jobs`` never i
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, ClassVar
 
 import typer
 
 from .. import __version__
-from .bench import bench
-from .dashboard import dashboard
-from .demo import demo
-from .health import health
-from .ops import cancel, delete, jobs, purge, retry, show
-from .ops_fleet import pause_schedule, resume_schedule, schedules, trigger, workers
-from .ops_queues import pause_queue, queues, resume_queue
-from .worker import worker
+from ._lazy import LazyGroup
 
 __all__ = ["app", "main"]
 
+
+class _Commands(LazyGroup):
+    # Command name -> module:function in this package, in the order --help lists them.
+    lazy_package = __name__
+    lazy_commands: ClassVar[Mapping[str, str]] = {
+        "demo": "demo:demo",
+        "worker": "worker:worker",
+        "bench": "bench:bench",
+        "jobs": "ops:jobs",
+        "show": "ops:show",
+        "retry": "ops:retry",
+        "cancel": "ops:cancel",
+        "delete": "ops:delete",
+        "purge": "ops:purge",
+        "schedules": "ops_fleet:schedules",
+        "trigger": "ops_fleet:trigger",
+        "pause-schedule": "ops_fleet:pause_schedule",
+        "resume-schedule": "ops_fleet:resume_schedule",
+        "workers": "ops_fleet:workers",
+        "queues": "ops_queues:queues",
+        "pause-queue": "ops_queues:pause_queue",
+        "resume-queue": "ops_queues:resume_queue",
+        "dashboard": "dashboard:dashboard",
+        "health": "health:health",
+    }
+
+
 app = typer.Typer(
     name="masa-jobs",
+    cls=_Commands,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-app.command("demo")(demo)
-app.command("worker")(worker)
-app.command("bench")(bench)
-app.command("jobs")(jobs)
-app.command("show")(show)
-app.command("retry")(retry)
-app.command("cancel")(cancel)
-app.command("delete")(delete)
-app.command("purge")(purge)
-app.command("schedules")(schedules)
-app.command("trigger")(trigger)
-app.command("pause-schedule")(pause_schedule)
-app.command("resume-schedule")(resume_schedule)
-app.command("workers")(workers)
-app.command("queues")(queues)
-app.command("pause-queue")(pause_queue)
-app.command("resume-queue")(resume_queue)
-app.command("dashboard")(dashboard)
-app.command("health")(health)
 
 
 def _show_version(value: bool) -> None:

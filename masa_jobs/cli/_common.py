@@ -8,13 +8,16 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import anyio
 import typer
-from rich.console import Console
 
 from masa_jobs import MasaJobsError
+
+if TYPE_CHECKING:
+    # rich is imported when something is printed: a worker that logs prints nothing.
+    from rich.console import Console
 
 __all__ = [
     "USAGE_ERROR_EXIT_CODE",
@@ -81,6 +84,8 @@ def fail(message: str) -> NoReturn:
 
 def stderr_console() -> Console:
     """A console on stderr for one-line messages: no wrapping, no highlighting."""
+    from rich.console import Console
+
     return Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 
 
@@ -129,6 +134,8 @@ def run_async(func: Callable[[], Awaitable[T]], backend: Backend) -> T:
 
 def stdout_console() -> Console:
     """A console on stdout, wide enough for tables when output goes to a file or pipe."""
+    from rich.console import Console
+
     console = Console()
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console = Console(width=PIPE_WIDTH)
