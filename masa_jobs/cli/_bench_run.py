@@ -19,15 +19,14 @@ from masa_jobs import BackgroundJobManager, JobManager, JobState, MasaApp
 from masa_jobs.containers import BackgroundJobContainer
 from masa_jobs.queries import EXACT_COUNT_LIMIT
 
+from ._bench_build import BULK_CHUNK, built_app, fill
 from ._bench_jobs import PROBE, NoOp
 from ._bench_settings import BenchResult, BenchSettings
 from ._bench_stores import bench_store
 from ._common import CliError
 
-__all__ = ["peak_rss_bytes", "run_bench"]
+__all__ = ["PICKUP_POLL_INTERVAL", "peak_rss_bytes", "pickup_samples", "run_bench", "run_timeout"]
 
-# Jobs per enqueue_many call: what a caller would send in one round trip.
-BULK_CHUNK = 1000
 # The pickup phase polls this rarely, so a fast pickup proves the wake-up
 # signal works: a missed wake-up would show as a multi-second latency.
 PICKUP_POLL_INTERVAL = 5.0
@@ -56,28 +55,14 @@ async def run_bench(settings: BenchSettings, backend: str) -> BenchResult:
 @asynccontextmanager
 async def _app(settings: BenchSettings, **options: Any) -> AsyncIterator[BackgroundJobContainer]:
     """A container on a fresh store namespace, built and published with MasaApp."""
-    async with bench_store(settings.store) as store:
-        container = BackgroundJobContainer()
-        container.config.from_dict(
-            {
-                "store": store,
-                "options": {
-                    "concurrency": settings.concurrency,
-                    "batch_size": settings.batch_size,
-                    "prefetch": settings.prefetch,
-                    **options,
-                },
-            }
-        )
-        # The enqueue phase runs no worker on purpose, also on the memory store.
-        MasaApp.build(container, allow_memory_without_worker=True)
-        try:
-            yield container
-        finally:
-            MasaApp.reset()
+    async with (
+        bench_store(settings.store) as store,
+        built_app(store, settings.worker_options(**options)) as container,
+    ):
+        yield container
 
 
-def _timeout(jobs: int) -> float:
+def run_timeout(jobs: int) -> float:
     return jobs / SLOWEST_CREDIBLE_RATE + TIMEOUT_MARGIN_SECONDS
 
 
@@ -104,15 +89,12 @@ async def _measure_end_to_end(settings: BenchSettings) -> float:
     n = settings.jobs
     async with _app(settings, poll_interval=PICKUP_POLL_INTERVAL) as container:
         manager: JobManager = container.job_manager()
-        # The jobs go in before the worker starts; a durable store must be
-        # open for that. open() is idempotent and lifespan() closes it.
-        await container.job_store().open()
-        for start in range(0, n, BULK_CHUNK):
-            await manager.enqueue_many([(_NO_OP, None)] * min(BULK_CHUNK, n - start))
+        # The jobs go in before the worker starts.
+        await fill(container, n)
         all_ran = PROBE.expect(n)
         started = time.perf_counter()
         async with MasaApp.lifespan():
-            with anyio.fail_after(_timeout(n)):
+            with anyio.fail_after(run_timeout(n)):
                 await all_ran.wait()
             elapsed = time.perf_counter() - started
             await _verify_succeeded(manager, n)
@@ -138,16 +120,21 @@ async def _verify_succeeded(manager: JobManager, n: int) -> None:
 
 async def _measure_pickup(settings: BenchSettings) -> list[float]:
     """Milliseconds from enqueue until the handler runs, one job at a time."""
-    samples: list[float] = []
     async with _app(settings, poll_interval=PICKUP_POLL_INTERVAL), MasaApp.lifespan():
-        for _ in range(settings.latency_samples):
-            ran = PROBE.expect(1)
-            started = time.perf_counter()
-            await BackgroundJobManager.enqueue(_NO_OP)
-            with anyio.fail_after(PICKUP_POLL_INTERVAL + TIMEOUT_MARGIN_SECONDS):
-                await ran.wait()
-            samples.append((PROBE.last_run_at - started) * 1000)
-            await anyio.sleep(PICKUP_GAP_SECONDS)
+        return await pickup_samples(settings.latency_samples)
+
+
+async def pickup_samples(count: int, queue: str | None = None) -> list[float]:
+    """Time ``count`` single jobs (in ``queue``) on the running idle worker, in milliseconds."""
+    samples: list[float] = []
+    for _ in range(count):
+        ran = PROBE.expect(1)
+        started = time.perf_counter()
+        await BackgroundJobManager.enqueue(_NO_OP, queue=queue)
+        with anyio.fail_after(PICKUP_POLL_INTERVAL + TIMEOUT_MARGIN_SECONDS):
+            await ran.wait()
+        samples.append((PROBE.last_run_at - started) * 1000)
+        await anyio.sleep(PICKUP_GAP_SECONDS)
     return samples
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
+from typing import Any
+
+import pytest
 
 from ._cli import run_cli
 
@@ -18,7 +22,8 @@ def test_bench_json_reports_every_measure() -> None:
         assert report[key] > 0, key
     pickup = report["pickup_latency_ms"]
     assert pickup["samples"] == 20
-    assert 0 < pickup["p50"] <= pickup["p99"]
+    assert 0 < pickup["p50"] <= pickup["p90"] <= pickup["p99"] <= pickup["max"]
+    assert "scenarios" not in report
     assert report["peak_rss_mib"] > 0
 
 
@@ -35,3 +40,80 @@ def test_bench_refuses_an_unknown_store() -> None:
 
     assert result.returncode == 2
     assert "nope" in result.stderr
+
+
+def _scenario(*args: str) -> dict[str, Any]:
+    result = run_cli("bench", "--store", "sqlite", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    assert "end_to_end_jobs_per_s" not in report, "phases run only when asked for"
+    return report["scenarios"]  # type: ignore[no-any-return]
+
+
+def test_bench_processes_curve_runs_every_job() -> None:
+    section = _scenario("--scenarios", "processes", "--processes", "1,2", "--jobs", "200")[
+        "processes"
+    ]
+
+    assert section["jobs"] == 200
+    assert [point["processes"] for point in section["curve"]] == [1, 2]
+    for point in section["curve"]:
+        assert point["lost"] == 0
+        assert point["jobs_per_s"] > 0
+    assert section["curve"][0]["speedup"] == 1.0
+
+
+def test_bench_faults_lose_no_job() -> None:
+    section = _scenario("--scenarios", "faults", "--fault-jobs", "2000", "--kill-every", "0.5")[
+        "faults"
+    ]
+
+    assert section["processes"] == 4
+    assert section["jobs"] == 2000
+    assert section["lease_timeout_s"] == 2.0
+    assert section["fault_free_lost"] == 0
+    assert section["lost"] == 0
+    assert section["fault_free_jobs_per_s"] > 0
+    assert section["faulted_jobs_per_s"] > 0
+
+
+def test_bench_deep_compares_with_an_empty_store() -> None:
+    section = _scenario(
+        "--scenarios", "deep", "--deep-jobs", "2000", "--jobs", "200", "--latency-samples", "5"
+    )["deep"]
+
+    assert (section["backlog"], section["jobs"]) == (2000, 200)
+    for key in ("fill_jobs_per_s", "empty_jobs_per_s", "deep_jobs_per_s"):
+        assert section[key] > 0, key
+    for pickup in section["pickup_ms"].values():
+        assert pickup["samples"] == 5
+        assert 0 < pickup["p50"] <= pickup["p90"] <= pickup["p99"] <= pickup["max"]
+    assert section["throughput_ratio"] > 0
+    assert section["pickup_p50_ratio"] > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RSS is read from /proc")
+def test_bench_rss_of_idle_workers_on_memory_and_sqlite() -> None:
+    result = run_cli("bench", "--scenarios", "rss")
+
+    assert result.returncode == 0, result.stderr
+    for store in ("memory", "sqlite"):
+        assert f"idle worker process RSS, {store} store" in result.stdout
+    assert "MiB" in result.stdout
+
+
+def test_bench_refuses_processes_on_the_memory_store() -> None:
+    result = run_cli("bench", "--scenarios", "processes")
+
+    assert result.returncode == 2
+    assert "--store" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--scenarios", "phases,nope"), ("--processes", "1,x")]
+)
+def test_bench_refuses_bad_scenario_options(option: str, value: str) -> None:
+    result = run_cli("bench", "--store", "sqlite", option, value)
+
+    assert result.returncode == 2
+    assert value in result.stderr

@@ -1,0 +1,50 @@
+"""The RSS scenario: what one idle ``masa-jobs worker`` process weighs.
+
+One process per store, on a fresh namespace, with no job to run: its
+resident set size is read from /proc once it has logged its start (its store
+is open, its worker and heartbeat run) and has idled a moment. The in-memory
+store always, SQLite always, and the store under measurement.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import anyio
+
+from ._bench_fleet import BENCH_APP, MEMORY_BENCH_APP, vm_rss_bytes, worker_fleet
+from ._bench_settings import BenchSettings, StoreChoice
+from ._bench_stores import bench_store
+
+__all__ = ["measure_rss"]
+
+ALWAYS_MEASURED = (StoreChoice("memory"), StoreChoice("sqlite"))
+# Lets the first poll, heartbeat and scheduler pass run (and import what they
+# need) before the size is read.
+IDLE_SECONDS = 2.0
+MIB = 1024 * 1024
+
+
+async def measure_rss(settings: BenchSettings, backend: str) -> dict[str, Any]:
+    """MiB by store name; None where the platform does not tell (not Linux)."""
+    stores = dict.fromkeys((*ALWAYS_MEASURED, settings.store))
+    if not sys.platform.startswith("linux"):
+        return {"idle_worker_mib": {store.value: None for store in stores}}
+    sizes = {store.value: await _idle_rss(store, backend) for store in stores}
+    return {"idle_worker_mib": sizes, "idle_seconds": IDLE_SECONDS}
+
+
+async def _idle_rss(store: StoreChoice, backend: str) -> float | None:
+    app = MEMORY_BENCH_APP if store.value == "memory" else BENCH_APP
+    async with bench_store(store) as section:
+        # The options' defaults: the worker as an application would run it.
+        with worker_fleet(section, {}, backend, app) as fleet:
+            (worker,) = fleet.start()
+            try:
+                await fleet.wait_ready()
+                await anyio.sleep(IDLE_SECONDS)
+                size = vm_rss_bytes(worker.pid)
+            finally:
+                await fleet.stop()
+    return None if size is None else round(size / MIB, 1)
