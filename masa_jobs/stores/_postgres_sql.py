@@ -339,6 +339,7 @@ class Statements:
     version_table: str
     read_version: str
     add: str
+    add_one: str
     unique_lock_seed: int
     hold_keys: str
     add_unique: str
@@ -386,6 +387,7 @@ class Statements:
             version_table=f"{s}.schema_version",
             read_version=f"SELECT max(version) FROM {s}.schema_version",
             add=_add(s),
+            add_one=_add_one(s),
             unique_lock_seed=advisory_lock_key(schema, "unique"),
             hold_keys=_hold_keys(s),
             add_unique=_add_unique(s),
@@ -502,6 +504,20 @@ def _insert_batch(s: str, first: int, *, unique: bool = False, where: str = "") 
     FROM unnest({arrays})
          WITH ORDINALITY AS batch({columns}, position){where}
     ORDER BY position"""
+
+
+def _add_one(s: str) -> str:
+    """One job without a unique key: the common single enqueue, its columns
+    as scalars ($1 to $BATCH_ARRAYS) rather than arrays to unnest, rebased
+    like a batch."""
+    values = ", ".join(f"${i + 1}::{kind}" for i, kind in enumerate(_JOB_TYPES))
+    return f"""
+WITH added AS (
+    INSERT INTO {s}.jobs ({_NEW_JOB_COLUMNS})
+    SELECT {_REBASED_COLUMNS} FROM (VALUES ({values})) AS one({_NEW_JOB_COLUMNS})
+)
+SELECT pg_notify(${BATCH_ARRAYS + 1}, '')
+"""
 
 
 def _add(s: str) -> str:

@@ -370,9 +370,14 @@ class PostgresJobStore:
                 pool = self._require_pool()
                 async with pool.acquire() as connection, connection.transaction():
                     return await self._add_unique(connection, records)
-            await self._require_pool().execute(
-                self._sql.add, *_job_arrays(records), self._sql.channel
-            )
+            if len(records) == 1:
+                await self._require_pool().execute(
+                    self._sql.add_one, *_job_values(records[0]), self._sql.channel
+                )
+            else:
+                await self._require_pool().execute(
+                    self._sql.add, *_job_arrays(records), self._sql.channel
+                )
         except asyncpg.UniqueViolationError as exc:
             raise duplicate_job(self._name, _duplicate_id(exc, records)) from exc
         return [record.id for record in records]
@@ -929,6 +934,29 @@ def _outcome_arguments(worker_id: str, outcomes: Sequence[JobOutcome]) -> tuple[
         [_encode_handlers(o.done_handlers) for o in outcomes],
         [o.finished_at is not None for o in outcomes],
         [o.lease_token for o in outcomes],
+    )
+
+
+def _job_values(r: JobRecord) -> tuple[Any, ...]:
+    """One record's columns, in the order of ``_job_arrays``."""
+    return (
+        r.id,
+        r.name,
+        r.payload,
+        r.state.value,
+        r.created_at,
+        r.next_try_at,
+        r.attempts,
+        r.last_try_at,
+        r.last_error,
+        _encode_handlers(r.done_handlers),
+        r.lease_owner,
+        r.lease_expires_at,
+        r.finished_at,
+        r.headers,
+        encode_history(r.history) if r.history else _NO_EVENTS,
+        r.queue,
+        r.priority,
     )
 
 
