@@ -64,6 +64,12 @@ _NEW_JOB_COLUMNS = (
 # What a new job with a unique key is stored with besides; a batch without
 # keys leaves them out (NULL), which spares it three arrays of NULLs.
 _UNIQUE_COLUMNS = "unique_key, unique_scope, unique_until"
+# The unique columns of a new job as stored: a period ends after the same
+# time from creation on the server's clock, whatever the enqueuer's clock said.
+_REBASED_UNIQUE = (
+    "unique_key, unique_scope, now() + (extract(epoch FROM unique_until) - "
+    "extract(epoch FROM created_at)) * interval '1 second'"
+)
 # The columns of a job, in the order ``JobRecord`` takes them.
 JOB_COLUMNS = f"{_NEW_JOB_COLUMNS}, {_UNIQUE_COLUMNS}, lease_token"
 # What a batch stores of each new job: the caller's columns, rebased on the
@@ -487,7 +493,8 @@ def _appended(history: str, event: str) -> str:
 def _insert_batch(s: str, first: int, *, unique: bool = False, where: str = "") -> str:
     """An insert of new jobs passed column by column as arrays from
     ``$first`` on (BATCH_ARRAYS, or UNIQUE_BATCH_ARRAYS with ``unique``),
-    rebased on the server's clock; ``unique_until`` is stored as given.
+    rebased on the server's clock (``unique_until`` too: the period ends as
+    long after the job's creation as the caller said).
     ``where`` (SQL) says whether to insert at all.
 
     WITH ORDINALITY + ORDER BY: the identity column follows the batch order,
@@ -496,7 +503,7 @@ def _insert_batch(s: str, first: int, *, unique: bool = False, where: str = "") 
     columns, rebased = _NEW_JOB_COLUMNS, _REBASED_COLUMNS
     types: tuple[str, ...] = _JOB_TYPES
     if unique:
-        columns, rebased = f"{columns}, {_UNIQUE_COLUMNS}", f"{rebased}, {_UNIQUE_COLUMNS}"
+        columns, rebased = f"{columns}, {_UNIQUE_COLUMNS}", f"{rebased}, {_REBASED_UNIQUE}"
         types += _UNIQUE_TYPES
     arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(types))
     return f"""INSERT INTO {s}.jobs ({columns})

@@ -345,15 +345,16 @@ def _extras(r: JobRecord) -> str:
 def _control(r: JobRecord) -> str | None:
     """The queue, priority and unique key of a new job: None for the default
     queue and priority without a key, else ``<priority>,<bytes of the
-    queue>,<1 with a key, 0 without>,<scope>,<unique_until in microseconds or
-    nothing>,<queue><key>``. The queue and the key go last, measured, since
+    queue>,<1 with a key, 0 without>,<scope>,<unique_until in microseconds
+    after created_at, or nothing>,<queue><key>``. The queue and the key go last, measured, since
     they may hold any character."""
     key = r.unique_key
     if key is None and r.queue == DEFAULT_QUEUE and r.priority == DEFAULT_PRIORITY:
         return None
     size = _bytes(r.queue)
     scope = "" if r.unique_scope is None else r.unique_scope.value
-    until = "" if r.unique_until is None else us(r.unique_until)
+    # The period's end after creation, rebased on the server's clock like the due time.
+    until = "" if r.unique_until is None else us(r.unique_until) - us(r.created_at)
     return f"{r.priority},{size},{int(key is not None)},{scope},{until},{r.queue}{key or ''}"
 
 

@@ -458,7 +458,8 @@ end
 
 -- The control of a new job: nil for the default queue and priority without a
 -- unique key, else priority ',' bytes of the queue ',' '1' with a unique key
--- ('0' without) ',' scope ',' end of the period (microseconds, or nothing) ','
+-- ('0' without) ',' scope ',' end of the period (microseconds after the job's
+-- creation, or nothing) ','
 -- then the queue and the key, which may hold any character. Returns a table of
 -- them (the one of the defaults is shared: callers write only into a table
 -- with a key), or nil when it cannot be read.
@@ -555,6 +556,11 @@ local function sort_out(first, n, now)
       break
     end
     local c = job.control
+    if c.key and c.until_text ~= '' then
+      -- Sent as an offset from the job's creation: the period ends after it
+      -- on the server's clock, as the due time does, whatever the sender's.
+      c.until_text = int(now + tonumber(c.until_text))
+    end
     local holder = c.key and taken[c.key]
     if c.key and not holder then
       local stored = redis.call('HGET', K_UNIQUE, c.key)

@@ -25,7 +25,13 @@ import pytest
 
 from masa_jobs import JobRecord, JobState
 from masa_jobs.queries import JobQuery
-from masa_jobs.records import DEFAULT_PRIORITY, DEFAULT_QUEUE, MAX_PRIORITY, UniqueScope
+from masa_jobs.records import (
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    MAX_PRIORITY,
+    UniqueScope,
+    utcnow,
+)
 from masa_jobs.stores.base import CancelFeed, Store
 
 from .test_job_store import (
@@ -34,6 +40,7 @@ from .test_job_store import (
     PENDING,
     SHORT_LEASE,
     WAIT_LIMIT_SECONDS,
+    assert_close,
     claim_order,
     ids,
     lease_expired,
@@ -156,13 +163,31 @@ async def test_queue_priority_and_key_round_trip_through_every_read(store: Store
         assert (got.queue, got.priority) == ("mail", 7)
         # A period key is held whatever the state, so every read still shows it.
         assert (got.unique_key, got.unique_scope) == (KEY, UniqueScope.PERIOD)
-        assert got.unique_until == until
+        # A network store rebases the period's end with the job's creation.
+        assert got.unique_until is not None
+        assert got.unique_until - got.created_at == until - record.created_at
 
     assert_fields(await stored(store, record.id))
     [listed] = (await store.list_jobs(JobQuery(), await store.now())).items
     assert_fields(listed)
     assert_fields(await claim_only(store, record, queues=["mail"]))
     assert_fields(await stored(store, record.id))
+
+
+@pytest.mark.network_store_only  # a local store uses this machine's clock by design
+async def test_a_period_from_a_clock_ahead_ends_after_its_length_on_the_store_s_clock(
+    store: Store,
+) -> None:
+    # An enqueuer whose clock is 2 h ahead asks for a key held for a minute.
+    created = whole_ms(utcnow()) + seconds(7200)
+    record = keyed(UniqueScope.PERIOD, until=created + seconds(60), created_at=created)
+    await add(store, record)
+
+    got = await stored(store, record.id)
+    assert got.unique_until is not None
+    assert got.unique_until - got.created_at == seconds(60)
+    # Held for a minute of the store's time, not for 2 h and a minute.
+    assert_close(got.unique_until, await store.now() + seconds(60))
 
 
 async def test_an_active_key_reads_back_while_it_is_held(store: Store) -> None:
