@@ -24,6 +24,7 @@ __all__ = [
     "cut",
     "duplicate_job",
     "first_repeated_id",
+    "refuse_repeated_ids",
     "shown",
     "translates_driver_errors",
 ]
@@ -86,6 +87,14 @@ def first_repeated_id(records: Sequence[JobRecord]) -> str | None:
             return record.id
         seen.add(record.id)
     return None
+
+
+def refuse_repeated_ids(store: str, records: Sequence[JobRecord], *, tick: bool = False) -> None:
+    """Raise ``DuplicateJobError`` for a batch that names an id twice, before
+    anything of it is stored."""
+    repeated = first_repeated_id(records)
+    if repeated is not None:
+        raise duplicate_job(store, repeated, in_batch=True, tick=tick)
 
 
 def duplicate_job(

@@ -38,7 +38,7 @@ from ..records import (
     utcnow,
 )
 from ._cancel_listeners import CancelListeners
-from ._errors import duplicate_job, first_repeated_id
+from ._errors import duplicate_job, refuse_repeated_ids
 from ._memory_due import DueQueues
 from ._memory_index import JobIndex
 from ._memory_unique import UniqueKeys
@@ -137,9 +137,7 @@ class MemoryJobStore:
 
     def _check_new(self, records: Sequence[JobRecord], *, tick: bool = False) -> None:
         """Refuse the batch (before storing any of it) if an id is taken or named twice."""
-        repeated = first_repeated_id(records)
-        if repeated is not None:
-            raise duplicate_job(_STORE, repeated, in_batch=True, tick=tick)
+        refuse_repeated_ids(_STORE, records, tick=tick)
         for record in records:
             if record.id in self._jobs:
                 raise duplicate_job(_STORE, record.id, tick=tick)

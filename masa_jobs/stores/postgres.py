@@ -80,7 +80,7 @@ from ..records import (
     decode_history,
     encode_history,
 )
-from ._errors import cut, duplicate_job, first_repeated_id, translates_driver_errors
+from ._errors import cut, duplicate_job, refuse_repeated_ids, translates_driver_errors
 from ._postgres_listing import (
     Listing,
     count_arguments,
@@ -90,7 +90,13 @@ from ._postgres_listing import (
     list_arguments,
 )
 from ._postgres_settings import PostgresSettings, describe_dsn
-from ._postgres_sql import SCHEMA_VERSION, Statements, advisory_lock_key, migrations
+from ._postgres_sql import (
+    BATCH_ARRAYS,
+    SCHEMA_VERSION,
+    Statements,
+    advisory_lock_key,
+    migrations,
+)
 from ._postgres_tx import TRANSACTION_CONNECTIONS, in_transaction, savepoint
 from ._postgres_wakeup import LOST_CONNECTION_ERRORS, Look, WakeUps
 from ._unavailable import reports_unavailable
@@ -330,6 +336,15 @@ class PostgresJobStore:
             "a value too large)."
         )
 
+    def _cannot_write_now(self, call: str, exc: Exception, then: str = "") -> StoreError:
+        """A server that answers but cannot write for now (``then``: what the
+        caller does next, if more than waiting)."""
+        return StoreUnavailableError(
+            f"PostgreSQL store at {self._address} cannot serve {call} now "
+            f"({type(exc).__name__}: {cut(_reason(exc))}); nothing was written. "
+            f"{_not_now_fix(exc)}{then}"
+        )
+
     def _driver_error(self, call: str, exc: Exception) -> StoreError | None:
         """The error for any other exception of asyncpg; see ``translates_driver_errors``."""
         if self._unavailable_after(exc) is not None or not isinstance(exc, _DRIVER_ERRORS):
@@ -337,11 +352,7 @@ class PostgresJobStore:
         if isinstance(exc, _REFUSED_VALUE_ERRORS):
             return self._rejected(call, exc)
         if isinstance(exc, _CANNOT_WRITE_NOW_ERRORS):
-            return StoreUnavailableError(
-                f"PostgreSQL store at {self._address} cannot serve {call} now "
-                f"({type(exc).__name__}: {cut(_reason(exc))}); nothing was written. "
-                f"{_not_now_fix(exc)}"
-            )
+            return self._cannot_write_now(call, exc)
         return StoreError(
             f"PostgreSQL store at {self._address}: {call} failed ({type(exc).__name__}: "
             f"{cut(_reason(exc))}). This is neither a connection failure nor a refused "
@@ -364,28 +375,26 @@ class PostgresJobStore:
     async def add(self, records: Sequence[JobRecord]) -> builtins.list[str]:
         if not records:
             return []
-        self._refuse_repeated_ids(records)
+        refuse_repeated_ids(self._name, records)
         try:
             if _has_keys(records):
                 pool = self._require_pool()
                 async with pool.acquire() as connection, connection.transaction():
                     return await self._add_unique(connection, records)
-            if len(records) == 1:
-                await self._require_pool().execute(
-                    self._sql.add_one, *_job_values(records[0]), self._sql.channel
-                )
-            else:
-                await self._require_pool().execute(
-                    self._sql.add, *_job_arrays(records), self._sql.channel
-                )
+            await self._add_plain(self._require_pool(), records)
         except asyncpg.UniqueViolationError as exc:
             raise duplicate_job(self._name, _duplicate_id(exc, records)) from exc
         return [record.id for record in records]
 
-    def _refuse_repeated_ids(self, records: Sequence[JobRecord]) -> None:
-        repeated = first_repeated_id(records)
-        if repeated is not None:
-            raise duplicate_job(self._name, repeated, in_batch=True)
+    async def _add_plain(
+        self, executor: asyncpg.Pool | asyncpg.Connection, records: Sequence[JobRecord]
+    ) -> None:
+        """Insert records without unique keys in one statement, on the pool or
+        the application's connection: one job from scalars, a batch from arrays."""
+        if len(records) == 1:
+            await executor.execute(self._sql.add_one, *_job_values(records[0]), self._sql.channel)
+        else:
+            await executor.execute(self._sql.add, *_job_arrays(records), self._sql.channel)
 
     async def _add_unique(
         self, connection: asyncpg.Connection, records: Sequence[JobRecord]
@@ -434,12 +443,12 @@ class PostgresJobStore:
             driver = await in_transaction(connection)
             if not records:
                 return []
-            self._refuse_repeated_ids(records)
+            refuse_repeated_ids(self._name, records)
             try:
                 if _has_keys(records):
                     async with savepoint(driver):
                         return await self._add_unique(driver, records)
-                await driver.execute(self._sql.add, *_job_arrays(records), self._sql.channel)
+                await self._add_plain(driver, records)
             except asyncpg.UniqueViolationError as exc:
                 raise duplicate_job(self._name, _duplicate_id(exc, records)) from exc
             return [record.id for record in records]
@@ -525,10 +534,8 @@ class PostgresJobStore:
         if isinstance(exc, _REFUSED_VALUE_ERRORS):
             return self._rejected(call, exc)
         if isinstance(exc, _CANNOT_WRITE_NOW_ERRORS):
-            return StoreUnavailableError(
-                f"PostgreSQL store at {self._address} cannot serve {call} now "
-                f"({type(exc).__name__}: {cut(_reason(exc))}); nothing was written. "
-                f"{_not_now_fix(exc)} Roll the transaction back, then run it again"
+            return self._cannot_write_now(
+                call, exc, then=" Roll the transaction back, then run it again"
             )
         if isinstance(exc, _DRIVER_ERRORS):
             return StoreError(
@@ -886,27 +893,13 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 def _job_arrays(
     records: Sequence[JobRecord], *, unique: bool = False
 ) -> tuple[builtins.list[Any], ...]:
-    """The records column by column, for a batch insert through ``unnest``;
-    the unique key columns only with ``unique``."""
-    columns = (
-        [r.id for r in records],
-        [r.name for r in records],
-        [r.payload for r in records],
-        [r.state.value for r in records],
-        [r.created_at for r in records],
-        [r.next_try_at for r in records],
-        [r.attempts for r in records],
-        [r.last_try_at for r in records],
-        [r.last_error for r in records],
-        [_encode_handlers(r.done_handlers) for r in records],
-        [r.lease_owner for r in records],
-        [r.lease_expires_at for r in records],
-        [r.finished_at for r in records],
-        [r.headers for r in records],
-        [encode_history(r.history) if r.history else _NO_EVENTS for r in records],
-        [r.queue for r in records],
-        [r.priority for r in records],
-    )
+    """The records column by column, for a batch insert through ``unnest``:
+    ``_job_values`` transposed (empty columns for no record, as a recurring
+    job's tick without a job sends); the unique key columns only with
+    ``unique``."""
+    columns = tuple(list(column) for column in zip(*map(_job_values, records), strict=True))
+    if not records:
+        columns = tuple([] for _ in range(BATCH_ARRAYS))
     if not unique:
         return columns
     return (
@@ -938,7 +931,7 @@ def _outcome_arguments(worker_id: str, outcomes: Sequence[JobOutcome]) -> tuple[
 
 
 def _job_values(r: JobRecord) -> tuple[Any, ...]:
-    """One record's columns, in the order of ``_job_arrays``."""
+    """One new record's columns, in the order of the insert's parameters."""
     return (
         r.id,
         r.name,

@@ -130,7 +130,7 @@ from ..records import (
     WorkerInfo,
 )
 from ._cancel_listeners import CancelListeners
-from ._errors import cut, duplicate_job, first_repeated_id, translates_driver_errors
+from ._errors import cut, duplicate_job, refuse_repeated_ids, translates_driver_errors
 from ._listing import created_bounds_us, stored_states
 from ._redis_codec import (
     CLAIM_FIELDS,
@@ -284,9 +284,7 @@ class RedisJobStore:
     async def add(self, records: Sequence[JobRecord]) -> builtins.list[str]:
         if not records:
             return []
-        repeated = first_repeated_id(records)
-        if repeated is not None:
-            raise duplicate_job(self._name, repeated, in_batch=True)
+        refuse_repeated_ids(self._name, records)
         args: list[Any] = []
         for record in records:
             args += job_args(record)

@@ -104,7 +104,7 @@ from ..records import (
     utcnow,
 )
 from ._cancel_listeners import CancelListeners
-from ._errors import duplicate_job, first_repeated_id
+from ._errors import duplicate_job, refuse_repeated_ids
 from ._sqlite_connection import (
     DEFAULT_BUSY_TIMEOUT_SECONDS,
     DEFAULT_TABLE_PREFIX,
@@ -308,17 +308,8 @@ class SqliteJobStore:
     async def add(self, records: Sequence[JobRecord]) -> builtins.list[str]:
         if not records:
             return []
-        repeated = first_repeated_id(records)
-        if repeated is not None:
-            raise duplicate_job(self._name, repeated, in_batch=True)
-        keys = [record.unique_key for record in records]
-        if all(key is None for key in keys):
-            # The common case keeps its one executemany, and stores every record.
-            await self._run(self._add, [row_from_record(record) for record in records])
-            self._wake()
-            return [record.id for record in records]
-        rows = [keyed_row(record) for record in records]
-        answer: list[str] = await self._run(self._add_keyed, rows, keys)
+        refuse_repeated_ids(self._name, records)
+        answer: list[str] = await self._run(self._add_records, records)
         if _stored_any(answer, records):
             self._wake()
         return answer
@@ -332,18 +323,10 @@ class SqliteJobStore:
         application = joined_connection(connection, self._path)
         if not records:
             return []
-        repeated = first_repeated_id(records)
-        if repeated is not None:
-            raise duplicate_job(self._name, repeated, in_batch=True)
-        keys = [record.unique_key for record in records]
+        refuse_repeated_ids(self._name, records)
         try:
             begin_if_idle(application)
-            if all(key is None for key in keys):
-                self._add(application, [row_from_record(record) for record in records], savepoint)
-                answer = [record.id for record in records]
-            else:
-                rows = [keyed_row(record) for record in records]
-                answer = self._add_keyed(application, rows, keys, savepoint)
+            answer = self._add_records(application, records, savepoint)
         except _DRIVER_ERRORS as exc:
             raise self._store_error(exc) from exc
         if _stored_any(answer, records):
@@ -353,6 +336,21 @@ class SqliteJobStore:
             # them at once. A later commit is found by the store's poll.
             self._wake()
         return answer
+
+    def _add_records(
+        self,
+        connection: sqlite3.Connection,
+        records: Sequence[JobRecord],
+        within: _Within = write_transaction,
+    ) -> list[str]:
+        """Insert ``records`` within ``within`` (the store's own transaction, or
+        a savepoint of the application's); the id standing for each."""
+        keys = [record.unique_key for record in records]
+        if all(key is None for key in keys):
+            # The common case keeps its one executemany, and stores every record.
+            self._add(connection, [row_from_record(record) for record in records], within)
+            return [record.id for record in records]
+        return self._add_keyed(connection, [keyed_row(r) for r in records], keys, within)
 
     def _add(
         self, connection: sqlite3.Connection, rows: list[Row], within: _Within = write_transaction
