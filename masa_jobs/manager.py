@@ -278,8 +278,6 @@ class DefaultJobManager:
         ):
             asked = asked_control(queue, priority, unique_key, unique_scope, unique_for, "enqueue")
         record = self._new_record(args, delay, self._now(), timeout, asked)
-        if connection is None:
-            return _job_ids([record], await self._store_new([record]))[0]
         return _job_ids([record], await self._store_new([record], connection))[0]
 
     async def enqueue_many(
@@ -297,8 +295,6 @@ class DefaultJobManager:
         records = [self._new_record(args, delay, now, timeout, asked) for args, delay in jobs]
         if not records:
             return []
-        if connection is None:
-            return _job_ids(records, await self._store_new(records))
         return _job_ids(records, await self._store_new(records, connection))
 
     def _now(self) -> datetime:
@@ -315,9 +311,7 @@ class DefaultJobManager:
             return await add(records)
         return await self._add_observed(records, self._observers, add)
 
-    def _adding_in(
-        self, connection: object
-    ) -> Callable[[Sequence[JobRecord]], Awaitable[builtins.list[str]]]:
+    def _adding_in(self, connection: object) -> _Add:
         store = self._store
         if not isinstance(store, TransactionalStore):
             raise TransactionError(
