@@ -19,15 +19,15 @@ import anyio
 
 from masa_jobs import JobManager, JobState, MasaApp
 from masa_jobs.queries import EXACT_COUNT_LIMIT
+from masa_jobs.records import DEFAULT_QUEUE
 
 from ._bench_build import built_app, fill
 from ._bench_fleet import WorkerFleet, worker_fleet
 from ._bench_settings import StoreChoice
 from ._bench_stores import bench_store
 
-__all__ = ["DEFAULT_QUEUE", "Disturbance", "Drained", "drain", "fleet_run", "paused_batch"]
+__all__ = ["Disturbance", "Drained", "drain", "fleet_run", "paused_batch"]
 
-DEFAULT_QUEUE = "default"
 # Counting competes with the workers for the store (on PostgreSQL a count
 # reads up to 10,000 index entries per state), so the counts are polled at a
 # quarter of the time the batch seems to need still, within these bounds:

@@ -11,11 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ._bench_settings import NO_TARGETS, TARGETS, BenchResult, BenchSettings
-from ._bench_stats import latency_summary
+from ._bench_stats import latency_summary, mib
 
 __all__ = ["phases_report", "print_table", "settings_report"]
 
-MIB = 1024 * 1024
 # The bars the scenarios are held to.
 PROCESSES_TARGET = (4, 1.6)  # 4 processes on one PostgreSQL or Redis: 1.6x one
 PROCESSES_TARGET_STORES = frozenset({"postgres", "redis"})
@@ -42,14 +41,13 @@ def settings_report(settings: BenchSettings, backend: str) -> dict[str, Any]:
 def phases_report(result: BenchResult) -> dict[str, Any]:
     """The keys of the one-process phases (``--scenarios phases``, the default)."""
     targets = TARGETS.get(result.settings.store.value, NO_TARGETS)
-    peak = result.peak_rss_bytes
     return {
         "enqueue_single_jobs_per_s": round(result.enqueue_single_per_s),
         "enqueue_bulk_jobs_per_s": round(result.enqueue_bulk_per_s),
         "end_to_end_jobs_per_s": round(result.end_to_end_per_s),
         "end_to_end_seconds": round(result.end_to_end_seconds, 4),
         "pickup_latency_ms": latency_summary(result.pickup_ms),
-        "peak_rss_mib": None if peak is None else round(peak / MIB, 1),
+        "peak_rss_mib": mib(result.peak_rss_bytes),
         "targets": {
             "end_to_end_jobs_per_s": targets.end_to_end_per_s,
             "pickup_p50_ms": targets.pickup_p50_ms,

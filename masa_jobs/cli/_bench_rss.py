@@ -15,6 +15,7 @@ import anyio
 
 from ._bench_fleet import BENCH_APP, MEMORY_BENCH_APP, vm_rss_bytes, worker_fleet
 from ._bench_settings import BenchSettings, StoreChoice
+from ._bench_stats import mib
 from ._bench_stores import bench_store
 
 __all__ = ["measure_rss"]
@@ -23,7 +24,6 @@ ALWAYS_MEASURED = (StoreChoice("memory"), StoreChoice("sqlite"))
 # Lets the first poll, heartbeat and scheduler pass run (and import what they
 # need) before the size is read.
 IDLE_SECONDS = 2.0
-MIB = 1024 * 1024
 
 
 async def measure_rss(settings: BenchSettings, backend: str) -> dict[str, Any]:
@@ -47,4 +47,4 @@ async def _idle_rss(store: StoreChoice, backend: str) -> float | None:
                 size = vm_rss_bytes(worker.pid)
             finally:
                 await fleet.stop()
-    return None if size is None else round(size / MIB, 1)
+    return mib(size)

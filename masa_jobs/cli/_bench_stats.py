@@ -1,16 +1,22 @@
-"""Percentiles of latency samples, as ``masa-jobs bench`` reports them."""
+"""Percentiles of latency samples and sizes in MiB, as ``masa-jobs bench`` reports them."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
-__all__ = ["latency_summary", "percentile"]
+__all__ = ["latency_summary", "mib", "percentile"]
 
 # The ranks every latency is reported at, with its maximum.
 REPORTED_PERCENTILES = (50, 90, 99)
 # Decimal places of a millisecond kept in the report: a microsecond and a bit.
 MS_DIGITS = 4
+MIB = 1024 * 1024
+
+
+def mib(size: int | None) -> float | None:
+    """A size in bytes as MiB with one decimal; None when unknown."""
+    return None if size is None else round(size / MIB, 1)
 
 
 def percentile(samples: Sequence[float], percent: float) -> float:
