@@ -35,6 +35,7 @@ from masa_jobs.records import utcnow
 from masa_jobs.stores.sqlite import SqliteJobStore
 
 from .app import RECORD_FILE_VARIABLE, Work, WorkJob
+from .both_backends import anyio_backend  # noqa: F401 (asyncio and trio)
 from .conftest import StoreUnderTest
 from .harness import WorkerFleet, observer, read_records, wait_until
 
@@ -45,17 +46,6 @@ HANG_GUARD_SECONDS = 20.0
 # A worker's own poll interval, set so long that only a wake-up or the
 # store's cross-process poll (at most a second) can end its wait.
 NO_POLL_SECONDS = 60.0
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", {}), id="asyncio"),
-        pytest.param(("trio", {}), id="trio"),
-    ]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
-    # The integration conftest runs on asyncio only; SQLite runs on trio too.
-    return request.param  # type: ignore[no-any-return]
 
 
 @pytest.fixture

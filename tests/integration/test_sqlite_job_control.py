@@ -34,6 +34,8 @@ from masa_jobs.records import (
 from masa_jobs.stores._sqlite_schema import MIGRATIONS, SCHEMA_VERSION, Statements, to_us
 from masa_jobs.stores.sqlite import SqliteJobStore
 
+from .both_backends import anyio_backend  # noqa: F401 (asyncio and trio)
+
 pytestmark = pytest.mark.anyio
 
 LEASE = timedelta(seconds=60)
@@ -47,17 +49,6 @@ BACKLOG = 2000
 # VM steps a statement may take beyond its cost with half the backlog: room
 # for a deeper B-tree, far below a walk over the BACKLOG jobs added.
 STEP_ALLOWANCE = 50
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", {}), id="asyncio"),
-        pytest.param(("trio", {}), id="trio"),
-    ]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
-    # The integration conftest runs on asyncio only; SQLite runs on trio too.
-    return request.param  # type: ignore[no-any-return]
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ from masa_jobs.records import utcnow
 from masa_jobs.stores.sqlite import SqliteJobStore
 from masa_jobs.worker import Worker
 
+from .both_backends import anyio_backend  # noqa: F401 (asyncio and trio)
 from .harness import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -62,17 +63,6 @@ NO_POLL_SECONDS = 60.0
 # A commit seen by an idle worker within the store's poll, plus slack for a
 # busy machine.
 PICKUP_LIMIT_SECONDS = 1.0 + 2.0
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", {}), id="asyncio"),
-        pytest.param(("trio", {}), id="trio"),
-    ]
-)
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
-    # The integration conftest runs on asyncio only; SQLite runs on trio too.
-    return request.param  # type: ignore[no-any-return]
 
 
 # -- jobs and handlers ------------------------------------------------------------------
