@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -69,7 +69,26 @@ def current_job() -> JobContext:
 def running(record: JobRecord, completion: _Completes | None = None) -> Iterator[JobContext]:
     """Make ``record`` the current job for the duration of the block;
     ``completion`` is what its ``complete_in`` writes through, if anything."""
-    context = JobContext(
+    context = _context_of(record, completion)
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
+
+
+def enter_job(record: JobRecord, completion: _Completes | None = None) -> Token[JobContext | None]:
+    """``running`` without the context manager, for the worker's path of every
+    job: the caller passes the returned token to ``leave_job`` when the run ends."""
+    return _current.set(_context_of(record, completion))
+
+
+def leave_job(token: Token[JobContext | None]) -> None:
+    _current.reset(token)
+
+
+def _context_of(record: JobRecord, completion: _Completes | None) -> JobContext:
+    return JobContext(
         id=record.id,
         name=record.name,
         attempt=record.attempts,
@@ -77,8 +96,3 @@ def running(record: JobRecord, completion: _Completes | None = None) -> Iterator
         lease_token=record.lease_token,
         _completion=completion,
     )
-    token = _current.set(context)
-    try:
-        yield context
-    finally:
-        _current.reset(token)

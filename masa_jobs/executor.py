@@ -11,6 +11,7 @@ import re
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -21,11 +22,11 @@ from pydantic import BaseModel, ValidationError
 from ._completion import CompletionSource, RunCompletion
 from ._observe import Observers
 from ._timeouts import stored_timeout
-from .context import running
+from .context import enter_job, leave_job
 from .jobs import BackgroundJob, BackgroundScheduleJob, get_job_timeout, handler_name
 from .options import DEFAULT_UNKNOWN_JOB_TIMEOUT_SECONDS
 from .records import JobOutcome, JobRecord, JobState, utcnow
-from .registry import JobRegistry
+from .registry import HandlerType, JobRegistry
 from .retry import RetryPolicy
 from .schedules import SCHEDULE_JOB_PREFIX, ScheduleTick
 
@@ -48,6 +49,19 @@ UNKNOWN_JOB_WARNING_SECONDS = 60.0
 # How a waiting job's last_error says since when it waits.
 _WAITING_SINCE = "waiting since"
 _WAITING_SINCE_PATTERN = re.compile(rf"{_WAITING_SINCE} (\S+) for a worker that has it")
+
+
+@dataclass(frozen=True, slots=True)
+class _JobKind:
+    """What running a job of one name takes, looked up once per name (the
+    registry does not change once built)."""
+
+    args_type: type[BaseModel]
+    # (handler name, handler class), in the order they run.
+    handlers: tuple[tuple[str, HandlerType], ...]
+    handler_names: tuple[str, ...]
+    # The args class's timeout, else the option's.
+    timeout: float | None
 
 
 class JobExecutor:
@@ -73,6 +87,9 @@ class JobExecutor:
         self._unknown_job_timeout = timedelta(seconds=unknown_job_timeout)
         # Handler names are computed once per class, not once per job.
         self._names: dict[type[Any], str] = {}
+        # Known job names only: unknown ones (from a store full of junk, say)
+        # must not grow it.
+        self._kinds: dict[str, _JobKind] = {}
         # Unknown job name -> when it was last warned about (monotonic seconds).
         self._unknown_warned: dict[str, float] = {}
 
@@ -86,10 +103,13 @@ class JobExecutor:
         if done is None:
             done = list(record.done_handlers)
         completion = None if self._completions is None else self._completions.of(record, done)
-        if self._observers is not None:
-            return await self._run_observed(record, done, completion, self._observers)
-        with running(record, completion):
+        token = enter_job(record, completion)
+        try:
+            if self._observers is not None:
+                return await self._run_observed(record, done, completion, self._observers)
             return await self._dispatch(record, done, completion)
+        finally:
+            leave_job(token)
 
     async def _run_observed(
         self,
@@ -103,11 +123,10 @@ class JobExecutor:
         observers.job_started(record)
         began = time.perf_counter()
         tracer = observers.tracer()
-        with running(record, completion):
-            if tracer is None:
-                outcome = await self._dispatch(record, done, completion)
-            else:
-                outcome = await self._run_traced(record, done, completion, tracer)
+        if tracer is None:
+            outcome = await self._dispatch(record, done, completion)
+        else:
+            outcome = await self._run_traced(record, done, completion, tracer)
         observers.job_finished(record, outcome, time.perf_counter() - began)
         return outcome
 
@@ -146,7 +165,30 @@ class JobExecutor:
         return self._failed(record, error, tuple(done))
 
     def _timeout_of(self, record: JobRecord) -> float | None:
-        return timeout_of(record, self._registry, self._job_timeout)
+        """``timeout_of``, with the class's timeout looked up once per name."""
+        if record.headers is not None:
+            stored = stored_timeout(record.headers)
+            if stored is not None:
+                return stored
+        kind = self._kind_of(record.name)
+        return self._job_timeout if kind is None else kind.timeout
+
+    def _kind_of(self, name: str) -> _JobKind | None:
+        kind = self._kinds.get(name)
+        if kind is not None:
+            return kind
+        args_type = self._registry.args_type(name)
+        if args_type is None:
+            return None
+        handlers = tuple((self._name_of(h), h) for h in self._registry.handlers(name))
+        declared = get_job_timeout(args_type)
+        kind = self._kinds[name] = _JobKind(
+            args_type=args_type,
+            handlers=handlers,
+            handler_names=tuple(name for name, _ in handlers),
+            timeout=self._job_timeout if declared is None else declared,
+        )
+        return kind
 
     async def _dispatch_now(
         self, record: JobRecord, done: list[str], completion: RunCompletion | None
@@ -158,23 +200,21 @@ class JobExecutor:
     async def _run_job(
         self, record: JobRecord, done: list[str], completion: RunCompletion | None
     ) -> JobOutcome:
-        args_type = self._registry.args_type(record.name)
-        if args_type is None:
+        kind = self._kind_of(record.name)
+        if kind is None:
             return self._unknown(record, record.name, "no handler for this job name")
         try:
-            args = args_type.model_validate_json(record.payload)
+            args = kind.args_type.model_validate_json(record.payload)
         except ValidationError as exc:
             return _dead(
                 record,
                 f"the stored args of job {record.name!r} no longer validate as "
-                f"{args_type.__qualname__}: {exc}",
+                f"{kind.args_type.__qualname__}: {exc}",
             )
         failures: list[str] = []
-        handler_types = self._registry.handlers(record.name)
         if completion is not None:
-            completion.handlers = tuple(self._name_of(h) for h in handler_types)
-        for handler_type in handler_types:
-            name = self._name_of(handler_type)
+            completion.handlers = kind.handler_names
+        for name, handler_type in kind.handlers:
             if name in done:
                 continue
             if completion is not None:

@@ -16,7 +16,6 @@ unrun if that is refused; claims exclude the jobs this worker still holds.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import socket
@@ -29,9 +28,9 @@ from uuid import uuid4
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._completion import Completions
+from ._job_feed import JobFeed
 from ._leases import HeldJobs
 from ._observe import observers_for
 from ._outage import OutageLog
@@ -70,6 +69,8 @@ FIRST_ERROR_BACKOFF_SECONDS = 0.05
 # another claimer's in flight. Doubling up to the cap, so the loop never spins.
 EMPTY_CLAIM_PAUSE_SECONDS = 0.005
 MAX_EMPTY_CLAIM_PAUSE_SECONDS = 0.5
+# Prefetched jobs are topped up once this fraction (1/n) of them has started.
+PREFETCH_TOP_UP_DIVISOR = 2
 # A stopping worker gives up recording outcomes after this long; the jobs
 # concerned come back when their leases expire.
 FINAL_FLUSH_TIMEOUT_SECONDS = 10.0
@@ -109,6 +110,10 @@ class Worker:
         self._lease = timedelta(seconds=options.lease_timeout)
         prefetch = options.concurrency if options.prefetch is None else options.prefetch
         self._max_held = options.concurrency + prefetch
+        # While every consumer is busy, the prefetched jobs are topped up in
+        # chunks of at least this many: a claim per freed slot would cost a
+        # store round trip (and a query plan) for a job or two.
+        self._top_up_at = max(1, min(options.batch_size, prefetch) // PREFETCH_TOP_UP_DIVISOR)
         self._slots = QueueSlots(options.queue_plan)
         self._cancel_listening = False
         self._renew_now: anyio.Event | None = None
@@ -208,44 +213,40 @@ class Worker:
         self._in_flight = 0
 
     async def _serve(self, task_status: TaskStatus[None]) -> None:
-        send, receive = anyio.create_memory_object_stream[JobRecord](max_buffer_size=math.inf)
+        feed = JobFeed()
         async with anyio.create_task_group() as services:
             services.start_soon(self._heartbeat_loop)
             services.start_soon(self._maintenance_loop)
             async with anyio.create_task_group() as consumers:
-                with receive:
-                    for _ in range(self._options.concurrency):
-                        consumers.start_soon(self._consume, receive.clone())
+                for _ in range(self._options.concurrency):
+                    consumers.start_soon(self._consume, feed)
                 task_status.started()
-                with send:
-                    await self._claim_loop(send)
+                try:
+                    await self._claim_loop(feed)
+                finally:
+                    feed.close()
                 services.start_soon(self._cancel_running_after, self._options.shutdown_timeout)
             services.cancel_scope.cancel()
 
     # -- claiming -----------------------------------------------------------------------
 
-    async def _claim_loop(self, send: MemoryObjectSendStream[JobRecord]) -> None:
+    async def _claim_loop(self, feed: JobFeed) -> None:
         empty_claims = 0
         with anyio.CancelScope() as self._claim_scope:
             while not self._stop_requested:
                 free = self._max_held - self._in_flight
                 wanted = min(self._options.batch_size, free)
-                rounds = self._slots.rounds(wanted) if free > 0 else []
+                rounds = self._slots.rounds(wanted) if self._worth_claiming(free) else []
                 if not rounds:
-                    # Every slot, or every served queue's cap, is taken.
+                    # Every slot, or every served queue's cap, is taken (or
+                    # too few slots are free to be worth a claim yet).
                     self._slot_freed = anyio.Event()
                     await self._slot_freed.wait()
                     continue
                 jobs, starved = await self._claim_rounds(rounds, wanted)
                 self._in_flight += len(jobs)
-                try:
-                    for job in jobs:
-                        send.send_nowait(job)
-                except anyio.BrokenResourceError:
-                    # The consumers are gone (the worker is being cancelled):
-                    # the held jobs are put back by _release_abandoned.
-                    await anyio.lowlevel.checkpoint()
-                    raise
+                for job in jobs:
+                    feed.put(job)
                 empty_claims = 0 if jobs else empty_claims + 1
                 if empty_claims > 1:
                     pause = EMPTY_CLAIM_PAUSE_SECONDS * 2 ** min(empty_claims - 2, 10)
@@ -253,6 +254,13 @@ class Worker:
                 if starved:
                     await self._wait_for_work(_served(rounds))
         self._claim_scope = None
+
+    def _worth_claiming(self, free: int) -> bool:
+        """Claim at once when a consumer is idle; otherwise wait until enough
+        prefetched jobs have started to claim a chunk."""
+        if free <= 0:
+            return False
+        return self._in_flight < self._options.concurrency or free >= self._top_up_at
 
     async def _claim_rounds(
         self, rounds: list[ClaimRound], wanted: int
@@ -338,30 +346,61 @@ class Worker:
 
     # -- running ------------------------------------------------------------------------
 
-    async def _consume(self, receive: MemoryObjectReceiveStream[JobRecord]) -> None:
-        with receive:
-            async for record in receive:
-                if self._stop_requested:
-                    # Claimed but never started: hand it back as if untouched.
-                    self._add_outcome(_released(record, started=False))
-                    continue
-                if not await self._held.live(record.id):
-                    self._drop(record.id)
-                    continue
-                await self._execute(record)
+    async def _consume(self, feed: JobFeed) -> None:
+        # One cancel scope serves this consumer's runs one after another and
+        # is replaced only once cancelled: a scope per job would cost more
+        # than a short job's run. ``running`` holds the job being run (with
+        # its handlers done so far), for when its run is cancelled.
+        running: list[tuple[JobRecord, list[str]]] = []
+        while True:
+            with anyio.CancelScope() as scope:
+                if await self._consume_in(scope, feed, running):
+                    return
+            if running:
+                self._interrupted(*running.pop())
 
-    async def _execute(self, record: JobRecord) -> None:
-        outcome: JobOutcome | None = None
-        done = list(record.done_handlers)
-        with anyio.CancelScope() as scope:
+    async def _consume_in(
+        self,
+        scope: anyio.CancelScope,
+        feed: JobFeed,
+        running: list[tuple[JobRecord, list[str]]],
+    ) -> bool:
+        """Run jobs from ``feed``: True once it is closed and empty, False
+        when ``scope`` was cancelled as a run ended (a new one is needed).
+
+        The scope is reachable (through ``_job_scopes``) only while a job
+        runs, and a cancel that the run did not notice ends this loop before
+        its next await: a cancellation never lands between two jobs, where it
+        would drop a job taken from the feed.
+        """
+        while True:
+            record = await feed.get()
+            if record is None:
+                return True
+            if self._stop_requested:
+                # Claimed but never started: hand it back as if untouched.
+                self._add_outcome(_released(record, started=False))
+                continue
+            if not await self._held.live(record.id):
+                self._drop(record.id)
+                continue
+            done = list(record.done_handlers)
+            running.append((record, done))
             self._job_scopes[record.id] = scope
             try:
                 outcome = await self._executor.run(record, done)
             finally:
                 self._job_scopes.pop(record.id, None)
-        if outcome is None and self._held.is_lost(record.id):
-            # Stopped because the job is no longer ours: there is no outcome
-            # to record, the store already says what became of it.
+            running.pop()
+            self._add_outcome(outcome)
+            if scope.cancel_called:
+                return False
+
+    def _interrupted(self, record: JobRecord, done: list[str]) -> None:
+        """A run cancelled by this worker: the job is no longer ours, or the
+        worker stops and the run outlasted ``shutdown_timeout``."""
+        if self._held.is_lost(record.id):
+            # No outcome to record: the store already says what became of it.
             logger.info(
                 "job %s (%s) stopped: its lease is gone (cancelled by an operator, or "
                 "claimed again after it lapsed)",
@@ -370,12 +409,10 @@ class Worker:
             )
             self._drop(record.id)
             return
-        if outcome is None:
-            logger.warning(
-                "job %s (%s) was interrupted by shutdown; put back as due", record.id, record.name
-            )
-            outcome = _released(record, started=True, done=tuple(done))
-        self._add_outcome(outcome)
+        logger.warning(
+            "job %s (%s) was interrupted by shutdown; put back as due", record.id, record.name
+        )
+        self._add_outcome(_released(record, started=True, done=tuple(done)))
 
     def _drop(self, job_id: str) -> None:
         """Forget a claimed job without running it (its lease is no longer ours)."""
