@@ -1,8 +1,8 @@
 """The worker: claim due jobs, run them, record what happened.
 
 One claim loop feeds a fixed set of ``concurrency`` consumer tasks through a
-memory object stream (a task per job would cap throughput at the rate anyio
-can spawn tasks). Outcomes are collected and written back in batches by one
+``JobFeed`` (a task per job would cap throughput at the rate anyio can spawn
+tasks). Outcomes are collected and written back in batches by one
 flusher, so a durable store pays one round trip for many jobs.
 
 Leases are fenced: every claim hands out a lease token, and renewals and
