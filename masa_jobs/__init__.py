@@ -1,9 +1,15 @@
 """masa-jobs: typed background jobs on a dependency-injector container.
 
 Everything public is re-exported here; the submodules are implementation.
+Two names are imported when first used, as few processes need them: the
+in-memory store (a process on another store never loads it, nor
+sortedcontainers) and the synchronous facade (a worker never loads it).
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from ._redact import redact
 from .app import MasaApp
@@ -63,10 +69,13 @@ from .records import (
 from .registry import JobRegistry
 from .retry import RetryPolicy
 from .scheduler import Scheduler
-from .stores import JobStore, MemoryJobStore
+from .stores import JobStore
 from .stores.base import CancelFeed, OperatorStore, ScheduleStore, Store, TransactionalStore
-from .sync import SyncJobManager
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .stores.memory import MemoryJobStore
+    from .sync import SyncJobManager
 
 __version__ = "0.1.0"
 
@@ -138,3 +147,15 @@ __all__ = [
     "job_options",
     "redact",
 ]
+
+# Exported names imported on first use (see the module's docstring), by module.
+_LAZY = {"MemoryJobStore": ".stores.memory", "SyncJobManager": ".sync"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later uses do not come back here
+    return value

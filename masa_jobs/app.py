@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -21,7 +22,6 @@ import anyio
 from ._config_sources import CONFIG_FILE_VARIABLE, ENV_PREFIX, layered_config
 from ._redact import redact
 from .exceptions import ConfigurationError, MasaAlreadyBuiltError, MasaNotBuiltError
-from .stores.memory import MemoryJobStore
 
 if TYPE_CHECKING:
     from .manager import JobManager
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .stores.base import JobStore
     from .worker import Worker
 
-__all__ = ["MasaApp", "describe_store", "find_jobs_container"]
+__all__ = ["MasaApp", "describe_store", "find_jobs_container", "is_memory_store"]
 
 logger = logging.getLogger("masa_jobs")
 # The line naming the store at build; the CLI's worker says it in its start line.
@@ -230,7 +230,7 @@ def _apply_config_sources(jobs: Any) -> None:
 
 def _refuse_memory_without_worker(jobs: Any) -> None:
     options: BackgroundJobOptions = jobs.options()
-    if options.disable_background_job and isinstance(jobs.job_store(), MemoryJobStore):
+    if options.disable_background_job and is_memory_store(jobs.job_store()):
         raise ConfigurationError(
             "options.disable_background_job is true (this process only enqueues) but the store "
             "is the in-memory one, whose jobs no other process can see: they would never run. "
@@ -240,9 +240,20 @@ def _refuse_memory_without_worker(jobs: Any) -> None:
         )
 
 
+def is_memory_store(store: object) -> bool:
+    """Whether ``store`` is a ``MemoryJobStore`` (or a subclass).
+
+    Without importing the in-memory store: a process whose store is another
+    never loads it (nor sortedcontainers), and no object can be an instance of
+    a class whose module was never imported.
+    """
+    memory = sys.modules.get("masa_jobs.stores.memory")
+    return memory is not None and isinstance(store, memory.MemoryJobStore)
+
+
 def describe_store(store: object) -> str:
     """The store in a few words, without a password (for logs and start lines)."""
-    if isinstance(store, MemoryJobStore):
+    if is_memory_store(store):
         return "memory (jobs live in this process only)"
     # Every store's repr names its address already redacted; redact again for
     # an application's own store, whose repr might not be.

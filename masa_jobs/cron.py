@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
-
 from .exceptions import InvalidScheduleError
 
 __all__ = ["CronSchedule"]
@@ -53,6 +51,10 @@ class CronSchedule:
 
     def next_after(self, after: datetime) -> datetime:
         """The first fire time strictly after ``after``, as an aware UTC datetime."""
+        # croniter (and dateutil under it, about 1.5 MiB) is imported on the first
+        # cron expression: a process without recurring jobs never carries it.
+        from croniter import CroniterBadDateError, croniter
+
         zone = _zone(self.timezone)
         start = _search_start(after.astimezone(UTC), zone)
         try:
@@ -132,6 +134,8 @@ def _check_expression(expression: object) -> None:
         raise InvalidScheduleError(
             "a cron expression is required, e.g. '0 2 * * *' (02:00 every day)"
         )
+    from croniter import croniter  # on first use, as in next_after
+
     fields = expression.split()
     is_alias = len(fields) == 1 and expression.startswith("@")
     valid = (is_alias or len(fields) in _FIELD_COUNTS) and croniter.is_valid(

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from masa_jobs import BackgroundJobOptions, JobManager, JobRegistry, MemoryJobStore
+from masa_jobs import BackgroundJobOptions, JobManager, JobRegistry
 from masa_jobs._observe import metrics_installed
-from masa_jobs.app import describe_store
+from masa_jobs.app import describe_store, is_memory_store
 from masa_jobs.containers import ENV_PREFIX
 
 from ._app_setup import apply_settings, build_app, jobs_container, store_name
@@ -72,7 +72,7 @@ def prepare_worker(
         concurrency=options.concurrency,
         queues=options.queues,
         shutdown_timeout=options.shutdown_timeout,
-        memory_store=isinstance(jobs.job_store(), MemoryJobStore),
+        memory_store=is_memory_store(jobs.job_store()),
         declares_schedules=bool(registry.declared_schedules()),
         log_format=options.log_format,
     )
@@ -96,7 +96,7 @@ def _store_line(jobs: Any) -> str:
     """``sqlite (SqliteJobStore(path=...))``: the backend, and where, without a password."""
     name = store_name(jobs)
     store = jobs.job_store()
-    return name if isinstance(store, MemoryJobStore) else f"{name} ({describe_store(store)})"
+    return name if is_memory_store(store) else f"{name} ({describe_store(store)})"
 
 
 async def check_memory_worker(setup: WorkerSetup, manager: JobManager) -> None:

@@ -7,9 +7,13 @@ one registry of backends (name, store class, settings, driver and extra).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._backends import BACKENDS, StoreBackend, backend_named, build_store, check_store_backend
 from .base import JobStore, OperatorStore, ScheduleStore, Store
-from .memory import MemoryJobStore
+
+if TYPE_CHECKING:
+    from .memory import MemoryJobStore
 
 __all__ = [
     "ASYNCIO_ONLY_BACKENDS",
@@ -32,3 +36,14 @@ STORE_BACKENDS: tuple[str, ...] = tuple(BACKENDS)
 ASYNCIO_ONLY_BACKENDS: frozenset[str] = frozenset(
     name for name, backend in BACKENDS.items() if backend.asyncio_only
 )
+
+
+def __getattr__(name: str) -> object:
+    # The in-memory store (and sortedcontainers) is imported when it is first
+    # named: a process on another store never loads it.
+    if name == "MemoryJobStore":
+        from .memory import MemoryJobStore
+
+        globals()[name] = MemoryJobStore
+        return MemoryJobStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,17 +14,17 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError
 from .base import Store
-from .memory import MemoryJobStore
+
+if TYPE_CHECKING:
+    from .memory import MemoryJobStore
 
 __all__ = ["BACKENDS", "StoreBackend", "backend_named", "build_store", "check_store_backend"]
 
@@ -85,6 +85,8 @@ class _MemoryStoreFactory:
                 "store.backend (MASA_JOBS_STORE__BACKEND) to the store they belong to "
                 f"({_settings_hint()})"
             )
+        from .memory import MemoryJobStore  # only where a memory store is built
+
         return MemoryJobStore()
 
 
@@ -95,6 +97,10 @@ async def _memory_scratch(name: str) -> AsyncIterator[dict[str, Any]]:
 
 @asynccontextmanager
 async def _sqlite_scratch(name: str) -> AsyncIterator[dict[str, Any]]:
+    # Only a benchmark makes scratch files: a worker never imports these.
+    import shutil
+    import tempfile
+
     # MASA_JOBS_BENCH_DIR measures another disk than the temporary folder's.
     given = os.environ.get("MASA_JOBS_BENCH_DIR")
     folder = Path(given) if given else Path(tempfile.mkdtemp(prefix=name))

@@ -1,4 +1,5 @@
-"""A worker imports only what runs: no CLI kit, no web stack, no other store's driver.
+"""A worker imports only what runs: no CLI kit, no web stack, no other store's driver,
+no cron parser without a cron expression, no in-memory store on another store.
 
 Each check runs in a fresh interpreter (this test process has imported
 everything). What ``dependency_injector`` imports by itself (its wiring
@@ -43,6 +44,12 @@ OTHER_COMMANDS = (
     "masa_jobs.metrics",
 )
 
+# What a worker imports only when its application uses it: croniter (and
+# dateutil) for cron expressions, the in-memory store (and sortedcontainers)
+# for that store, the synchronous facade for SyncJobManager.
+ONLY_WHEN_USED = ("croniter", "dateutil", "sortedcontainers")
+ONLY_WHEN_USED_MODULES = ("masa_jobs.stores.memory", "masa_jobs.sync")
+
 # Prints, as JSON, the modules imported after dependency_injector's own.
 _PRELUDE = """\
 import json, sys
@@ -76,6 +83,36 @@ from masa_jobs.containers import BackgroundJobContainer
 
 container = BackgroundJobContainer()
 container.config.from_dict({"options": {"metrics": False, "tracing": False}})
+MasaApp.build(container)
+
+
+async def main():
+    async with MasaApp.lifespan():
+        await anyio.sleep(0.1)
+
+
+anyio.run(main)
+print(json.dumps(added()))
+"""
+
+_IMPORT_ONLY = """\
+import masa_jobs
+print(json.dumps(added()))
+"""
+
+# A worker on SQLite whose application declares no recurring job.
+_SQLITE_WORKER = """\
+import anyio
+from masa_jobs import MasaApp
+from masa_jobs.containers import BackgroundJobContainer
+
+container = BackgroundJobContainer()
+container.config.from_dict(
+    {
+        "store": {"backend": "sqlite", "path": sys.argv[1]},
+        "options": {"metrics": False, "tracing": False},
+    }
+)
 MasaApp.build(container)
 
 
@@ -133,6 +170,23 @@ def test_a_worker_run_by_the_library_imports_no_cli_or_web_stack() -> None:
     assert "masa_jobs.worker" in modules
     assert not _unwanted(modules, (*NOT_FOR_A_WORKER, "typer", "masa_jobs.cli")), modules
     assert not [m for m in modules if m.startswith("masa_jobs.cli")]
+    assert "masa_jobs.sync" not in modules
+
+
+def test_importing_the_package_imports_neither_the_memory_store_nor_the_sync_facade() -> None:
+    modules = _imported(_IMPORT_ONLY)
+
+    assert "masa_jobs.worker" in modules
+    assert not _unwanted(modules, ONLY_WHEN_USED), modules
+    assert not set(modules) & set(ONLY_WHEN_USED_MODULES), modules
+
+
+def test_a_worker_without_cron_or_memory_store_imports_neither(tmp_path: Path) -> None:
+    modules = _imported(_SQLITE_WORKER, str(tmp_path / "jobs.sqlite3"))
+
+    assert "masa_jobs.stores.sqlite" in modules
+    assert not _unwanted(modules, ONLY_WHEN_USED), modules
+    assert not set(modules) & set(ONLY_WHEN_USED_MODULES), modules
 
 
 def test_the_worker_command_imports_only_its_own_command(tmp_path: Path) -> None:
@@ -147,3 +201,4 @@ def test_the_worker_command_imports_only_its_own_command(tmp_path: Path) -> None
 
     assert "masa_jobs.cli.worker" in modules
     assert not _unwanted(modules, NOT_FOR_A_WORKER), modules
+    assert "masa_jobs.sync" not in modules
