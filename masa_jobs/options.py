@@ -68,8 +68,9 @@ class BackgroundJobOptions(BaseModel):
         default=None,
         ge=0,
         description=(
-            "Jobs claimed ahead of free slots (default: as many as concurrency); more "
-            "helps many tiny jobs, fewer spreads long jobs across workers."
+            "Jobs claimed ahead of free slots (default: automatic, as many as "
+            "concurrency, or a batch once runs average under 10 ms); more helps many "
+            "tiny jobs, fewer spreads long jobs across workers."
         ),
     )
     lease_timeout: float = Field(

@@ -71,6 +71,12 @@ EMPTY_CLAIM_PAUSE_SECONDS = 0.005
 MAX_EMPTY_CLAIM_PAUSE_SECONDS = 0.5
 # Prefetched jobs are topped up once this fraction (1/n) of them has started.
 PREFETCH_TOP_UP_DIVISOR = 2
+# With the automatic prefetch, jobs whose runs take less than this on average
+# are claimed a batch ahead: a job waits behind at most a few such runs, and
+# a round trip per job or two would cost more than the jobs themselves.
+SHORT_RUN_SECONDS = 0.01
+# Weight of the latest run in the average run time (an exponential average).
+RUN_TIME_WEIGHT = 0.1
 # A stopping worker gives up recording outcomes after this long; the jobs
 # concerned come back when their leases expire.
 FINAL_FLUSH_TIMEOUT_SECONDS = 10.0
@@ -108,12 +114,7 @@ class Worker:
         self._observers = observers_for(options)
         self.worker_id = worker_id or default_worker_id()
         self._lease = timedelta(seconds=options.lease_timeout)
-        prefetch = options.concurrency if options.prefetch is None else options.prefetch
-        self._max_held = options.concurrency + prefetch
-        # While every consumer is busy, the prefetched jobs are topped up in
-        # chunks of at least this many: a claim per freed slot would cost a
-        # store round trip (and a query plan) for a job or two.
-        self._top_up_at = max(1, min(options.batch_size, prefetch) // PREFETCH_TOP_UP_DIVISOR)
+        self._prefetch = _Prefetch(options)
         self._slots = QueueSlots(options.queue_plan)
         self._cancel_listening = False
         self._renew_now: anyio.Event | None = None
@@ -234,7 +235,7 @@ class Worker:
         empty_claims = 0
         with anyio.CancelScope() as self._claim_scope:
             while not self._stop_requested:
-                free = self._max_held - self._in_flight
+                free = self._prefetch.held_cap - self._in_flight
                 wanted = min(self._options.batch_size, free)
                 rounds = self._slots.rounds(wanted) if self._worth_claiming(free) else []
                 if not rounds:
@@ -260,7 +261,7 @@ class Worker:
         prefetched jobs have started to claim a chunk."""
         if free <= 0:
             return False
-        return self._in_flight < self._options.concurrency or free >= self._top_up_at
+        return self._in_flight < self._options.concurrency or free >= self._prefetch.top_up_at
 
     async def _claim_rounds(
         self, rounds: list[ClaimRound], wanted: int
@@ -387,10 +388,12 @@ class Worker:
             done = list(record.done_handlers)
             running.append((record, done))
             self._job_scopes[record.id] = scope
+            started = time.monotonic()
             try:
                 outcome = await self._executor.run(record, done)
             finally:
                 self._job_scopes.pop(record.id, None)
+            self._prefetch.ran(time.monotonic() - started)
             running.pop()
             self._add_outcome(outcome)
             if scope.cancel_called:
@@ -659,6 +662,59 @@ class Worker:
             except Exception:
                 logger.exception("worker %s could not put back its jobs", self.worker_id)
         self._held.clear()
+
+
+class _Prefetch:
+    """How many jobs a worker claims ahead of its free slots.
+
+    ``options.prefetch`` when set. Otherwise automatic: as many as
+    ``concurrency`` while runs are long or not yet seen, which keeps a worker
+    from holding jobs that an idle one could run; a whole batch (at least
+    ``concurrency``) while runs average under ``SHORT_RUN_SECONDS``, so that
+    a claim and a batch of outcomes each move many jobs.
+    """
+
+    __slots__ = (
+        "_auto",
+        "_batch_size",
+        "_concurrency",
+        "_long",
+        "_mean",
+        "_short",
+        "held_cap",
+        "top_up_at",
+    )
+
+    def __init__(self, options: BackgroundJobOptions) -> None:
+        self._concurrency = options.concurrency
+        self._batch_size = options.batch_size
+        self._auto = options.prefetch is None
+        self._long = options.concurrency if options.prefetch is None else options.prefetch
+        self._short = max(options.concurrency, options.batch_size) if self._auto else self._long
+        # The average run time in seconds; None until a run is seen.
+        self._mean: float | None = None
+        self.held_cap = 0
+        self.top_up_at = 0
+        self._set(self._long)
+
+    def ran(self, seconds: float) -> None:
+        """Count one run's time (automatic prefetch only)."""
+        if not self._auto:
+            return
+        mean = self._mean
+        mean = seconds if mean is None else mean + (seconds - mean) * RUN_TIME_WEIGHT
+        self._mean = mean
+        prefetch = self._short if mean < SHORT_RUN_SECONDS else self._long
+        if self.held_cap != self._concurrency + prefetch:
+            self._set(prefetch)
+
+    def _set(self, prefetch: int) -> None:
+        """Hold at most ``concurrency + prefetch`` jobs. While every consumer
+        is busy, prefetched jobs are topped up in chunks of at least
+        ``top_up_at``: a claim per freed slot would cost a store round trip
+        for a job or two."""
+        self.held_cap = self._concurrency + prefetch
+        self.top_up_at = max(1, min(self._batch_size, prefetch) // PREFETCH_TOP_UP_DIVISOR)
 
 
 def _served(rounds: list[ClaimRound]) -> tuple[str, ...] | None:

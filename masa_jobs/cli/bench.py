@@ -48,7 +48,7 @@ def bench(
     prefetch: Annotated[
         int | None,
         typer.Option(
-            min=0, help="Jobs claimed ahead of free slots (options.prefetch; default: concurrency)."
+            min=0, help="Jobs claimed ahead of free slots (options.prefetch; default: automatic)."
         ),
     ] = None,
     latency_samples: Annotated[

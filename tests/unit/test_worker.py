@@ -24,6 +24,7 @@ from masa_jobs import (
 )
 from masa_jobs.jobs import handler_name
 from masa_jobs.records import utcnow
+from masa_jobs.worker import SHORT_RUN_SECONDS
 from tests.listing import all_jobs
 
 from .support import (
@@ -349,7 +350,7 @@ async def test_no_more_than_concurrency_jobs_run_at_once(
 @pytest.mark.parametrize(
     ("prefetch", "most_held"),
     [(0, 1), (3, 4), (None, 2)],
-    ids=["prefetch-0", "prefetch-3", "default-as-many-as-concurrency"],
+    ids=["prefetch-0", "prefetch-3", "default-long-runs-as-many-as-concurrency"],
 )
 async def test_prefetch_bounds_the_jobs_a_worker_holds(
     store: MemoryJobStore, manager: DefaultJobManager, prefetch: int | None, most_held: int
@@ -368,12 +369,47 @@ async def test_prefetch_bounds_the_jobs_a_worker_holds(
             # One job runs; the others held are claimed ahead, up to the prefetch.
             assert await held() == min(most_held, len(keys) - started + 1)
             assert len(await all_jobs(store, [JobState.PROCESSING])) == await held()
+            # Every run lasts longer than a short one: the automatic prefetch
+            # stays at concurrency (a minimum duration, not a guess at timing).
+            await anyio.sleep(SHORT_RUN_SECONDS * 2)
             gates[calls_of("blocking")[-1]].set()
         for job_id in job_ids:
             await wait_for_record(store, job_id, in_state(JobState.SUCCEEDED))
 
     assert calls_of("unblocked") == calls_of("blocking")
     assert sorted(calls_of("blocking")) == keys
+
+
+@pytest.mark.parametrize(
+    ("prefetch", "largest_claim"),
+    [(None, 5), (1, 2)],
+    ids=["default-short-runs-a-batch-ahead", "prefetch-1"],
+)
+async def test_short_runs_are_claimed_a_batch_ahead_by_default(
+    store: MemoryJobStore,
+    manager: DefaultJobManager,
+    monkeypatch: pytest.MonkeyPatch,
+    prefetch: int | None,
+    largest_claim: int,
+) -> None:
+    asked: list[int] = []
+    claim = store.claim
+
+    async def counting_claim(worker_id: str, limit: int, *args: Any, **kwargs: Any) -> Any:
+        asked.append(limit)
+        return await claim(worker_id, limit, *args, **kwargs)
+
+    monkeypatch.setattr(store, "claim", counting_claim)
+    job_ids = await manager.enqueue_many((Greet(key=f"job-{n}"), None) for n in range(40))
+
+    async with running(make_worker(store, concurrency=1, batch_size=5, prefetch=prefetch)):
+        for job_id in job_ids:
+            await wait_for_record(store, job_id, in_state(JobState.SUCCEEDED))
+
+    # The first claim fills one slot and one ahead; once runs prove short,
+    # the automatic prefetch claims a whole batch ahead.
+    assert asked[0] == 2
+    assert max(asked) == largest_claim
 
 
 # -- stopping ----------------------------------------------------------------------
