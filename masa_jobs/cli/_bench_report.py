@@ -41,8 +41,13 @@ def settings_report(settings: BenchSettings, backend: str) -> dict[str, Any]:
 def phases_report(result: BenchResult) -> dict[str, Any]:
     """The keys of the one-process phases (``--scenarios phases``, the default)."""
     targets = TARGETS.get(result.settings.store.value, NO_TARGETS)
+    ceiling = result.commit_ceiling_per_s
     return {
         "enqueue_single_jobs_per_s": round(result.enqueue_single_per_s),
+        "commit_ceiling_per_s": None if ceiling is None else round(ceiling),
+        "enqueue_single_of_ceiling": (
+            None if ceiling is None else round(result.enqueue_single_per_s / ceiling, 3)
+        ),
         "enqueue_bulk_jobs_per_s": round(result.enqueue_bulk_per_s),
         "end_to_end_jobs_per_s": round(result.end_to_end_per_s),
         "end_to_end_seconds": round(result.end_to_end_seconds, 4),
@@ -92,6 +97,7 @@ def _phase_rows(report: dict[str, Any]) -> list[Row]:
             ("end to end", "end_to_end_jobs_per_s"),
         )
     ]
+    rows[1:1] = _ceiling_rows(report)
     pickup, p50_target = report["pickup_latency_ms"], targets["pickup_p50_ms"]
     p50_met = (
         "" if p50_target is None else _target(pickup["p50"] <= p50_target, f"<= {p50_target:g} ms")
@@ -101,6 +107,22 @@ def _phase_rows(report: dict[str, Any]) -> list[Row]:
     peak = report["peak_rss_mib"]
     rows.append(("peak RSS", "n/a" if peak is None else f"{peak:,.1f} MiB", ""))
     return rows
+
+
+def _ceiling_rows(report: dict[str, Any]) -> list[Row]:
+    """The single enqueue's ceiling, when the store has one: what one driver
+    connection commits, one single-row INSERT per transaction, on the same server."""
+    ceiling = report.get("commit_ceiling_per_s")
+    if ceiling is None:
+        return []
+    return [
+        ("commit ceiling (1-row INSERTs, 1 connection)", f"{ceiling:,.0f} commits/s", ""),
+        (
+            "enqueue, one at a time, of that ceiling",
+            f"{report['enqueue_single_of_ceiling']:.0%}",
+            "",
+        ),
+    ]
 
 
 def _processes_rows(section: dict[str, Any], store: str) -> list[Row]:

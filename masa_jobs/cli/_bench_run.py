@@ -20,6 +20,7 @@ from masa_jobs.containers import BackgroundJobContainer
 from masa_jobs.queries import EXACT_COUNT_LIMIT
 
 from ._bench_build import BULK_CHUNK, built_app, fill
+from ._bench_ceiling import CEILING_CHUNK, CommitCeiling, commit_ceiling
 from ._bench_jobs import PROBE, NoOp
 from ._bench_settings import BenchResult, BenchSettings
 from ._bench_stores import bench_store
@@ -44,7 +45,11 @@ _NO_OP = NoOp()
 async def run_bench(settings: BenchSettings, backend: str) -> BenchResult:
     """Run every phase in turn; ``backend`` is the event loop's name, for the report."""
     result = BenchResult(settings, backend)
-    result.enqueue_single_per_s, result.enqueue_bulk_per_s = await _measure_enqueue(settings)
+    async with commit_ceiling(settings.store) as ceiling:
+        result.enqueue_single_per_s, result.enqueue_bulk_per_s = await _measure_enqueue(
+            settings, ceiling
+        )
+        result.commit_ceiling_per_s = None if ceiling is None else ceiling.per_s
     result.end_to_end_seconds = await _measure_end_to_end(settings)
     result.end_to_end_per_s = settings.jobs / result.end_to_end_seconds
     result.pickup_ms = await _measure_pickup(settings)
@@ -66,22 +71,39 @@ def run_timeout(jobs: int) -> float:
     return jobs / SLOWEST_CREDIBLE_RATE + TIMEOUT_MARGIN_SECONDS
 
 
-async def _measure_enqueue(settings: BenchSettings) -> tuple[float, float]:
-    """Jobs per second through the static facade, one by one, then in bulk."""
+async def _measure_enqueue(
+    settings: BenchSettings, ceiling: CommitCeiling | None
+) -> tuple[float, float]:
+    """Jobs per second through the static facade, one by one (alternating with
+    the commits of the store's ``ceiling``, if it has one), then in bulk."""
     n = settings.jobs
     async with _app(settings, disable_background_job=True) as container:
         manager: JobManager = container.job_manager()
         async with MasaApp.lifespan():
-            started = time.perf_counter()
-            for _ in range(n):
-                await BackgroundJobManager.enqueue(_NO_OP)
-            single = n / (time.perf_counter() - started)
+            single = n / await _enqueue_singly(n, ceiling)
             chunks = [min(BULK_CHUNK, n - i) for i in range(0, n, BULK_CHUNK)]
             started = time.perf_counter()
             for size in chunks:
                 await manager.enqueue_many([(_NO_OP, None)] * size)
             bulk = n / (time.perf_counter() - started)
     return single, bulk
+
+
+async def _enqueue_singly(n: int, ceiling: CommitCeiling | None) -> float:
+    """Seconds that ``n`` enqueues took, each awaited before the next. With a
+    ``ceiling``, they run in chunks, each after as many of its commits: both
+    figures then see the same moments of a machine whose load changes."""
+    chunk = n if ceiling is None else CEILING_CHUNK
+    seconds = 0.0
+    for start in range(0, n, chunk):
+        size = min(chunk, n - start)
+        if ceiling is not None:
+            await ceiling.commit(size)
+        started = time.perf_counter()
+        for _ in range(size):
+            await BackgroundJobManager.enqueue(_NO_OP)
+        seconds += time.perf_counter() - started
+    return seconds
 
 
 async def _measure_end_to_end(settings: BenchSettings) -> float:

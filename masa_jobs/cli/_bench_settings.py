@@ -95,6 +95,8 @@ class BenchResult:
     settings: BenchSettings
     backend: str
     enqueue_single_per_s: float = 0.0
+    # Single-row commits per second of one driver connection (None: no server commit).
+    commit_ceiling_per_s: float | None = None
     enqueue_bulk_per_s: float = 0.0
     end_to_end_per_s: float = 0.0
     end_to_end_seconds: float = 0.0

@@ -14,10 +14,11 @@ prints the jobs per second (lower than ``masa-jobs bench`` says: the
 profiler slows every Python call) and the top entries. ``--no-profile``
 times the same run without the profiler.
 
-``--commit-ceiling`` measures what one asyncpg connection commits on this
-machine: a loop of single-row INSERTs, each its own transaction
-(autocommit), of a job-sized row. ``masa-jobs bench``'s single enqueue is
-one such commit per job, so this is its ceiling.
+``--commit-ceiling`` measures only what one asyncpg connection commits on
+this machine: a loop of single-row INSERTs, each its own transaction
+(autocommit), of a job-sized row. ``masa-jobs bench --store postgres``
+measures the same (``masa_jobs.cli._bench_ceiling``) beside its single
+enqueue, which is one such commit per job: this is its ceiling.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import anyio
 from masa_jobs.containers import BackgroundJobContainer
 
 from masa_jobs import JobManager, MasaApp
+from masa_jobs.cli._bench_ceiling import postgres_commit_ceiling
 from masa_jobs.cli._bench_jobs import PROBE, NoOp
 from masa_jobs.stores import backend_named
 
@@ -43,8 +45,6 @@ POLL_INTERVAL = 5.0
 # Give up on a run that does not finish at this slow rate (plus a margin).
 SLOWEST_CREDIBLE_RATE = 200.0
 TIMEOUT_MARGIN_SECONDS = 30.0
-# A job-sized row for the commit ceiling: an id like masa's and a small payload.
-CEILING_PAYLOAD = "{}"
 
 
 async def profile_run(args: argparse.Namespace) -> None:
@@ -93,31 +93,12 @@ async def _queue_then_run(container: BackgroundJobContainer, args: argparse.Name
 
 
 async def commit_ceiling(args: argparse.Namespace) -> None:
-    """Single-row INSERTs, each its own transaction, over one asyncpg connection."""
-    import asyncpg
-
-    from masa_jobs.stores._postgres_settings import PostgresSettings
-
-    async with backend_named("postgres").scratch(f"masa_ceil_{uuid4().hex[:10]}") as store:
-        schema = store["schema"]
-        # The store's own parsing: a libpq keyword DSN becomes a URL asyncpg takes.
-        connection = await asyncpg.connect(PostgresSettings.from_mapping(store).dsn)
-        try:
-            await connection.execute(
-                f'CREATE SCHEMA IF NOT EXISTS "{schema}"; '
-                f'CREATE TABLE "{schema}".ceiling (id text PRIMARY KEY, payload text NOT NULL)'
-            )
-            insert = f'INSERT INTO "{schema}".ceiling (id, payload) VALUES ($1, $2)'
-            ids = [uuid4().hex for _ in range(args.jobs)]
-            started = time.perf_counter()
-            for job_id in ids:
-                await connection.execute(insert, job_id, CEILING_PAYLOAD)
-            elapsed = time.perf_counter() - started
-        finally:
-            await connection.close()
+    """``masa-jobs bench``'s ceiling of a single enqueue, alone."""
+    async with postgres_commit_ceiling() as ceiling:
+        await ceiling.commit(args.jobs)
     print(
-        f"asyncpg commit ceiling: {args.jobs / elapsed:,.0f} single-row commits/s "
-        f"({args.jobs:,} INSERTs in {elapsed:.2f} s, one connection, autocommit)"
+        f"asyncpg commit ceiling: {ceiling.per_s:,.0f} single-row commits/s "
+        f"({args.jobs:,} INSERTs, one connection, autocommit)"
     )
 
 

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from ._cli import run_cli
+from tests.services import POSTGRES_DSN, require_service
+
+from ._cli import clean_env, run_cli
 
 
 def test_bench_json_reports_every_measure() -> None:
@@ -25,6 +27,9 @@ def test_bench_json_reports_every_measure() -> None:
     assert 0 < pickup["p50"] <= pickup["p90"] <= pickup["p99"] <= pickup["max"]
     assert "scenarios" not in report
     assert report["peak_rss_mib"] > 0
+    # The in-memory store commits nothing to a server: no ceiling to compare with.
+    assert report["commit_ceiling_per_s"] is None
+    assert report["enqueue_single_of_ceiling"] is None
 
 
 def test_bench_table_on_trio() -> None:
@@ -33,6 +38,24 @@ def test_bench_table_on_trio() -> None:
     assert result.returncode == 0, result.stderr
     for measure in ("enqueue, one at a time", "end to end", "pickup latency p50", "peak RSS"):
         assert measure in result.stdout
+
+
+def test_bench_postgres_reports_the_commit_ceiling_of_single_enqueue() -> None:
+    require_service("PostgreSQL", POSTGRES_DSN)
+    env = clean_env(MASA_JOBS_STORE__DSN=POSTGRES_DSN)
+    args = ("bench", "--store", "postgres", "--jobs", "200", "--latency-samples", "5")
+
+    as_json = run_cli(*args, "--json", env=env)
+    table = run_cli(*args, env=env)
+
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert report["commit_ceiling_per_s"] > 0
+    ratio = report["enqueue_single_jobs_per_s"] / report["commit_ceiling_per_s"]
+    assert report["enqueue_single_of_ceiling"] == pytest.approx(ratio, abs=0.01)
+    assert table.returncode == 0, table.stderr
+    for measure in ("commit ceiling", "of that ceiling"):
+        assert measure in table.stdout
 
 
 def test_bench_refuses_an_unknown_store() -> None:
