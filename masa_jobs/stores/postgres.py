@@ -22,7 +22,9 @@ key is a column under a partial unique index: the store clears it when the
 job gives the key up (in the claim, outcome or operator move that ends its
 scope), and an add of records with keys inserts with ``ON CONFLICT DO
 NOTHING`` and answers the holders' ids, in one transaction; a batch without
-keys keeps the one-statement insert. While the server cannot be reached
+keys keeps the one-statement insert; a single new job sends only the
+columns it sets. Single adds awaited one after another keep one pool
+connection between them (``_postgres_held``). While the server cannot be reached
 every call raises ``StoreUnavailableError``, and the pool reconnects by
 itself once it answers; so does a server that cannot write for now (disk or
 memory full, a read-only standby, a transaction it aborted). Values the server
@@ -81,6 +83,7 @@ from ..records import (
     encode_history,
 )
 from ._errors import cut, duplicate_job, refuse_repeated_ids, translates_driver_errors
+from ._postgres_held import HeldConnection
 from ._postgres_listing import (
     Listing,
     count_arguments,
@@ -195,6 +198,8 @@ class PostgresJobStore:
         self._address = describe_dsn(settings.dsn)
         self._name = f"PostgreSQL store at {self._address}"
         self._pool: asyncpg.Pool | None = None
+        # Single adds awaited one after another share one connection (see _postgres_held).
+        self._held = HeldConnection()
         self._every_queue = Look(self._sql.earliest_due_every_queue)
         self._wake_ups = WakeUps(
             settings.dsn,
@@ -248,6 +253,7 @@ class PostgresJobStore:
         await self._wake_ups.close()
         if pool is None:
             return
+        await self._held.release()
         with anyio.move_on_after(CLOSE_TIMEOUT_SECONDS) as scope:
             await pool.close()
         if scope.cancelled_caught:
@@ -381,20 +387,18 @@ class PostgresJobStore:
                 pool = self._require_pool()
                 async with pool.acquire() as connection, connection.transaction():
                     return await self._add_unique(connection, records)
-            await self._add_plain(self._require_pool(), records)
+            await self._held.execute(self._require_pool(), *self._plain_insert(records))
         except asyncpg.UniqueViolationError as exc:
             raise duplicate_job(self._name, _duplicate_id(exc, records)) from exc
         return [record.id for record in records]
 
-    async def _add_plain(
-        self, executor: asyncpg.Pool | asyncpg.Connection, records: Sequence[JobRecord]
-    ) -> None:
-        """Insert records without unique keys in one statement, on the pool or
-        the application's connection: one job from scalars, a batch from arrays."""
-        if len(records) == 1:
-            await executor.execute(self._sql.add_one, *_job_values(records[0]), self._sql.channel)
-        else:
-            await executor.execute(self._sql.add, *_job_arrays(records), self._sql.channel)
+    def _plain_insert(self, records: Sequence[JobRecord]) -> tuple[Any, ...]:
+        """The one statement, then its arguments, that inserts records without
+        unique keys: one new job from scalars, any other batch (of one too)
+        from arrays."""
+        if len(records) == 1 and _is_new(records[0]):
+            return (self._sql.add_one, *_new_job_values(records[0]), self._sql.channel)
+        return (self._sql.add, *_job_arrays(records), self._sql.channel)
 
     async def _add_unique(
         self, connection: asyncpg.Connection, records: Sequence[JobRecord]
@@ -448,7 +452,7 @@ class PostgresJobStore:
                 if _has_keys(records):
                     async with savepoint(driver):
                         return await self._add_unique(driver, records)
-                await self._add_plain(driver, records)
+                await driver.execute(*self._plain_insert(records))
             except asyncpg.UniqueViolationError as exc:
                 raise duplicate_job(self._name, _duplicate_id(exc, records)) from exc
             return [record.id for record in records]
@@ -930,8 +934,30 @@ def _outcome_arguments(worker_id: str, outcomes: Sequence[JobOutcome]) -> tuple[
     )
 
 
+def _is_new(r: JobRecord) -> bool:
+    """Whether every column ``_new_job_values`` leaves out is at its default:
+    never tried, no lease, no outcome, no history (as ``enqueue`` makes them)."""
+    return (
+        r.attempts == 0
+        and r.last_try_at is None
+        and r.last_error is None
+        and not r.done_handlers
+        and r.lease_owner is None
+        and r.lease_expires_at is None
+        and r.finished_at is None
+        and not r.history
+    )
+
+
+def _new_job_values(r: JobRecord) -> tuple[Any, ...]:
+    """A new job's parameters of the ``add_one`` statement: its delay from
+    creation to due time, in seconds, rather than both times."""
+    delay = 0.0 if r.next_try_at == r.created_at else (r.next_try_at - r.created_at).total_seconds()
+    return (r.id, r.name, r.payload, r.state.value, delay, r.headers, r.queue, r.priority)
+
+
 def _job_values(r: JobRecord) -> tuple[Any, ...]:
-    """One new record's columns, in the order of the insert's parameters."""
+    """One record's columns, in the order of the batch insert's arrays."""
     return (
         r.id,
         r.name,
