@@ -56,12 +56,14 @@ claim that holds it; a job leased before tokens existed has none, so only a
 new claim (after its lease expires) can finish it. A claim answers with a
 job's headers but not its history, which no worker reads and a job retried
 often would carry on every claim; ``get`` and ``list_jobs`` have it.
-``wait_for_work`` pops a wake-up token with BLPOP on a connection pool of its
-own; adds, retries and a queue's resume push tokens. Cancel notices
+``wait_for_work`` pops a wake-up token with BLPOP on a connection of its own,
+with the worker's next claim pipelined behind it (``_redis_ahead``); adds,
+retries and a queue's resume push tokens. Scripts run on connections the store
+keeps itself (``_evalsha``), not through redis-py's pool. Cancel notices
 (``add_cancel_listener``) come through a subscriber task on a connection of
 its own, started by the first listener and stopped by ``aclose``; the
-transition script publishes them. redis-py reconnects by itself when the
-server comes back; until then every method raises ``StoreUnavailableError`` (a
+transition script publishes them. The store connects again by itself when
+the server comes back; until then every method raises ``StoreUnavailableError`` (a
 lost or refused connection, a timeout, a server that cannot write for now),
 and the worker backs off and retries. A write whose values Redis or a script
 refuses raises ``StoreRejectedError`` (a text that cannot be encoded, a batch
@@ -94,14 +96,17 @@ import builtins
 import logging
 import math
 import re
+import time
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, cast
 
 import anyio
 import redis.asyncio
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
@@ -109,6 +114,7 @@ from redis.exceptions import (
     ClusterDownError,
     MasterDownError,
     NoPermissionError,
+    NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
@@ -132,6 +138,14 @@ from ..records import (
 from ._cancel_listeners import CancelListeners
 from ._errors import cut, duplicate_job, refuse_repeated_ids, translates_driver_errors
 from ._listing import created_bounds_us, stored_states
+from ._redis_ahead import (
+    AHEAD_SLACK_SHARE,
+    Ahead,
+    ClaimPlan,
+    blpop_then_claim,
+    claim_reply,
+    send_and_read,
+)
 from ._redis_codec import (
     CLAIM_FIELDS,
     DECODE_ERRORS,
@@ -230,7 +244,20 @@ class RedisJobStore:
         self._cancel_channel = tag + "cancel"
         self._client: redis.asyncio.Redis | None = None
         self._blocking: redis.asyncio.Redis | None = None
-        self._scripts: dict[str, AsyncScript] = {}
+        # Connections of the blocking client's settings for waits that carry a
+        # claim (``_redis_ahead``), idle ones here; one per concurrent wait.
+        self._wait_connections: list[AbstractConnection] = []
+        # Idle connections of the client's settings for script calls (_evalsha).
+        self._connections: list[AbstractConnection] = []
+        # The claim a worker makes after its wait, and the jobs that claim took.
+        self._plan: ClaimPlan | None = None
+        self._ahead: Ahead | None = None
+        # Whether the Redis user may end a blocked call, which a claim behind
+        # a wait needs (see _may_unblock).
+        self._claims_ahead = False
+        # Each script's call (_call_script), by name, and its SHA1.
+        self._scripts: dict[str, Callable[..., Awaitable[Any]]] = {}
+        self._shas: dict[str, str] = {}
         self._cancel_listeners = CancelListeners()
         self._feed: asyncio.Task[None] | None = None
 
@@ -251,8 +278,10 @@ class RedisJobStore:
             with anyio.fail_after(timeout):
                 await client.ping()
                 for name, source in SCRIPTS.items():
-                    self._scripts[name] = client.register_script(source)
-                    await client.script_load(source)
+                    script = client.register_script(source)
+                    self._scripts[name] = partial(self._call_script, script)
+                    self._shas[name] = await client.script_load(source)
+                self._claims_ahead = await _may_unblock(client)
         except BaseException as exc:
             self._scripts.clear()
             with anyio.CancelScope(shield=True):
@@ -270,9 +299,16 @@ class RedisJobStore:
             raise
 
     async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._hand_back_ahead()
         client, blocking = self._client, self._blocking
         self._client = self._blocking = None
         self._scripts.clear()
+        self._plan = None
+        connections = self._wait_connections + self._connections
+        self._wait_connections, self._connections = [], []
+        for connection in connections:
+            await connection.disconnect()
         await self._stop_feed()
         if client is not None:
             await client.aclose()
@@ -322,15 +358,29 @@ class RedisJobStore:
     ) -> list[JobRecord]:
         if limit <= 0 or (queues is not None and not queues):
             return []
-        token = new_lease_token()
-        args = [limit, micros(lease), worker_id, token, *_served(queues), *set(exclude)]
-        now_us, expires_us, reply = await self._run("claim", args)
+        served, lease_us = tuple(_served(queues)), micros(lease)
+        claimed = await self._take_ahead(worker_id, limit, lease, exclude, served)
+        if claimed is None:
+            token = new_lease_token()
+            args = [limit, lease_us, worker_id, token, *served, *set(exclude)]
+            claimed = await self._claimed(await self._run("claim", args), worker_id, token)
+        # A claim that comes back short is followed by a wait, behind which
+        # the next claim rides (_redis_ahead).
+        self._plan = None
+        if len(claimed) < limit:
+            taken = frozenset(exclude).union(record.id for record in claimed)
+            self._plan = ClaimPlan(worker_id, limit - len(claimed), lease_us, served, taken)
+        return claimed
+
+    async def _claimed(self, reply: Any, worker_id: str, token: str) -> list[JobRecord]:
+        """The jobs of a claim script's reply; one whose record cannot be read is dead."""
+        now_us, expires_us, fields = reply
         now, expires_at = moment(now_us), moment(expires_us)
         claimed: list[JobRecord] = []
         corrupt: list[JobOutcome] = []
         moments: dict[str, datetime] = {}
-        for i in range(0, len(reply), CLAIM_FIELDS):
-            values = reply[i : i + CLAIM_FIELDS]
+        for i in range(0, len(fields), CLAIM_FIELDS):
+            values = fields[i : i + CLAIM_FIELDS]
             try:
                 claimed.append(claimed_record(values, worker_id, now, expires_at, token, moments))
             except DECODE_ERRORS as exc:
@@ -341,6 +391,42 @@ class RedisJobStore:
         if corrupt:
             await self.finish(worker_id, corrupt)
         return claimed
+
+    async def _take_ahead(
+        self,
+        worker_id: str,
+        limit: int,
+        lease: timedelta,
+        exclude: Collection[str],
+        served: tuple[Any, ...],
+    ) -> list[JobRecord] | None:
+        """What the claim behind the last wait took, for this claim; None when
+        there was no such claim or its jobs do not fit this one (handed back)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        plan = ahead.plan
+        records = await self._claimed(ahead.reply, plan.worker_id, ahead.token)
+        if not plan.fits(worker_id, micros(lease), served):
+            await self._hand_back(plan.worker_id, records)
+            return None
+        held = set(exclude)
+        kept = [record for record in records if record.id not in held][:limit]
+        kept_ids = {record.id for record in kept}
+        await self._hand_back(worker_id, [r for r in records if r.id not in kept_ids])
+        if kept and time.monotonic() - ahead.earliest > lease.total_seconds() * AHEAD_SLACK_SHARE:
+            # The worker reckons the lease from now: renewed, it ends later still.
+            args: list[Any] = [micros(lease)]
+            for record in kept:
+                args += (record.id, record.lease_token)
+            renewed = set(await self._run("extend", args))
+            kept = [record for record in kept if record.id in renewed]
+        return kept
+
+    async def _hand_back(self, worker_id: str, records: Sequence[JobRecord]) -> None:
+        """Put claimed jobs that never ran back, due again, their attempt not counted."""
+        if records:
+            await self.finish(worker_id, [_unrun(record) for record in records])
 
     @reports_unavailable
     @translates_driver_errors
@@ -478,18 +564,111 @@ class RedisJobStore:
     @reports_unavailable
     @translates_driver_errors
     async def wait_for_work(self, timeout: float, *, queues: Collection[str] | None = None) -> None:
+        # Jobs the worker's claim just handed over start before this wait
+        # sends anything.
+        await anyio.lowlevel.checkpoint()
+        if self._ahead is not None:
+            if not self._ahead.empty:
+                return  # the last wait's claim took jobs that no claim asked for yet
+            self._ahead = None
         # The earliest due time and the server's now come from one script: the
         # wait is measured on the server's clock, whatever this host's says.
         # Without a due time (no job, or only paused queues) the wait ends with
         # a wake-up token or the fallback poll, never at once.
-        now_us, first_pending, first_lease = await self._run("probe", _served(queues))
+        served = tuple(_served(queues))
+        probe_sent = time.monotonic()
+        now_us, first_pending, first_lease = await self._run("probe", list(served))
         due_us = min(float(s) for s in (first_pending, first_lease, math.inf) if s is not None)
         wait = min(timeout, MAX_SIGNAL_WAIT_SECONDS, (due_us - int(now_us)) / 1e6)
         if wait <= 0:
             return
+        block = max(round(wait, 3), MIN_BLOCK_SECONDS)
+        plan = self._plan
+        if plan is not None and plan.served == served and self._claims_ahead:
+            self._ahead = await self._wait_then_claim(plan, block, probe_sent, int(now_us))
+            return
         blocking = self._blocking
         assert blocking is not None  # _run checked that the store is open
-        await blocking.blpop([self._wake_key], timeout=max(round(wait, 3), MIN_BLOCK_SECONDS))
+        await blocking.blpop([self._wake_key], timeout=block)
+
+    async def _wait_then_claim(
+        self, plan: ClaimPlan, block: float, probe_sent: float, probe_now_us: int
+    ) -> Ahead | None:
+        """BLPOP with the plan's claim behind it (_redis_ahead). The probe
+        ran on the server at ``probe_now_us``, after ``probe_sent`` here."""
+        blocking = self._blocking
+        assert blocking is not None  # _run checked that the store is open
+        token = new_lease_token()
+        sha = self._shas["claim"]
+        claim = (sha, len(self._keys), *self._keys, self._tag, *plan.args(token))
+        pooled, pool = self._wait_connections, blocking.connection_pool
+        # A connection of the pool's settings, kept outside the pool: this
+        # code sends and reads on it itself.
+        connection = pooled.pop() if pooled else pool.connection_class(**pool.connection_kwargs)
+        sent = time.monotonic()
+        reply: Any = None
+        usable = False
+
+        async def after_cancel(connection: AbstractConnection, client_id: int) -> None:
+            await self._unblock_and_hand_back(connection, client_id, plan.worker_id, token)
+
+        try:
+            reply = await blpop_then_claim(
+                connection, ("BLPOP", self._wake_key, block), claim, after_cancel
+            )
+            usable = True
+        finally:
+            if usable:
+                pooled.append(connection)
+            else:
+                with anyio.CancelScope(shield=True):
+                    await connection.disconnect()
+        if reply is None:
+            return None
+        # When the claim ran, on this host's clock: at the earliest the probe's
+        # send plus the server's time from the probe to the claim.
+        ran_at = probe_sent + (int(reply[0]) - probe_now_us) / 1e6
+        return Ahead(plan, token, reply, min(time.monotonic(), max(sent, ran_at)))
+
+    async def _unblock_and_hand_back(
+        self, connection: AbstractConnection, client_id: int, worker_id: str, token: str
+    ) -> None:
+        """For a cancelled wait: end its pop and hand back what the claim
+        behind it took. A failure is logged, not raised (the cancellation goes
+        on), and leaves the jobs under leases that expire."""
+        try:
+            with anyio.fail_after(self._settings.command_timeout):
+                await self._require().client_unblock(client_id)
+                await connection.read_response(disconnect_on_error=False)
+                reply = await claim_reply(connection)
+                if reply is not None:
+                    await self._hand_back(worker_id, await self._claimed(reply, worker_id, token))
+        except Exception as exc:
+            logger.warning(
+                "%s: a cancelled wait could not hand back the jobs claimed behind it (%s); "
+                "they run when their leases expire",
+                self._name,
+                redact(str(exc)),
+            )
+
+    async def _hand_back_ahead(self) -> None:
+        """On close: hand back the jobs a wait's claim took that no claim asked for."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or ahead.empty or self._client is None:
+            return
+        worker_id = ahead.plan.worker_id
+        try:
+            await self._hand_back(
+                worker_id, await self._claimed(ahead.reply, worker_id, ahead.token)
+            )
+        except Exception as exc:
+            logger.warning(
+                "%s: could not hand back %d claimed job(s) on close (%s); they run when "
+                "their leases expire",
+                self._name,
+                len(ahead.reply[2]) // CLAIM_FIELDS,
+                redact(str(exc)),
+            )
 
     @reports_unavailable
     @translates_driver_errors
@@ -749,12 +928,82 @@ class RedisJobStore:
         self._require()
         return await self._scripts[script](keys=self._keys, args=[self._tag, *args])
 
+    async def _call_script(
+        self, script: AsyncScript, *, keys: builtins.list[str], args: builtins.list[Any]
+    ) -> Any:
+        client = self._require()
+        try:
+            return await self._evalsha(client, script.sha, [len(keys), *keys, *args])
+        except NoScriptError:
+            # The server lost its script cache (a restart, SCRIPT FLUSH): the
+            # script object loads the script again.
+            return await script(keys=keys, args=args)
+
+    async def _evalsha(
+        self, client: redis.asyncio.Redis, sha: str, args: builtins.list[Any]
+    ) -> Any:
+        """One script call on a connection of this store's own (``_connections``).
+        The client's pool checks each connection out and back in, under a lock
+        and with a probe of its socket that takes a turn of the event loop:
+        on the way to every job, that was more work than the call itself."""
+        idle, pool = self._connections, client.connection_pool
+        if idle:
+            connection = idle.pop()
+        else:
+            # The call's timeout is ours: redis-py would send in a task of its
+            # own (asyncio.wait_for) to time the send, a turn of the event loop.
+            kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+            connection = pool.connection_class(**kwargs)
+        usable = True  # until something is sent: a text that cannot be encoded sends nothing
+        try:
+            packed = connection.pack_command("EVALSHA", sha, *args)
+            usable = False
+            try:
+                async with asyncio.timeout(self._settings.command_timeout):
+                    reply = await send_and_read(connection, packed)
+            except ResponseError:
+                usable = True  # an error reply, read whole
+                raise
+            usable = True
+            return reply
+        finally:
+            if usable and self._client is client:
+                idle.append(connection)
+            else:
+                with anyio.CancelScope(shield=True):
+                    await connection.disconnect()
+
 
 def _is_unavailable(exc: Exception) -> bool:
     """Whether ``exc`` means that Redis cannot serve now (the same call may succeed later)."""
     if isinstance(exc, _UNAVAILABLE_ERRORS):
         return True
     return isinstance(exc, ResponseError) and str(exc).startswith(_UNAVAILABLE_CODES)
+
+
+async def _may_unblock(client: redis.asyncio.Redis) -> bool:
+    """Whether this Redis user may run CLIENT ID and CLIENT UNBLOCK, with
+    which a cancelled wait ends the pop that its claim waits behind
+    (``_redis_ahead``); without them a wait carries no claim. Unblocking its
+    own connection, which waits for nothing, changes nothing."""
+    try:
+        await client.client_unblock(await client.client_id())
+    except NoPermissionError:
+        return False
+    return True
+
+
+def _unrun(record: JobRecord) -> JobOutcome:
+    """A claimed job handed back unrun: due as it was, its attempt not counted."""
+    return JobOutcome(
+        job_id=record.id,
+        state=JobState.ENQUEUED,
+        attempts=record.attempts - 1,
+        next_try_at=record.last_try_at or record.next_try_at,
+        last_error=record.last_error,
+        done_handlers=record.done_handlers,
+        lease_token=record.lease_token,
+    )
 
 
 def _served(queues: Collection[str] | None) -> builtins.list[Any]:
