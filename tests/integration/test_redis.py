@@ -85,8 +85,9 @@ async def raw_redis() -> AsyncIterator[redis.asyncio.Redis]:
 
 
 @asynccontextmanager
-async def redis_user() -> AsyncIterator[tuple[str, str]]:
-    """A Redis user with a password, removed afterwards: a URL with a secret to keep."""
+async def redis_user(*, denied: tuple[str, ...] = ()) -> AsyncIterator[tuple[str, str]]:
+    """A Redis user with a password, removed afterwards: a URL with a secret to
+    keep. It may run every command but those ``denied``."""
     name, password = unique_name("masa_user"), uuid4().hex
     async with raw_redis() as client:
         await client.acl_setuser(
@@ -94,6 +95,7 @@ async def redis_user() -> AsyncIterator[tuple[str, str]]:
             enabled=True,
             passwords=[f"+{password}"],
             categories=["+@all"],
+            commands=[f"-{command}" for command in denied],
             keys=["*"],
             channels=["*"],
         )

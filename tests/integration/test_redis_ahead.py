@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
-from uuid import uuid4
 
 import anyio
 import pytest
@@ -29,6 +28,7 @@ from tests.integration.test_redis import (
     new_job,
     opened,
     raw_redis,
+    redis_user,
     succeeded,
     write_raw_job,
 )
@@ -301,26 +301,6 @@ async def test_closing_the_store_hands_back_the_jobs_it_holds(prefix: str) -> No
 
 
 @asynccontextmanager
-async def user_without_client_commands() -> AsyncIterator[tuple[str, str]]:
-    """A Redis user who may run every command but CLIENT, removed afterwards."""
-    name, password = unique_name("masa_noclient"), uuid4().hex
-    async with raw_redis() as client:
-        await client.acl_setuser(
-            name,
-            enabled=True,
-            passwords=[f"+{password}"],
-            categories=["+@all"],
-            commands=["-client"],
-            keys=["*"],
-            channels=["*"],
-        )
-        try:
-            yield name, password
-        finally:
-            await client.acl_deluser(name)
-
-
-@asynccontextmanager
 async def running_worker(url: str, prefix: str) -> AsyncIterator[JobManager]:
     """A container with a worker on the Redis store at ``url``, in this process;
     its poll is too slow for a test to wait on: only a wake-up ends its waits."""
@@ -340,7 +320,7 @@ async def test_a_user_who_may_not_unblock_gets_plain_waits_that_still_wake(
     prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    async with user_without_client_commands() as (user, password), raw_redis() as client:
+    async with redis_user(denied=("client",)) as (user, password), raw_redis() as client:
         url = REDIS_URL.replace("redis://", f"redis://{user}:{password}@", 1)
         async with running_worker(url, prefix) as manager:
             await wait_until(lambda: blocked_in_pop(client, "user", user), HANG_GUARD_SECONDS)
