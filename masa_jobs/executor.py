@@ -166,12 +166,8 @@ class JobExecutor:
 
     def _timeout_of(self, record: JobRecord) -> float | None:
         """``timeout_of``, with the class's timeout looked up once per name."""
-        if record.headers is not None:
-            stored = stored_timeout(record.headers)
-            if stored is not None:
-                return stored
         kind = self._kind_of(record.name)
-        return self._job_timeout if kind is None else kind.timeout
+        return _own_timeout_or(record, self._job_timeout if kind is None else kind.timeout)
 
     def _kind_of(self, name: str) -> _JobKind | None:
         kind = self._kinds.get(name)
@@ -398,13 +394,15 @@ def _shortened(text: str) -> str:
 
 def timeout_of(record: JobRecord, registry: JobRegistry, job_timeout: float | None) -> float | None:
     """The job's own timeout (set at enqueue), else its args class's, else the option's."""
+    args_type = registry.args_type(record.name)
+    declared = None if args_type is None else get_job_timeout(args_type)
+    return _own_timeout_or(record, job_timeout if declared is None else declared)
+
+
+def _own_timeout_or(record: JobRecord, otherwise: float | None) -> float | None:
+    """The timeout stored with the job at enqueue, else ``otherwise``."""
     if record.headers is not None:
         stored = stored_timeout(record.headers)
         if stored is not None:
             return stored
-    args_type = registry.args_type(record.name)
-    if args_type is not None:
-        declared = get_job_timeout(args_type)
-        if declared is not None:
-            return declared
-    return job_timeout
+    return otherwise

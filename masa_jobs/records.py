@@ -29,6 +29,7 @@ __all__ = [
     "display_state",
     "encode_headers",
     "encode_history",
+    "put_back",
     "to_us",
     "utcnow",
 ]
@@ -194,6 +195,26 @@ class JobOutcome:
     done_handlers: tuple[str, ...] = ()
     finished_at: datetime | None = None
     lease_token: str | None = None
+
+
+def put_back(
+    record: JobRecord, *, started: bool, done: tuple[str, ...] | None = None
+) -> JobOutcome:
+    """A held job handed back, due at once; an attempt never started is not counted.
+
+    ``done`` lists the handlers that finished before the interruption, so
+    that they do not run again. Due "at once" is the claim's time, which is
+    on the store's clock, so a worker's skewed clock cannot delay the job.
+    """
+    return JobOutcome(
+        job_id=record.id,
+        state=JobState.ENQUEUED,
+        attempts=record.attempts if started else record.attempts - 1,
+        next_try_at=record.last_try_at or record.next_try_at,
+        last_error=record.last_error,
+        done_handlers=record.done_handlers if done is None else done,
+        lease_token=record.lease_token,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,15 @@ from ._queue_slots import ClaimRound, QueueSlots
 from ._text import clean_error
 from .executor import JobExecutor
 from .options import BackgroundJobOptions
-from .records import FINISHED_STATES, JobOutcome, JobRecord, JobState, WorkerInfo, utcnow
+from .records import (
+    FINISHED_STATES,
+    JobOutcome,
+    JobRecord,
+    JobState,
+    WorkerInfo,
+    put_back,
+    utcnow,
+)
 from .registry import JobRegistry
 from .retry import RetryPolicy
 from .stores.base import (
@@ -380,7 +388,7 @@ class Worker:
                 return True
             if self._stop_requested:
                 # Claimed but never started: hand it back as if untouched.
-                self._add_outcome(_released(record, started=False))
+                self._add_outcome(put_back(record, started=False))
                 continue
             if not await self._held.live(record.id):
                 self._drop(record.id)
@@ -415,7 +423,7 @@ class Worker:
         logger.warning(
             "job %s (%s) was interrupted by shutdown; put back as due", record.id, record.name
         )
-        self._add_outcome(_released(record, started=True, done=tuple(done)))
+        self._add_outcome(put_back(record, started=True, done=tuple(done)))
 
     def _drop(self, job_id: str) -> None:
         """Forget a claimed job without running it (its lease is no longer ours)."""
@@ -649,7 +657,7 @@ class Worker:
         """On cancellation: store what is known and put every other held job back."""
         recorded = {outcome.job_id for outcome in self._outcomes}
         outcomes = self._outcomes + [
-            _released(record, started=True)
+            put_back(record, started=True)
             for record in self._held.unlost()
             if record.id not in recorded
         ]
@@ -737,23 +745,3 @@ def _summary(reason: str) -> str:
     if len(text) > LOGGED_REASON_LENGTH:
         text = text[: LOGGED_REASON_LENGTH - 3] + "..."
     return text
-
-
-def _released(
-    record: JobRecord, *, started: bool, done: tuple[str, ...] | None = None
-) -> JobOutcome:
-    """A held job handed back, due at once; an attempt never started is not counted.
-
-    ``done`` lists the handlers that finished before the interruption, so
-    that they do not run again. Due "at once" is the claim's time, which is
-    on the store's clock, so a worker's skewed clock cannot delay the job.
-    """
-    return JobOutcome(
-        job_id=record.id,
-        state=JobState.ENQUEUED,
-        attempts=record.attempts if started else record.attempts - 1,
-        next_try_at=record.last_try_at or record.next_try_at,
-        last_error=record.last_error,
-        done_handlers=record.done_handlers if done is None else done,
-        lease_token=record.lease_token,
-    )

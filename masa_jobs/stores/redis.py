@@ -134,6 +134,7 @@ from ..records import (
     JobState,
     ScheduleRecord,
     WorkerInfo,
+    put_back,
 )
 from ._cancel_listeners import CancelListeners
 from ._errors import cut, duplicate_job, refuse_repeated_ids, translates_driver_errors
@@ -426,7 +427,7 @@ class RedisJobStore:
     async def _hand_back(self, worker_id: str, records: Sequence[JobRecord]) -> None:
         """Put claimed jobs that never ran back, due again, their attempt not counted."""
         if records:
-            await self.finish(worker_id, [_unrun(record) for record in records])
+            await self.finish(worker_id, [put_back(record, started=False) for record in records])
 
     @reports_unavailable
     @translates_driver_errors
@@ -991,19 +992,6 @@ async def _may_unblock(client: redis.asyncio.Redis) -> bool:
     except NoPermissionError:
         return False
     return True
-
-
-def _unrun(record: JobRecord) -> JobOutcome:
-    """A claimed job handed back unrun: due as it was, its attempt not counted."""
-    return JobOutcome(
-        job_id=record.id,
-        state=JobState.ENQUEUED,
-        attempts=record.attempts - 1,
-        next_try_at=record.last_try_at or record.next_try_at,
-        last_error=record.last_error,
-        done_handlers=record.done_handlers,
-        lease_token=record.lease_token,
-    )
 
 
 def _served(queues: Collection[str] | None) -> builtins.list[Any]:
