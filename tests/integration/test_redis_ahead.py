@@ -25,6 +25,9 @@ from masa_jobs.records import JobRecord, utcnow
 from masa_jobs.stores import redis as redis_store_module
 from masa_jobs.stores.redis import RedisJobStore
 from tests.integration.test_redis import (
+    HANG_GUARD_SECONDS,
+    LEASE,
+    NO_FALLBACK_POLL_SECONDS,
     new_job,
     opened,
     raw_redis,
@@ -39,12 +42,6 @@ from .harness import wait_until
 
 pytestmark = pytest.mark.anyio
 
-# The store's fallback poll, set this long so that a wait ends only by a
-# wake-up token or a cancellation, never by its timeout in the middle of a test.
-NO_FALLBACK_POLL_SECONDS = 60.0
-# Guards against a hang; far above what any step should take, even under load.
-HANG_GUARD_SECONDS = 20.0
-LEASE = timedelta(seconds=30)
 WORKER = "worker-a"
 # Room for more jobs than a test enqueues: such a claim comes back short.
 ROOM = 5

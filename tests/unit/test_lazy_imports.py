@@ -76,13 +76,14 @@ class Hourly(BackgroundScheduleJob):
 container = BackgroundJobContainer()
 """
 
+# A worker run by the library, with the container config given as JSON in argv[1].
 _LIBRARY_WORKER = """\
 import anyio
 from masa_jobs import MasaApp
 from masa_jobs.containers import BackgroundJobContainer
 
 container = BackgroundJobContainer()
-container.config.from_dict({"options": {"metrics": False, "tracing": False}})
+container.config.from_dict(json.loads(sys.argv[1]))
 MasaApp.build(container)
 
 
@@ -94,34 +95,11 @@ async def main():
 anyio.run(main)
 print(json.dumps(added()))
 """
+# Observers off: the worker's own imports, not prometheus-client's or OpenTelemetry's.
+_NO_OBSERVERS = {"metrics": False, "tracing": False}
 
 _IMPORT_ONLY = """\
 import masa_jobs
-print(json.dumps(added()))
-"""
-
-# A worker on SQLite whose application declares no recurring job.
-_SQLITE_WORKER = """\
-import anyio
-from masa_jobs import MasaApp
-from masa_jobs.containers import BackgroundJobContainer
-
-container = BackgroundJobContainer()
-container.config.from_dict(
-    {
-        "store": {"backend": "sqlite", "path": sys.argv[1]},
-        "options": {"metrics": False, "tracing": False},
-    }
-)
-MasaApp.build(container)
-
-
-async def main():
-    async with MasaApp.lifespan():
-        await anyio.sleep(0.1)
-
-
-anyio.run(main)
 print(json.dumps(added()))
 """
 
@@ -165,7 +143,7 @@ def _unwanted(modules: list[str], packages: tuple[str, ...]) -> list[str]:
 
 
 def test_a_worker_run_by_the_library_imports_no_cli_or_web_stack() -> None:
-    modules = _imported(_LIBRARY_WORKER)
+    modules = _imported(_LIBRARY_WORKER, json.dumps({"options": _NO_OBSERVERS}))
 
     assert "masa_jobs.worker" in modules
     assert not _unwanted(modules, (*NOT_FOR_A_WORKER, "typer", "masa_jobs.cli")), modules
@@ -182,7 +160,9 @@ def test_importing_the_package_imports_neither_the_memory_store_nor_the_sync_fac
 
 
 def test_a_worker_without_cron_or_memory_store_imports_neither(tmp_path: Path) -> None:
-    modules = _imported(_SQLITE_WORKER, str(tmp_path / "jobs.sqlite3"))
+    # A worker on SQLite whose application declares no recurring job.
+    store = {"backend": "sqlite", "path": str(tmp_path / "jobs.sqlite3")}
+    modules = _imported(_LIBRARY_WORKER, json.dumps({"store": store, "options": _NO_OBSERVERS}))
 
     assert "masa_jobs.stores.sqlite" in modules
     assert not _unwanted(modules, ONLY_WHEN_USED), modules
