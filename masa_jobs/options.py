@@ -69,7 +69,7 @@ class BackgroundJobOptions(BaseModel):
         ge=0,
         description=(
             "Jobs claimed ahead of free slots (default: automatic, as many as "
-            "concurrency, or a batch once runs average under 10 ms); more helps many "
+            "concurrency, or two batches once runs average under 10 ms); more helps many "
             "tiny jobs, fewer spreads long jobs across workers."
         ),
     )

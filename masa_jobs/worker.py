@@ -77,12 +77,18 @@ FIRST_ERROR_BACKOFF_SECONDS = 0.05
 # another claimer's in flight. Doubling up to the cap, so the loop never spins.
 EMPTY_CLAIM_PAUSE_SECONDS = 0.005
 MAX_EMPTY_CLAIM_PAUSE_SECONDS = 0.5
-# Prefetched jobs are topped up once this fraction (1/n) of them has started.
+# Prefetched jobs are topped up once this fraction (1/n) of them has started,
+# a batch at most at a time.
 PREFETCH_TOP_UP_DIVISOR = 2
 # With the automatic prefetch, jobs whose runs take less than this on average
-# are claimed a batch ahead: a job waits behind at most a few such runs, and
+# are claimed batches ahead: a job waits behind at most a few such runs, and
 # a round trip per job or two would cost more than the jobs themselves.
 SHORT_RUN_SECONDS = 0.01
+# Batches held ahead while runs are short: a whole batch is claimed once one
+# has started, and the other one keeps the consumers busy during that claim.
+# With one batch ahead, claims were cut to what had started by then (20 of a
+# batch of 30 at the defaults), and each carries a fixed cost.
+SHORT_RUN_BATCHES_AHEAD = 2
 # Weight of the latest run in the average run time (an exponential average).
 RUN_TIME_WEIGHT = 0.1
 # A stopping worker gives up recording outcomes after this long; the jobs
@@ -677,9 +683,9 @@ class _Prefetch:
 
     ``options.prefetch`` when set. Otherwise automatic: as many as
     ``concurrency`` while runs are long or not yet seen, which keeps a worker
-    from holding jobs that an idle one could run; a whole batch (at least
-    ``concurrency``) while runs average under ``SHORT_RUN_SECONDS``, so that
-    a claim and a batch of outcomes each move many jobs.
+    from holding jobs that an idle one could run; two whole batches (a batch
+    at least ``concurrency``) while runs average under ``SHORT_RUN_SECONDS``,
+    so that every claim and batch of outcomes moves many jobs.
     """
 
     __slots__ = (
@@ -698,7 +704,11 @@ class _Prefetch:
         self._batch_size = options.batch_size
         self._auto = options.prefetch is None
         self._long = options.concurrency if options.prefetch is None else options.prefetch
-        self._short = max(options.concurrency, options.batch_size) if self._auto else self._long
+        self._short = (
+            SHORT_RUN_BATCHES_AHEAD * max(options.concurrency, options.batch_size)
+            if self._auto
+            else self._long
+        )
         # The average run time in seconds; None until a run is seen.
         self._mean: float | None = None
         self.held_cap = 0
@@ -719,10 +729,10 @@ class _Prefetch:
     def _set(self, prefetch: int) -> None:
         """Hold at most ``concurrency + prefetch`` jobs. While every consumer
         is busy, prefetched jobs are topped up in chunks of at least
-        ``top_up_at``: a claim per freed slot would cost a store round trip
-        for a job or two."""
+        ``top_up_at`` (half the prefetch, a batch at most): a claim per freed
+        slot would cost a store round trip for a job or two."""
         self.held_cap = self._concurrency + prefetch
-        self.top_up_at = max(1, min(self._batch_size, prefetch) // PREFETCH_TOP_UP_DIVISOR)
+        self.top_up_at = max(1, min(self._batch_size, prefetch // PREFETCH_TOP_UP_DIVISOR))
 
 
 def _served(rounds: list[ClaimRound]) -> tuple[str, ...] | None:

@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from masa_jobs import (
+    BackgroundJobOptions,
     DefaultJobManager,
     JobRecord,
     JobRegistry,
@@ -24,7 +25,7 @@ from masa_jobs import (
 )
 from masa_jobs.jobs import handler_name
 from masa_jobs.records import utcnow
-from masa_jobs.worker import SHORT_RUN_SECONDS
+from masa_jobs.worker import SHORT_RUN_SECONDS, _Prefetch
 from tests.listing import all_jobs
 
 from .support import (
@@ -410,6 +411,52 @@ async def test_short_runs_are_claimed_a_batch_ahead_by_default(
     # the automatic prefetch claims a whole batch ahead.
     assert asked[0] == 2
     assert max(asked) == largest_claim
+
+
+async def test_short_runs_are_claimed_in_whole_batches(
+    store: MemoryJobStore, manager: DefaultJobManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[int] = []
+    claim = store.claim
+
+    async def counting_claim(worker_id: str, limit: int, *args: Any, **kwargs: Any) -> Any:
+        asked.append(limit)
+        return await claim(worker_id, limit, *args, **kwargs)
+
+    monkeypatch.setattr(store, "claim", counting_claim)
+    job_ids = await manager.enqueue_many((Greet(key=f"job-{n}"), None) for n in range(60))
+
+    async with running(make_worker(store, concurrency=1, batch_size=5)):
+        for job_id in job_ids:
+            await wait_for_record(store, job_id, in_state(JobState.SUCCEEDED))
+
+    # Two batches are held ahead, and one is topped up once it has started:
+    # no claim asks for the few slots freed so far, which would pay a
+    # claim's fixed cost for fewer jobs.
+    first_batch = asked.index(5)
+    assert asked[first_batch:] == [5] * (len(asked) - first_batch)
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "batch_size", "prefetch", "held", "top_up_at"),
+    [
+        (10, 30, None, 10 + 60, 30),
+        (50, 30, None, 50 + 100, 30),
+        (10, 30, 4, 10 + 4, 2),
+        (10, 30, 100, 10 + 100, 30),
+    ],
+    ids=["auto-two-batches", "auto-batch-at-least-concurrency", "fixed-small", "fixed-large"],
+)
+def test_prefetch_once_runs_are_short(
+    concurrency: int, batch_size: int, prefetch: int | None, held: int, top_up_at: int
+) -> None:
+    options = BackgroundJobOptions(
+        concurrency=concurrency, batch_size=batch_size, prefetch=prefetch
+    )
+    sized = _Prefetch(options)
+    for _ in range(3):
+        sized.ran(SHORT_RUN_SECONDS / 10)
+    assert (sized.held_cap, sized.top_up_at) == (held, top_up_at)
 
 
 # -- stopping ----------------------------------------------------------------------
