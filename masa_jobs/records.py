@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "decode_headers",
     "decode_history",
     "display_state",
+    "encode_handlers",
     "encode_headers",
     "encode_history",
     "put_back",
@@ -347,6 +349,18 @@ def decode_headers(text: str | None) -> dict[str, str] | None:
     if not isinstance(decoded, dict):
         return None
     return {str(k): str(v) for k, v in decoded.items() if isinstance(v, str)}
+
+
+# Distinct lists of finished handlers one process encodes: about one per job
+# name and progress. Cached, an outcome's list costs a dict lookup instead of
+# a json.dumps (1.3 us, on every job's outcome).
+HANDLER_LISTS_CACHED = 256
+
+
+@lru_cache(maxsize=HANDLER_LISTS_CACHED)
+def encode_handlers(handlers: tuple[str, ...]) -> str:
+    """``done_handlers`` as the stores keep it: a JSON array, ``[]`` for none."""
+    return json.dumps(handlers) if handlers else "[]"
 
 
 def encode_history(events: tuple[JobEvent, ...]) -> str:

@@ -31,6 +31,7 @@ from ..records import (
     UniqueScope,
     WorkerInfo,
     decode_history,
+    encode_handlers,
     encode_history,
 )
 
@@ -131,7 +132,7 @@ def outcome_arg(o: JobOutcome) -> str:
         raise ValueError(f"job {o.job_id!r}: an outcome cannot be processing")
     token, error = o.lease_token or "", o.last_error
     sizes = f"{_bytes(o.job_id)},{_bytes(token)},{'' if error is None else _bytes(error)}"
-    done = json.dumps(list(o.done_handlers)) if o.done_handlers else ""
+    done = encode_handlers(o.done_handlers) if o.done_handlers else ""
     head = f"{o.state.value},{o.attempts},{us(o.next_try_at)},{sizes},"
     return f"{head}{o.job_id}{token}{error or ''}{done}"
 
@@ -333,7 +334,7 @@ def _extras(r: JobRecord) -> str:
     texts = (
         None if r.last_try_at is None else str(us(r.last_try_at)),
         r.last_error,
-        json.dumps(list(r.done_handlers)) if r.done_handlers else None,
+        encode_handlers(r.done_handlers) if r.done_handlers else None,
         r.headers,
         encode_history(r.history) if r.history else None,
         control,

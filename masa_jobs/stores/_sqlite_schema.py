@@ -51,6 +51,7 @@ from ..records import (
     ScheduleRecord,
     UniqueScope,
     decode_history,
+    encode_handlers,
     encode_history,
 )
 
@@ -607,10 +608,6 @@ def at(us: int) -> datetime:
 
 def at_or_none(us: int | None) -> datetime | None:
     return None if us is None else at(us)
-
-
-def encode_handlers(handlers: tuple[str, ...]) -> str:
-    return json.dumps(handlers) if handlers else "[]"
 
 
 def decode_handlers(text: str) -> tuple[str, ...]:

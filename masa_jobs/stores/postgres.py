@@ -80,6 +80,7 @@ from ..records import (
     UniqueScope,
     WorkerInfo,
     decode_history,
+    encode_handlers,
     encode_history,
 )
 from ._errors import cut, duplicate_job, refuse_repeated_ids, translates_driver_errors
@@ -472,7 +473,7 @@ class PostgresJobStore:
                     self._sql.record_handlers,
                     worker_id,
                     outcome.job_id,
-                    _encode_handlers(outcome.done_handlers),
+                    encode_handlers(outcome.done_handlers),
                     outcome.lease_token,
                 )
                 return _row_count(status) > 0
@@ -928,7 +929,7 @@ def _outcome_arguments(worker_id: str, outcomes: Sequence[JobOutcome]) -> tuple[
         [o.attempts for o in outcomes],
         [o.next_try_at for o in outcomes],
         [o.last_error for o in outcomes],
-        [_encode_handlers(o.done_handlers) for o in outcomes],
+        [encode_handlers(o.done_handlers) for o in outcomes],
         [o.finished_at is not None for o in outcomes],
         [o.lease_token for o in outcomes],
     )
@@ -968,7 +969,7 @@ def _job_values(r: JobRecord) -> tuple[Any, ...]:
         r.attempts,
         r.last_try_at,
         r.last_error,
-        _encode_handlers(r.done_handlers),
+        encode_handlers(r.done_handlers),
         r.lease_owner,
         r.lease_expires_at,
         r.finished_at,
@@ -977,10 +978,6 @@ def _job_values(r: JobRecord) -> tuple[Any, ...]:
         r.queue,
         r.priority,
     )
-
-
-def _encode_handlers(handlers: tuple[str, ...]) -> str:
-    return json.dumps(handlers) if handlers else _NO_HANDLERS
 
 
 def _record(row: asyncpg.Record) -> JobRecord:
