@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -23,6 +24,7 @@ from masa_jobs import JobManager, JobState, MasaApp
 from masa_jobs.exceptions import StoreUnavailableError
 from masa_jobs.records import JobRecord, utcnow
 from masa_jobs.stores import redis as redis_store_module
+from masa_jobs.stores._redis_ahead import AHEAD_SLACK_SHARE
 from masa_jobs.stores.redis import RedisJobStore
 from tests.integration.test_redis import (
     HANG_GUARD_SECONDS,
@@ -174,6 +176,54 @@ async def test_a_claim_for_fewer_jobs_takes_some_and_hands_back_the_rest(prefix:
         for record in others:
             await holds_valid_lease(other, record, "worker-b")
         assert await other.claim("worker-c", ROOM, LEASE) == []
+
+
+def age_the_claim_ahead(store: RedisJobStore) -> None:
+    """Make the claim behind the last wait look older than the slack a worker
+    allows (an event loop blocked after the pop returned): the claim that
+    takes its jobs must renew their leases first."""
+    ahead = store._ahead
+    assert ahead is not None
+    slack = LEASE.total_seconds() * AHEAD_SLACK_SHARE
+    store._ahead = replace(ahead, earliest=ahead.earliest - 2 * slack)
+
+
+async def test_jobs_held_ahead_past_the_slack_are_renewed_before_they_are_handed_over(
+    prefix: str,
+) -> None:
+    async with opened(prefix, named(prefix)) as store, opened(prefix) as other:
+        job = new_job()
+        await held_ahead(store, other, [job], prefix)
+        leased_until = (await stored(other, job.id)).lease_expires_at
+        assert leased_until is not None
+        age_the_claim_ahead(store)
+
+        [claimed] = await store.claim(WORKER, ROOM, LEASE)
+
+        assert claimed.id == job.id
+        renewed_until = (await stored(other, job.id)).lease_expires_at
+        assert renewed_until is not None
+        assert renewed_until > leased_until
+        await holds_valid_lease(store, claimed, WORKER)
+
+
+async def test_a_job_held_ahead_whose_lease_is_gone_is_not_handed_over(prefix: str) -> None:
+    async with opened(prefix, named(prefix)) as store, opened(prefix) as other:
+        kept, cancelled = new_job(), new_job()
+        await held_ahead(store, other, [kept, cancelled], prefix)
+        # An operator cancels one while it waits in the worker's hands.
+        moved = await other.transition(
+            cancelled.id, {JobState.PROCESSING}, JobState.CANCELLED, await other.now()
+        )
+        assert moved is not None
+        age_the_claim_ahead(store)
+
+        claimed = await store.claim(WORKER, ROOM, LEASE)
+
+        # The renewal found the cancelled job's lease gone: only the other runs.
+        assert [record.id for record in claimed] == [kept.id]
+        await holds_valid_lease(store, claimed[0], WORKER)
+        assert (await stored(other, cancelled.id)).state is JobState.CANCELLED
 
 
 @pytest.mark.parametrize(
