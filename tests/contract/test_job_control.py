@@ -30,6 +30,7 @@ from masa_jobs.records import (
     DEFAULT_QUEUE,
     MAX_PRIORITY,
     UniqueScope,
+    put_back,
     utcnow,
 )
 from masa_jobs.stores.base import CancelFeed, Store
@@ -510,6 +511,20 @@ async def test_a_retried_pending_job_does_not_take_its_key_back(store: Store) ->
     held = await claim_only(store, holder)
     await finish_as(store, held, JobState.SCHEDULED, next_try_at=await store.now())
     assert (await stored(store, holder.id)).state.is_pending
+
+    newcomer = keyed(UniqueScope.PENDING)
+    assert await add(store, newcomer) == [newcomer.id]
+    assert await key_taken_by(store, newcomer, UniqueScope.PENDING)
+
+
+async def test_a_pending_job_put_back_unrun_does_not_take_its_key_back(store: Store) -> None:
+    # As a stopping worker puts back the jobs it claimed ahead and never started.
+    holder = keyed(UniqueScope.PENDING)
+    await add(store, holder)
+    held = await claim_only(store, holder)
+    assert await store.finish("worker-1", [put_back(held, started=False)]) == {holder.id}
+    again = await stored(store, holder.id)
+    assert (again.state.is_pending, again.attempts) == (True, 0)
 
     newcomer = keyed(UniqueScope.PENDING)
     assert await add(store, newcomer) == [newcomer.id]
