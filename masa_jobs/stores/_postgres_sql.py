@@ -781,13 +781,25 @@ _FENCED = "stored_state = 'processing' AND stored_owner = $1 AND stored_token = 
 
 def _locked(s: str, batch: str) -> str:
     """The CTE ``locked``: the rows of ``batch`` (FROM items aliased ``o``,
-    with an ``id``), locked in id order, with their stored lease columns."""
+    with an ``id``), locked in id order, with their stored lease columns.
+
+    The batch is sorted first and each row is then read and locked by its
+    id (a LATERAL subquery, which only a nested loop over the sorted batch
+    can run): whatever the planner guesses, a batch costs one index probe
+    per job. A join let a custom plan, which a prepared statement uses for
+    its first five runs on each connection, hash the whole table instead:
+    a finish of 200 outcomes took 20 ms there against 5 ms, on a table of
+    50,000 jobs.
+    """
     return f"""locked AS MATERIALIZED (
-    SELECT o.*, j.state AS stored_state, j.lease_owner AS stored_owner,
-           j.lease_token AS stored_token
-    FROM {batch} JOIN {s}.jobs AS j ON j.id = o.id
-    ORDER BY j.id
-    FOR UPDATE OF j
+    SELECT o.*, j.stored_state, j.stored_owner, j.stored_token
+    FROM (SELECT * FROM {batch} ORDER BY o.id) AS o
+    CROSS JOIN LATERAL (
+        SELECT state AS stored_state, lease_owner AS stored_owner,
+               lease_token AS stored_token
+        FROM {s}.jobs WHERE id = o.id
+        FOR UPDATE
+    ) AS j
 )"""
 
 
