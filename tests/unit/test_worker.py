@@ -381,6 +381,30 @@ async def test_prefetch_bounds_the_jobs_a_worker_holds(
     assert sorted(calls_of("blocking")) == keys
 
 
+async def claims_asked(
+    store: MemoryJobStore,
+    manager: DefaultJobManager,
+    monkeypatch: pytest.MonkeyPatch,
+    jobs: int,
+    prefetch: int | None = None,
+) -> list[int]:
+    """The limit of every claim a worker (concurrency 1, batch 5) makes
+    while it runs ``jobs`` short jobs."""
+    asked: list[int] = []
+    claim = store.claim
+
+    async def counting_claim(worker_id: str, limit: int, *args: Any, **kwargs: Any) -> Any:
+        asked.append(limit)
+        return await claim(worker_id, limit, *args, **kwargs)
+
+    monkeypatch.setattr(store, "claim", counting_claim)
+    job_ids = await manager.enqueue_many((Greet(key=f"job-{n}"), None) for n in range(jobs))
+    async with running(make_worker(store, concurrency=1, batch_size=5, prefetch=prefetch)):
+        for job_id in job_ids:
+            await wait_for_record(store, job_id, in_state(JobState.SUCCEEDED))
+    return asked
+
+
 @pytest.mark.parametrize(
     ("prefetch", "largest_claim"),
     [(None, 5), (1, 2)],
@@ -393,19 +417,7 @@ async def test_short_runs_are_claimed_a_batch_ahead_by_default(
     prefetch: int | None,
     largest_claim: int,
 ) -> None:
-    asked: list[int] = []
-    claim = store.claim
-
-    async def counting_claim(worker_id: str, limit: int, *args: Any, **kwargs: Any) -> Any:
-        asked.append(limit)
-        return await claim(worker_id, limit, *args, **kwargs)
-
-    monkeypatch.setattr(store, "claim", counting_claim)
-    job_ids = await manager.enqueue_many((Greet(key=f"job-{n}"), None) for n in range(40))
-
-    async with running(make_worker(store, concurrency=1, batch_size=5, prefetch=prefetch)):
-        for job_id in job_ids:
-            await wait_for_record(store, job_id, in_state(JobState.SUCCEEDED))
+    asked = await claims_asked(store, manager, monkeypatch, 40, prefetch=prefetch)
 
     # The first claim fills one slot and one ahead; once runs prove short,
     # the automatic prefetch claims a whole batch ahead.
@@ -416,19 +428,7 @@ async def test_short_runs_are_claimed_a_batch_ahead_by_default(
 async def test_short_runs_are_claimed_in_whole_batches(
     store: MemoryJobStore, manager: DefaultJobManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    asked: list[int] = []
-    claim = store.claim
-
-    async def counting_claim(worker_id: str, limit: int, *args: Any, **kwargs: Any) -> Any:
-        asked.append(limit)
-        return await claim(worker_id, limit, *args, **kwargs)
-
-    monkeypatch.setattr(store, "claim", counting_claim)
-    job_ids = await manager.enqueue_many((Greet(key=f"job-{n}"), None) for n in range(60))
-
-    async with running(make_worker(store, concurrency=1, batch_size=5)):
-        for job_id in job_ids:
-            await wait_for_record(store, job_id, in_state(JobState.SUCCEEDED))
+    asked = await claims_asked(store, manager, monkeypatch, 60)
 
     # Two batches are held ahead, and one is topped up once it has started:
     # no claim asks for the few slots freed so far, which would pay a
