@@ -38,6 +38,16 @@ class StoreUnderTest:
         return StoreUnderTest(self.backend, {**self.settings, **settings})
 
 
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A Redis key prefix of the test's own (the Redis store's ``prefix``),
+    its keys deleted afterwards; the Redis modules' stores live under it."""
+    require_service("Redis", REDIS_URL)
+    name = unique_name()
+    yield name
+    delete_redis_prefix(name)
+
+
 @pytest.fixture(params=["sqlite", "postgres", "redis"])
 def durable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
     yield from _store_under_test(request.param, tmp_path)

@@ -28,7 +28,7 @@ from masa_jobs.records import DEFAULT_QUEUE, JobOutcome, JobRecord, WorkerInfo, 
 from masa_jobs.stores import redis as redis_store_module
 from masa_jobs.stores.redis import RedisJobStore
 from tests.listing import all_jobs
-from tests.services import REDIS_URL, delete_redis_prefix, require_service, unique_name
+from tests.services import REDIS_URL, delete_redis_prefix, unique_name
 from tests.tcp_proxy import FaultProxy
 
 from .app import Work
@@ -46,14 +46,6 @@ LEASE = timedelta(seconds=30)
 EXPIRED = timedelta(0)
 # Small store timeouts for outage tests: a call fails within them.
 OUTAGE_TIMEOUTS = {"connect_timeout": 1, "command_timeout": 2}
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    require_service("Redis", REDIS_URL)
-    name = unique_name()
-    yield name
-    delete_redis_prefix(name)
 
 
 @pytest.fixture

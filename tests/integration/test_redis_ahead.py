@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -37,7 +37,7 @@ from tests.integration.test_redis import (
     succeeded,
     write_raw_job,
 )
-from tests.services import REDIS_URL, delete_redis_prefix, require_service, unique_name
+from tests.services import REDIS_URL
 
 from .app import Work
 from .harness import wait_until
@@ -49,14 +49,6 @@ WORKER = "worker-a"
 ROOM = 5
 
 T = TypeVar("T")
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    require_service("Redis", REDIS_URL)
-    name = unique_name()
-    yield name
-    delete_redis_prefix(name)
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,6 @@ helpers it names."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, cast
@@ -36,7 +35,6 @@ from masa_jobs.stores._redis_scripts import (
 )
 from tests.integration.test_redis import opened, raw_redis
 from tests.integration.test_redis_listing import indexes_agree_with_jobs
-from tests.services import REDIS_URL, delete_redis_prefix, require_service, unique_name
 
 pytestmark = pytest.mark.anyio
 
@@ -48,14 +46,6 @@ MANY = 3 * INDEX_BATCH_MIN
 ODD = "a,b:c;d+é\u3042🚀\x00\r\n"
 # The per-queue index of each state that has one.
 _INDEX_OF_STATE = {"scheduled": "due", "enqueued": "due", "processing": "leases"}
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    require_service("Redis", REDIS_URL)
-    name = unique_name()
-    yield name
-    delete_redis_prefix(name)
 
 
 def new_job(**fields: Any) -> JobRecord:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -34,7 +34,7 @@ from masa_jobs.stores import redis as redis_store_module
 from masa_jobs.stores.redis import LAYOUT_VERSION, RedisJobStore
 from tests.integration.test_redis import opened, raw_redis
 from tests.integration.test_redis_listing import Spy
-from tests.services import REDIS_URL, delete_redis_prefix, require_service, unique_name
+from tests.services import REDIS_URL, unique_name
 
 from .harness import wait_until
 
@@ -56,14 +56,6 @@ CANCEL_LATENCY_TARGET_SECONDS = 0.1
 OTHER_JOBS = 2_000
 # Entries one re-layout call moves in the upgrade test: several calls for its jobs.
 SMALL_CHUNK = 10
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    require_service("Redis", REDIS_URL)
-    name = unique_name()
-    yield name
-    delete_redis_prefix(name)
 
 
 def new_job(job_id: str | None = None, delay: float = 0.0, **fields: Any) -> JobRecord:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +31,6 @@ from masa_jobs.stores import redis as redis_store_module
 from masa_jobs.stores._listing import matches
 from masa_jobs.stores.redis import LAYOUT_VERSION, RedisJobStore
 from tests.integration.test_redis import opened, raw_redis
-from tests.services import REDIS_URL, delete_redis_prefix, require_service, unique_name
 
 pytestmark = pytest.mark.anyio
 
@@ -54,14 +52,6 @@ MAX_PAGES = 1000
 # More members than Redis keeps in a compact sorted set, so that ZSCAN answers
 # in several chunks, as it does on a large store.
 BEYOND_LISTPACK = 300
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    require_service("Redis", REDIS_URL)
-    name = unique_name()
-    yield name
-    delete_redis_prefix(name)
 
 
 def new_job(name: str = NAMES[0], delay: float = 0.0, **fields: Any) -> JobRecord:
