@@ -417,10 +417,8 @@ class RedisJobStore:
         await self._hand_back(worker_id, [r for r in records if r.id not in kept_ids])
         if kept and time.monotonic() - ahead.earliest > lease.total_seconds() * AHEAD_SLACK_SHARE:
             # The worker reckons the lease from now: renewed, it ends later still.
-            args: list[Any] = [micros(lease)]
-            for record in kept:
-                args += (record.id, record.lease_token)
-            renewed = set(await self._run("extend", args))
+            leases = {record.id: ahead.token for record in kept}
+            renewed = await self.extend_leases(worker_id, leases, lease)
             kept = [record for record in kept if record.id in renewed]
         return kept
 
