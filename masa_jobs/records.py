@@ -25,6 +25,7 @@ __all__ = [
     "ScheduleRecord",
     "UniqueScope",
     "WorkerInfo",
+    "decode_handlers",
     "decode_headers",
     "decode_history",
     "display_state",
@@ -361,6 +362,11 @@ HANDLER_LISTS_CACHED = 256
 def encode_handlers(handlers: tuple[str, ...]) -> str:
     """``done_handlers`` as the stores keep it: a JSON array, ``[]`` for none."""
     return json.dumps(handlers) if handlers else "[]"
+
+
+def decode_handlers(text: str) -> tuple[str, ...]:
+    """``done_handlers`` from what ``encode_handlers`` wrote."""
+    return () if text == "[]" else tuple(json.loads(text))
 
 
 def encode_history(events: tuple[JobEvent, ...]) -> str:

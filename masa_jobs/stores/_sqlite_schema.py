@@ -33,7 +33,6 @@ in the statement that releases it.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,6 +49,7 @@ from ..records import (
     JobState,
     ScheduleRecord,
     UniqueScope,
+    decode_handlers,
     decode_history,
     encode_handlers,
     encode_history,
@@ -65,7 +65,6 @@ __all__ = [
     "at_or_none",
     "check_table_prefix",
     "claim_key",
-    "decode_handlers",
     "encode_handlers",
     "keyed_row",
     "record_from_row",
@@ -608,10 +607,6 @@ def at(us: int) -> datetime:
 
 def at_or_none(us: int | None) -> datetime | None:
     return None if us is None else at(us)
-
-
-def decode_handlers(text: str) -> tuple[str, ...]:
-    return () if text == "[]" else tuple(json.loads(text))
 
 
 def state_of(value: str) -> JobState:

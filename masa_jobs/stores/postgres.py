@@ -79,6 +79,7 @@ from ..records import (
     ScheduleRecord,
     UniqueScope,
     WorkerInfo,
+    decode_handlers,
     decode_history,
     encode_handlers,
     encode_history,
@@ -180,7 +181,6 @@ _APP_CONNECTION_LOST = (
 _DUPLICATE_KEY = ("Key (id)=(", ") already exists.")
 _STATES = {state.value: state for state in JobState}
 _SCOPES = {scope.value: scope for scope in UniqueScope}
-_NO_HANDLERS = "[]"
 _NO_EVENTS = "[]"
 
 
@@ -994,7 +994,7 @@ def _record(row: asyncpg.Record) -> JobRecord:
         attempts=row["attempts"],
         last_try_at=row["last_try_at"],
         last_error=row["last_error"],
-        done_handlers=() if handlers == _NO_HANDLERS else tuple(json.loads(handlers)),
+        done_handlers=decode_handlers(handlers),
         lease_owner=row["lease_owner"],
         lease_expires_at=row["lease_expires_at"],
         finished_at=row["finished_at"],
