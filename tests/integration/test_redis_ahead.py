@@ -89,6 +89,30 @@ async def woken_by(
             await enqueue()
 
 
+async def wait_cancelled_after(
+    store: RedisJobStore,
+    client: redis.asyncio.Redis,
+    name: str,
+    action: Callable[[], Awaitable[object]],
+) -> bool:
+    """Run ``store``'s wait; once it blocks, ``action``, then cancel the wait.
+    Returns whether the wait returned before the cancellation."""
+    returned = False
+
+    async def waiter() -> None:
+        nonlocal returned
+        await store.wait_for_work(NO_FALLBACK_POLL_SECONDS)
+        returned = True
+
+    with anyio.fail_after(HANG_GUARD_SECONDS):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await wait_until(lambda: blocked_in_pop(client, "name", name), HANG_GUARD_SECONDS)
+            await action()
+            tg.cancel_scope.cancel()
+    return returned
+
+
 async def stored(store: RedisJobStore, job_id: str) -> JobRecord:
     record = await store.get(job_id)
     assert record is not None
@@ -263,23 +287,16 @@ async def test_a_cancelled_wait_leaves_no_job_leased(
         raw_redis() as client,
     ):
         assert await store.claim(WORKER, ROOM, LEASE) == []
-        returned = False
+        job_ids: list[str] = []
 
-        async def waiter() -> None:
-            nonlocal returned
-            await store.wait_for_work(NO_FALLBACK_POLL_SECONDS)
-            returned = True
+        async def write_job() -> None:
+            # A due job that pushes no wake-up token: the pop stays blocked
+            # until the cancellation ends it, and the claim behind it then
+            # takes this job, every time.
+            job_ids.append(await write_raw_job(client, prefix))
 
-        with anyio.fail_after(HANG_GUARD_SECONDS):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(waiter)
-                await wait_until(lambda: blocked_in_pop(client, "name", prefix), HANG_GUARD_SECONDS)
-                # A due job that pushes no wake-up token: the pop stays blocked
-                # until the cancellation ends it, and the claim behind it then
-                # takes this job, every time.
-                job_id = await write_raw_job(client, prefix)
-                tg.cancel_scope.cancel()
-        assert not returned
+        assert not await wait_cancelled_after(store, client, prefix, write_job)
+        [job_id] = job_ids
         # Handed back, not left to a lease that nobody knows of (which logs why).
         assert [record.getMessage() for record in caplog.records] == []
         await is_pending_unrun(other, job_id)
@@ -308,12 +325,7 @@ async def test_a_wait_cancelled_as_a_job_comes_leaves_it_to_the_next_claim_or_ha
     ):
         assert await store.claim(WORKER, ROOM, LEASE) == []
         job = new_job()
-        with anyio.fail_after(HANG_GUARD_SECONDS):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(store.wait_for_work, NO_FALLBACK_POLL_SECONDS)
-                await wait_until(lambda: blocked_in_pop(client, "name", prefix), HANG_GUARD_SECONDS)
-                await other.add([job])
-                tg.cancel_scope.cancel()
+        await wait_cancelled_after(store, client, prefix, lambda: other.add([job]))
         assert [record.getMessage() for record in caplog.records] == []
         record = await stored(other, job.id)
         if record.state is JobState.PROCESSING:
