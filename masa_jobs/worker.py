@@ -704,11 +704,8 @@ class _Prefetch:
         self._batch_size = options.batch_size
         self._auto = options.prefetch is None
         self._long = options.concurrency if options.prefetch is None else options.prefetch
-        self._short = (
-            SHORT_RUN_BATCHES_AHEAD * max(options.concurrency, options.batch_size)
-            if self._auto
-            else self._long
-        )
+        # Used only by the automatic prefetch (``ran``).
+        self._short = SHORT_RUN_BATCHES_AHEAD * max(options.concurrency, options.batch_size)
         # The average run time in seconds; None until a run is seen.
         self._mean: float | None = None
         self.held_cap = 0
