@@ -38,6 +38,19 @@ class StoreUnderTest:
         return StoreUnderTest(self.backend, {**self.settings, **settings})
 
 
+def _fresh_postgres_schema() -> Iterator[str]:
+    """A PostgreSQL schema name of the test's own (the PostgreSQL store's
+    ``schema``), the schema dropped afterwards."""
+    require_service("PostgreSQL", POSTGRES_DSN)
+    name = unique_name()
+    yield name
+    drop_postgres_schema(name)
+
+
+schema = pytest.fixture(_fresh_postgres_schema, name="schema")
+other_schema = pytest.fixture(_fresh_postgres_schema, name="other_schema")
+
+
 @pytest.fixture
 def prefix() -> Iterator[str]:
     """A Redis key prefix of the test's own (the Redis store's ``prefix``),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -32,7 +32,7 @@ from masa_jobs.stores import postgres
 from masa_jobs.stores._postgres_sql import SCHEMA_VERSION, advisory_lock_key, migrations
 from masa_jobs.stores.postgres import PostgresJobStore
 from tests.listing import all_jobs
-from tests.services import POSTGRES_DSN, drop_postgres_schema, require_service, unique_name
+from tests.services import POSTGRES_DSN, unique_name
 from tests.tcp_proxy import FaultProxy
 
 from .app import Work
@@ -46,17 +46,6 @@ LONG_WAIT = 120.0
 # Small store timeouts for outage tests: a call fails within them.
 OUTAGE_TIMEOUTS = {"connect_timeout": 1, "command_timeout": 2}
 LEASE = timedelta(seconds=30)
-
-
-def _fresh_schema() -> Iterator[str]:
-    require_service("PostgreSQL", POSTGRES_DSN)
-    name = unique_name()
-    yield name
-    drop_postgres_schema(name)
-
-
-schema = pytest.fixture(_fresh_schema, name="schema")
-other_schema = pytest.fixture(_fresh_schema, name="other_schema")
 
 
 def store_for(schema: str, **settings: Any) -> PostgresJobStore:

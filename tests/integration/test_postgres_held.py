@@ -5,14 +5,11 @@ leaks no connection."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import anyio
 import pytest
 
 from masa_jobs.exceptions import DuplicateJobError
 from tests.integration.test_postgres import PROMPTLY, job, opened
-from tests.services import POSTGRES_DSN, drop_postgres_schema, require_service, unique_name
 
 pytestmark = pytest.mark.anyio
 
@@ -20,14 +17,6 @@ pytestmark = pytest.mark.anyio
 ROUNDS = 30
 # Cancel the n-th of those adds after n times this: from at once to mid-statement.
 CANCEL_STEP_SECONDS = 0.0001
-
-
-@pytest.fixture(name="schema")
-def _schema() -> Iterator[str]:
-    require_service("PostgreSQL", POSTGRES_DSN)
-    name = unique_name()
-    yield name
-    drop_postgres_schema(name)
 
 
 async def test_back_to_back_adds_leave_the_only_pool_connection_to_others(schema: str) -> None:

@@ -64,16 +64,6 @@ FROM generate_series(1, {n}) AS i
 """
 
 
-def _fresh_schema() -> Iterator[str]:
-    require_service("PostgreSQL", POSTGRES_DSN)
-    name = unique_name()
-    yield name
-    drop_postgres_schema(name)
-
-
-schema = pytest.fixture(_fresh_schema, name="schema")
-
-
 @pytest.fixture(scope="module")
 def full_schema() -> Iterator[str]:
     """A schema holding FILL_JOBS pending jobs, analysed; tests roll back their claims."""

@@ -107,14 +107,6 @@ def big_schema() -> Iterator[str]:
     drop_postgres_schema(name)
 
 
-@pytest.fixture
-def schema() -> Iterator[str]:
-    require_service("PostgreSQL", POSTGRES_DSN)
-    name = unique_name()
-    yield name
-    drop_postgres_schema(name)
-
-
 # -- plans --------------------------------------------------------------------------
 
 

@@ -46,7 +46,7 @@ from masa_jobs.records import JobRecord
 from masa_jobs.stores.postgres import LISTENER_APPLICATION_NAME, PostgresJobStore
 from tests.integration.harness import wait_until
 from tests.integration.test_postgres import LEASE, job, opened, raw_connection, succeeded
-from tests.services import POSTGRES_DSN, drop_postgres_schema, require_service, unique_name
+from tests.services import POSTGRES_DSN, unique_name
 from tests.unit.support import running
 
 pytestmark = pytest.mark.anyio
@@ -245,14 +245,6 @@ def _clean_runs() -> Iterator[None]:
     yield
     RUNS.clear()
     SEEN.clear()
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    require_service("PostgreSQL", POSTGRES_DSN)
-    name = unique_name()
-    yield name
-    drop_postgres_schema(name)
 
 
 @pytest.fixture
