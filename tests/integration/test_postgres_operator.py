@@ -23,7 +23,7 @@ from masa_jobs import JobQuery, JobState
 from masa_jobs.queries import EXACT_COUNT_LIMIT
 from masa_jobs.records import JobOutcome, JobRecord, utcnow
 from masa_jobs.stores._postgres_listing import Listing, count_arguments, list_arguments
-from masa_jobs.stores.postgres import PostgresJobStore
+from masa_jobs.stores.postgres import PostgresJobStore, _outcome_arguments
 from tests.integration.test_postgres import opened, raw_connection, store_for
 from tests.services import POSTGRES_DSN, drop_postgres_schema, require_service, unique_name
 
@@ -352,3 +352,64 @@ async def test_finished_jobs_are_counted_per_whole_utc_minute(schema: str) -> No
     assert {minute for minute, _ in counted} == minutes
     assert all(minute.utcoffset() == timedelta(0) for minute, _ in counted)
     assert later == []
+
+
+# -- the worker's writes on a table of many jobs --------------------------------------
+
+# Outcomes or renewals in one write, and the jobs in the table around them: a
+# size at which a plan made for the batch hashed the whole table.
+WRITE_BATCH = 200
+WRITE_TABLE_JOBS = 20_000
+
+
+async def test_outcomes_and_renewals_read_each_job_by_id_on_a_plan_for_the_batch(
+    schema: str,
+) -> None:
+    # A prepared statement's first runs on each connection are planned for
+    # the batch's real size; such a plan must still read each job by its id.
+    async with opened(schema) as store:
+        for _ in range(WRITE_TABLE_JOBS // 1000):
+            await store.add([_job() for _ in range(1000)])
+        held = await store.claim("worker-1", WRITE_BATCH, LEASE)
+        assert len(held) == WRITE_BATCH
+        outcomes = [
+            JobOutcome(
+                record.id,
+                JobState.SUCCEEDED,
+                record.attempts,
+                record.next_try_at,
+                finished_at=utcnow(),
+                lease_token=record.lease_token,
+            )
+            for record in held
+        ]
+        statements = store._sql
+        writes = {
+            "finish": (
+                statements.finish,
+                [*_outcome_arguments("worker-1", outcomes), statements.channel],
+            ),
+            "extend_leases": (
+                statements.extend_leases,
+                [
+                    "worker-1",
+                    [record.id for record in held],
+                    [record.lease_token for record in held],
+                    LEASE.total_seconds(),
+                ],
+            ),
+        }
+        async with raw_connection() as connection:
+            await connection.execute(f'ANALYZE "{schema}".jobs')
+            for name, (statement, arguments) in writes.items():
+                explained = await connection.fetchval(
+                    f"EXPLAIN (FORMAT JSON) {statement}", *arguments
+                )
+                plan = json.loads(explained)[0]["Plan"]
+                whole_table = [
+                    node["Node Type"]
+                    for node in _nodes(plan)
+                    if node["Node Type"] in ("Seq Scan", "Bitmap Heap Scan")
+                    and node.get("Relation Name") == "jobs"
+                ]
+                assert whole_table == [], f"{name} reads the jobs table with {whole_table}"
