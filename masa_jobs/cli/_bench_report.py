@@ -186,13 +186,18 @@ def _deep_rows(section: dict[str, Any], store: str) -> list[Row]:
 
 
 def _rss_rows(section: dict[str, Any], store: str) -> list[Row]:
+    floor = section.get("dependency_floor_mib")
     rows = []
     for name, size in section["idle_worker_mib"].items():
         target = ""
         if size is not None and name in IDLE_RSS_TARGET_STORES:
             target = _target(size <= IDLE_RSS_TARGET_MIB, f"<= {IDLE_RSS_TARGET_MIB:g} MiB")
         result = "n/a" if size is None else f"{size:,.1f} MiB"
+        if size is not None and floor is not None:
+            result += f" ({size - floor:,.1f} above the floor)"
         rows.append((f"idle worker process RSS, {name} store", result, target))
+    if floor is not None:
+        rows.append(("RSS floor: pydantic, DI and anyio alone", f"{floor:,.1f} MiB", ""))
     return rows
 
 

@@ -4,11 +4,18 @@ One process per store, on a fresh namespace, with no job to run: its
 resident set size is read from /proc once it has logged its start (its store
 is open, its worker and heartbeat run) and has idled a moment. The in-memory
 store always, SQLite always, and the store under measurement.
+
+Beside them, the floor that the libraries masa-jobs is built on set: a
+process that imports only pydantic, dependency-injector and anyio, builds a
+model and a container, and runs an asyncio loop (which imports ``ssl``), as
+every worker does. A worker's size above that floor is what masa-jobs adds,
+with the command line (typer) and, for recurring jobs, croniter.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,6 +31,23 @@ ALWAYS_MEASURED = (StoreChoice("memory"), StoreChoice("sqlite"))
 # Lets the first poll, heartbeat and scheduler pass run (and import what they
 # need) before the size is read.
 IDLE_SECONDS = 2.0
+# The libraries masa-jobs is built on at work, and nothing of masa-jobs: the
+# size every worker process starts from. It prints its own VmRSS in KiB.
+DEPENDENCY_FLOOR_SCRIPT = """
+import anyio, pydantic
+from dependency_injector import containers, providers, wiring
+
+class Args(pydantic.BaseModel):
+    to: str
+
+class Container(containers.DeclarativeContainer):
+    args = providers.Singleton(Args, to="x")
+
+Container().args()
+anyio.run(anyio.sleep, 0.05)
+status = open("/proc/self/status").read().splitlines()
+print(next(line.split()[1] for line in status if line.startswith("VmRSS:")))
+"""
 
 
 async def measure_rss(settings: BenchSettings, backend: str) -> dict[str, Any]:
@@ -32,7 +56,21 @@ async def measure_rss(settings: BenchSettings, backend: str) -> dict[str, Any]:
     if not sys.platform.startswith("linux"):
         return {"idle_worker_mib": {store.value: None for store in stores}}
     sizes = {store.value: await _idle_rss(store, backend) for store in stores}
-    return {"idle_worker_mib": sizes, "idle_seconds": IDLE_SECONDS}
+    return {
+        "idle_worker_mib": sizes,
+        "idle_seconds": IDLE_SECONDS,
+        "dependency_floor_mib": await _dependency_floor(),
+    }
+
+
+async def _dependency_floor() -> float | None:
+    """MiB of a process running only pydantic, dependency-injector and anyio."""
+    done = await anyio.run_process(
+        [sys.executable, "-c", DEPENDENCY_FLOOR_SCRIPT], cwd=Path.home(), check=False
+    )
+    if done.returncode != 0:
+        return None
+    return mib(int(done.stdout.decode().strip()) * 1024)
 
 
 async def _idle_rss(store: StoreChoice, backend: str) -> float | None:

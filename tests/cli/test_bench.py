@@ -123,6 +123,16 @@ def test_bench_rss_of_idle_workers_on_memory_and_sqlite() -> None:
     for store in ("memory", "sqlite"):
         assert f"idle worker process RSS, {store} store" in result.stdout
     assert "MiB" in result.stdout
+    assert "RSS floor: pydantic, DI and anyio alone" in result.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RSS is read from /proc")
+def test_bench_rss_sets_each_worker_against_the_floor_of_its_libraries() -> None:
+    section = _scenario("--scenarios", "rss")["rss"]
+
+    floor = section["dependency_floor_mib"]
+    # A worker runs those libraries and more: masa-jobs, its command line, its store.
+    assert 0 < floor < min(section["idle_worker_mib"].values())
 
 
 def test_bench_refuses_processes_on_the_memory_store() -> None:
