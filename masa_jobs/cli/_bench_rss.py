@@ -15,7 +15,6 @@ with the command line (typer) and, for recurring jobs, croniter.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -65,8 +64,9 @@ async def measure_rss(settings: BenchSettings, backend: str) -> dict[str, Any]:
 
 async def _dependency_floor() -> float | None:
     """MiB of a process running only pydantic, dependency-injector and anyio."""
+    # -P: no module of the current directory can stand in for one of the libraries.
     done = await anyio.run_process(
-        [sys.executable, "-c", DEPENDENCY_FLOOR_SCRIPT], cwd=Path.home(), check=False
+        [sys.executable, "-P", "-c", DEPENDENCY_FLOOR_SCRIPT], check=False
     )
     if done.returncode != 0:
         return None
