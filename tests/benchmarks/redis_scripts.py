@@ -60,31 +60,35 @@ async def measure(jobs: int, batch_size: int) -> dict[str, float]:
 async def _steps(
     store: JobStore, server: redis.asyncio.Redis, jobs: int, batch_size: int
 ) -> dict[str, float]:
-    costs: dict[str, float] = {}
     await server.config_resetstat()
     for _ in range(jobs):
         await BackgroundJobManager.enqueue(_NO_OP)
-    costs["add, one job a call"] = await _script_usec(server) / jobs
-
-    await server.config_resetstat()
-    claimed = [got async for got in _claims(store, batch_size)]
-    costs[f"claim, {batch_size} jobs a call"] = await _script_usec(server) / jobs
-    await server.config_resetstat()
-    for batch in claimed:
-        await store.finish(WORKER_ID, [_succeeded(record) for record in batch])
-    costs[f"finish, {batch_size} jobs a call"] = await _script_usec(server) / jobs
+    costs = {"add, one job a call": await _script_usec(server) / jobs}
+    claim, finish = await _claim_and_finish(store, server, batch_size, jobs)
+    costs[f"claim, {batch_size} jobs a call"] = claim
+    costs[f"finish, {batch_size} jobs a call"] = finish
 
     singles = min(jobs, 2000)
     for _ in range(singles):
         await BackgroundJobManager.enqueue(_NO_OP)
-    await server.config_resetstat()
-    one_by_one = [got async for got in _claims(store, 1)]
-    costs["claim, one job a call"] = await _script_usec(server) / singles
-    await server.config_resetstat()
-    for batch in one_by_one:
-        await store.finish(WORKER_ID, [_succeeded(record) for record in batch])
-    costs["finish, one job a call"] = await _script_usec(server) / singles
+    costs["claim, one job a call"], costs["finish, one job a call"] = await _claim_and_finish(
+        store, server, 1, singles
+    )
     return costs
+
+
+async def _claim_and_finish(
+    store: JobStore, server: redis.asyncio.Redis, batch_size: int, jobs: int
+) -> tuple[float, float]:
+    """Server microseconds per job of claiming the ``jobs`` due, ``batch_size``
+    at a time, then of finishing them as succeeded in the same batches."""
+    await server.config_resetstat()
+    claimed = [got async for got in _claims(store, batch_size)]
+    claim = await _script_usec(server) / jobs
+    await server.config_resetstat()
+    for batch in claimed:
+        await store.finish(WORKER_ID, [_succeeded(record) for record in batch])
+    return claim, await _script_usec(server) / jobs
 
 
 async def _claims(store: JobStore, batch_size: int) -> Any:

@@ -8,10 +8,11 @@ In a fresh schema of the PostgreSQL store (``MASA_JOBS_STORE__DSN``, as for
 ``masa-jobs bench``), it times rounds of ``calls`` awaited calls of three
 kinds, interleaved so that a slower moment of the machine hits all three:
 
-- the **ceiling**: ``masa-jobs bench``'s single-row INSERT of a two-column
-  row, each its own transaction, over a connection of its own;
+- the **ceiling**: ``masa-jobs bench``'s own (``postgres_commit_ceiling``):
+  single-row INSERTs of a two-column row, each its own transaction, over a
+  connection of its own;
 - the **statement**: the store's own insert of a new job, with the
-  arguments the store sends for one, over that same connection: the job's
+  arguments the store sends for one, over another connection: the job's
   row, its index entries and its ``NOTIFY``, with no masa-jobs code around;
 - the **enqueue**: ``BackgroundJobManager.enqueue`` of a no-op job, the
   whole path (the facade, the manager's validation and record, the store's
@@ -35,10 +36,11 @@ import asyncpg
 
 from masa_jobs import BackgroundJobManager, MasaApp
 from masa_jobs.cli._bench_build import built_app
+from masa_jobs.cli._bench_ceiling import postgres_commit_ceiling
 from masa_jobs.cli._bench_jobs import NoOp
 from masa_jobs.cli._bench_settings import StoreChoice
 from masa_jobs.cli._bench_stores import bench_store
-from masa_jobs.records import JobRecord
+from masa_jobs.records import utcnow
 from masa_jobs.stores.postgres import PostgresJobStore, _new_job_values
 
 _NO_OP = NoOp()
@@ -50,61 +52,40 @@ async def measure(calls: int, rounds: int) -> dict[str, float]:
         bench_store(StoreChoice("postgres")) as section,
         built_app(section, {"disable_background_job": True}) as container,
         MasaApp.lifespan(),
+        postgres_commit_ceiling() as ceiling,
     ):
         store = container.job_store()
         assert isinstance(store, PostgresJobStore)
-        record = await _one_enqueued_record(store)
+        # The record an enqueue of the no-op job gives the store.
+        record = container.job_manager()._new_record(_NO_OP, None, utcnow())
+        values = list(_new_job_values(record))
+        statement_sql, channel = store._sql.add_one, store._sql.channel
         connection = await asyncpg.connect(store._settings.dsn)
         try:
-            schema = store._settings.db_schema
-            await connection.execute(
-                f'CREATE TABLE "{schema}".ceiling (id text PRIMARY KEY, payload text NOT NULL)'
-            )
-            ceiling_sql = f'INSERT INTO "{schema}".ceiling (id, payload) VALUES ($1, $2)'
-            values = list(_new_job_values(record))
-            statement_sql, channel = store._sql.add_one, store._sql.channel
 
-            async def ceiling() -> None:
-                await connection.execute(ceiling_sql, uuid4().hex, "{}")
+            async def statements(count: int) -> None:
+                for _ in range(count):
+                    values[0] = uuid4().hex
+                    await connection.execute(statement_sql, *values, channel)
 
-            async def statement() -> None:
-                values[0] = uuid4().hex
-                await connection.execute(statement_sql, *values, channel)
+            async def enqueues(count: int) -> None:
+                for _ in range(count):
+                    await BackgroundJobManager.enqueue(_NO_OP)
 
-            async def enqueue() -> None:
-                await BackgroundJobManager.enqueue(_NO_OP)
-
-            kinds = {"ceiling": ceiling, "statement": statement, "enqueue": enqueue}
+            kinds = {"ceiling": ceiling.commit, "statement": statements, "enqueue": enqueues}
             times: dict[str, list[float]] = {name: [] for name in kinds}
             for _ in range(rounds):
-                for name, call in kinds.items():
-                    times[name].append(await _round(call, calls))
+                for name, run in kinds.items():
+                    times[name].append(await _round(run, calls))
         finally:
             await connection.close()
     return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
-async def _one_enqueued_record(store: PostgresJobStore) -> JobRecord:
-    """The record the store is given for one enqueue of the no-op job."""
-    seen: list[JobRecord] = []
-    add = store.add
-
-    async def keep(records: list[JobRecord], *args: object, **kwargs: object) -> list[str]:
-        seen.extend(records)
-        return await add(records)
-
-    store.add = keep  # type: ignore[method-assign]
-    try:
-        await BackgroundJobManager.enqueue(_NO_OP)
-    finally:
-        del store.add
-    return seen[0]
-
-
-async def _round(call: Callable[[], Awaitable[None]], calls: int) -> float:
+async def _round(run: Callable[[int], Awaitable[None]], calls: int) -> float:
+    """Seconds per call of one round of ``calls``."""
     started = time.perf_counter()
-    for _ in range(calls):
-        await call()
+    await run(calls)
     return (time.perf_counter() - started) / calls
 
 
