@@ -206,7 +206,20 @@ def settings_table(by_peer: dict[str, list[dict[str, Any]]]) -> str:
 def machine() -> str:
     cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     system = f"{platform.system()} {platform.machine()}"
-    return f"{system}, {cores} cores, Python {platform.python_version()}"
+    return f"{_cpu_model()}, {system}, {cores} cores, Python {platform.python_version()}"
+
+
+def _cpu_model() -> str:
+    """The processor's name: timings change several-fold from one model to another."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            return value.strip()
+    return platform.processor() or "unknown CPU"
 
 
 def _print_tables(

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ._bench_machine import describe_machine, machine_report
 from ._bench_settings import NO_TARGETS, TARGETS, BenchResult, BenchSettings
 from ._bench_stats import latency_summary, mib
 
@@ -35,6 +36,7 @@ def settings_report(settings: BenchSettings, backend: str) -> dict[str, Any]:
         "concurrency": settings.concurrency,
         "batch_size": settings.batch_size,
         "prefetch": settings.prefetch,
+        "machine": machine_report(),
     }
 
 
@@ -63,7 +65,12 @@ def phases_report(result: BenchResult) -> dict[str, Any]:
 
 
 def print_table(console: Console, report: dict[str, Any]) -> None:
-    table = Table(title=_title(report), title_justify="left")
+    table = Table(
+        title=_title(report),
+        title_justify="left",
+        caption=f"on {describe_machine(report['machine'])}",
+        caption_justify="left",
+    )
     table.add_column("measure")
     table.add_column("result", justify="right")
     table.add_column("target")

@@ -30,6 +30,12 @@ def test_bench_json_reports_every_measure() -> None:
     # The in-memory store commits nothing to a server: no ceiling to compare with.
     assert report["commit_ceiling_per_s"] is None
     assert report["enqueue_single_of_ceiling"] is None
+    # Figures mean little without the machine that gave them.
+    machine = report["machine"]
+    assert machine["cpu"]
+    assert machine["system"]
+    assert machine["python"].endswith(".".join(map(str, sys.version_info[:3])))
+    assert machine["cores"] is None or machine["cores"] >= 1
 
 
 def test_bench_table_on_trio() -> None:
@@ -38,6 +44,8 @@ def test_bench_table_on_trio() -> None:
     assert result.returncode == 0, result.stderr
     for measure in ("enqueue, one at a time", "end to end", "pickup latency p50", "peak RSS"):
         assert measure in result.stdout
+    # The machine, under the table (its caption may wrap between words).
+    assert "core" in result.stdout
 
 
 def test_bench_postgres_reports_the_commit_ceiling_of_single_enqueue() -> None:
