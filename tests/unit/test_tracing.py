@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from masa_jobs.containers import BackgroundJobContainer
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -14,9 +16,11 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util._once import Once
 
 from masa_jobs import (
+    BackgroundJobManager,
     DefaultJobManager,
     JobRegistry,
     JobState,
+    MasaApp,
     MemoryJobStore,
     Worker,
     get_job_name,
@@ -147,6 +151,33 @@ async def test_an_enqueue_inside_a_request_joins_the_request_trace(
     assert enqueue.parent.span_id == request.get_span_context().span_id
     assert run.context is not None
     assert run.context.trace_id == trace_id
+
+
+def test_enqueue_sync_inside_a_request_joins_the_request_trace(
+    exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    # The sync API enqueues on an event loop in another thread: the request's
+    # span, a context variable of the calling thread, must travel with the call.
+    container = BackgroundJobContainer()
+    container.config.from_dict(
+        {
+            "store": {"backend": "sqlite", "path": str(tmp_path / "jobs.db")},
+            "options": {"tracing": True, "metrics": False, "disable_background_job": True},
+        }
+    )
+    MasaApp.build(container)
+    tracer = trace.get_tracer("web")
+
+    with tracer.start_as_current_span("POST /users") as request:
+        job_id = BackgroundJobManager.enqueue_sync(Greet(key="a"))
+
+    enqueue = only(spans_named(exporter, f"enqueue {GREET}"))
+    assert enqueue.parent is not None
+    assert enqueue.parent.span_id == request.get_span_context().span_id
+    stored = BackgroundJobManager.get_sync(job_id)
+    assert stored is not None
+    assert stored.headers is not None
+    assert format(request.get_span_context().trace_id, "032x") in stored.headers["traceparent"]
 
 
 async def test_a_failed_attempt_records_the_exception_and_an_error_status(
