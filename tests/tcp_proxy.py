@@ -8,6 +8,9 @@ Modes, each switched from the test's thread:
 * ``freeze()``: keep every connection open but forward no byte either way,
   new ones included (a partition: the peers' kernels keep the bytes, which
   arrive, late, at ``restore()``, as TCP delivers after a partition heals);
+* ``lose_next_reply()``: the next bytes the server sends, on any connection,
+  are thrown away and that connection aborted, once (the server did the work,
+  its answer never arrived: the ambiguous case of a command sent again);
 * ``restore()``: forward again.
 
 Runs its own event loop in a thread, so it works whatever loop the test uses.
@@ -41,6 +44,7 @@ class FaultProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._refusing = False
         self._flowing: asyncio.Event | None = None
+        self._losing_a_reply = False
         self.port = 0
 
     def __enter__(self) -> FaultProxy:
@@ -77,6 +81,10 @@ class FaultProxy:
         """Forward nothing, either way, on any connection until ``restore()``."""
         self._call(self._set_flowing(False))
 
+    def lose_next_reply(self) -> None:
+        """Throw the server's next reply away and abort its connection, once."""
+        self._call(self._set_losing_a_reply())
+
     def restore(self) -> None:
         """Accept and forward again; frozen bytes are delivered now."""
         self._call(self._set_flowing(True))
@@ -97,6 +105,9 @@ class FaultProxy:
         else:
             self._flowing.clear()
 
+    async def _set_losing_a_reply(self) -> None:
+        self._losing_a_reply = True
+
     async def _abort_all(self, *, refuse: bool) -> None:
         self._refusing = refuse
         for writer in list(self._writers):
@@ -114,11 +125,15 @@ class FaultProxy:
             return
         self._writers.update((writer, up_writer))
         await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+            self._pipe(reader, up_writer),
+            self._pipe(up_reader, writer, replies=True),
+            return_exceptions=True,
         )
         self._writers.difference_update((writer, up_writer))
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool = False
+    ) -> None:
         assert self._flowing is not None
         try:
             while True:
@@ -128,6 +143,10 @@ class FaultProxy:
                     break
                 # Bytes read just before a freeze wait for the thaw like the rest.
                 await self._flowing.wait()
+                if replies and self._losing_a_reply:
+                    self._losing_a_reply = False
+                    writer.transport.abort()  # the client's side: it never hears back
+                    break
                 writer.write(data)
                 await writer.drain()
         finally:

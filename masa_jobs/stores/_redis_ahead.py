@@ -115,15 +115,21 @@ async def blpop_then_claim(
         return await claim_reply(connection)
 
 
-async def send_and_read(connection: AbstractConnection, packed: list[bytes]) -> Any:
+async def send_and_read(
+    connection: AbstractConnection, packed: list[bytes], *, resend: bool = True
+) -> Any:
     """Send packed commands and read the first reply. Sent once more on a
     connection found broken, as redis-py retries a command: one the server
-    closed while it was idle."""
+    closed while it was idle. Unless ``resend`` is False: the connection
+    may also have broken after the server ran the commands, so a caller for
+    whom a second run differs from the first (an add) decides itself."""
     try:
         await connection.send_packed_command(packed)
         return await connection.read_response(disconnect_on_error=False)
     except RedisConnectionError:
         await connection.disconnect()
+        if not resend:
+            raise
     await connection.send_packed_command(packed)
     return await connection.read_response(disconnect_on_error=False)
 

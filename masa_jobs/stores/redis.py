@@ -322,11 +322,21 @@ class RedisJobStore:
         if not records:
             return []
         refuse_repeated_ids(self._name, records)
+        try:
+            return await self._add_once(records, resend=False)
+        except RedisConnectionError:
+            return await self._add_after_a_lost_reply(records)
+
+    async def _add_once(
+        self, records: Sequence[JobRecord], *, resend: bool = True
+    ) -> builtins.list[str]:
+        """The add script's answer for ``records``; ``resend``: send once more
+        on a connection that broke (see ``send_and_read``)."""
         args: list[Any] = []
         for record in records:
             args += job_args(record)
         try:
-            held = await self._run("add", args)
+            held = await self._run("add", args, resend=resend)
         except (ResponseError, UnicodeError) as exc:
             # The script checks the whole batch before its first write, and a
             # text that cannot be encoded is refused before anything is sent.
@@ -339,6 +349,33 @@ class RedisJobStore:
         for i in range(0, len(held), 2):
             answer[held[i]] = held[i + 1]
         return answer
+
+    async def _add_after_a_lost_reply(self, records: Sequence[JobRecord]) -> builtins.list[str]:
+        """Add ``records`` after the connection broke with the add sent: the
+        server may have stored them and its reply been lost. Sent again as it
+        was, the add would refuse the stored jobs as duplicates of themselves
+        (and the caller, told that nothing was stored, would enqueue them
+        twice). The script stores a batch whole or not at all, so the jobs
+        found stored are the first send's; the others, answered then with
+        another job's id, are added again and get their answer now. (A
+        record whose id was stored before this call, which the first send
+        refused with the whole batch, reads as stored: job ids are fresh, so
+        only a caller that reuses one could meet this.)"""
+        stored = await self._stored_ids(records)
+        answers = {record.id: record.id for record in records if record.id in stored}
+        rest = [record for record in records if record.id not in stored]
+        if rest:
+            ids = [record.id for record in rest]
+            answers.update(zip(ids, await self._add_once(rest), strict=True))
+        return [answers[record.id] for record in records]
+
+    async def _stored_ids(self, records: Sequence[JobRecord]) -> set[str]:
+        """The ids of ``records`` that the store holds a job of, in one round trip."""
+        async with self._require().pipeline(transaction=False) as pipe:
+            for record in records:
+                pipe.exists(self._job_prefix + record.id)
+            found = await pipe.execute()
+        return {record.id for record, exists in zip(records, found, strict=True) if exists}
 
     @reports_unavailable
     @translates_driver_errors
@@ -923,28 +960,34 @@ class RedisJobStore:
             )
         return self._client
 
-    async def _run(self, script: str, args: builtins.list[Any]) -> Any:
+    async def _run(self, script: str, args: builtins.list[Any], *, resend: bool = True) -> Any:
         self._require()
-        return await self._scripts[script](keys=self._keys, args=[self._tag, *args])
+        return await self._scripts[script](keys=self._keys, args=[self._tag, *args], resend=resend)
 
     async def _call_script(
-        self, script: AsyncScript, *, keys: builtins.list[str], args: builtins.list[Any]
+        self,
+        script: AsyncScript,
+        *,
+        keys: builtins.list[str],
+        args: builtins.list[Any],
+        resend: bool = True,
     ) -> Any:
         client = self._require()
         try:
-            return await self._evalsha(client, script.sha, [len(keys), *keys, *args])
+            return await self._evalsha(client, script.sha, [len(keys), *keys, *args], resend)
         except NoScriptError:
             # The server lost its script cache (a restart, SCRIPT FLUSH): the
             # script object loads the script again.
             return await script(keys=keys, args=args)
 
     async def _evalsha(
-        self, client: redis.asyncio.Redis, sha: str, args: builtins.list[Any]
+        self, client: redis.asyncio.Redis, sha: str, args: builtins.list[Any], resend: bool
     ) -> Any:
         """One script call on a connection of this store's own (``_connections``).
         The client's pool checks each connection out and back in, under a lock
         and with a probe of its socket that takes a turn of the event loop:
-        on the way to every job, that was more work than the call itself."""
+        on the way to every job, that was more work than the call itself.
+        ``resend``: see ``send_and_read``."""
         idle, pool = self._connections, client.connection_pool
         if idle:
             connection = idle.pop()
@@ -959,7 +1002,7 @@ class RedisJobStore:
             usable = False
             try:
                 async with asyncio.timeout(self._settings.command_timeout):
-                    reply = await send_and_read(connection, packed)
+                    reply = await send_and_read(connection, packed, resend=resend)
             except ResponseError:
                 usable = True  # an error reply, read whole
                 raise

@@ -24,12 +24,20 @@ from masa_jobs.exceptions import (
     StoreRejectedError,
     StoreUnavailableError,
 )
-from masa_jobs.records import DEFAULT_QUEUE, JobOutcome, JobRecord, WorkerInfo, to_us, utcnow
+from masa_jobs.records import (
+    DEFAULT_QUEUE,
+    JobOutcome,
+    JobRecord,
+    UniqueScope,
+    WorkerInfo,
+    to_us,
+    utcnow,
+)
 from masa_jobs.stores import redis as redis_store_module
 from masa_jobs.stores.redis import RedisJobStore
 from tests.listing import all_jobs
 from tests.services import REDIS_URL, delete_redis_prefix, unique_name
-from tests.tcp_proxy import FaultProxy
+from tests.tcp_proxy import FaultProxy, through
 
 from .app import Work
 from .harness import wait_until
@@ -650,6 +658,36 @@ async def test_the_store_recovers_by_itself_after_a_connection_cut(
                         await wait_until(lambda: _someone_blocks(client), HANG_GUARD_SECONDS)
                     await direct.add([new_job()])
                     await woken.wait()
+
+
+async def test_an_add_whose_reply_was_lost_answers_as_the_first_send_would_have(
+    prefix: str,
+) -> None:
+    # The server stored the jobs, then the connection died before its reply
+    # arrived: the store sends the add once more on a new connection, and that
+    # second send must neither refuse the jobs the first stored nor store more.
+    address = urlsplit(REDIS_URL)
+    assert address.hostname is not None
+    assert address.port is not None
+    with FaultProxy(address.hostname, address.port) as proxy:
+        async with opened(prefix, through(REDIS_URL, proxy)) as store, opened(prefix) as direct:
+            holder = new_job(unique_key="k1", unique_scope=UniqueScope.ACTIVE)
+            await store.add([holder])
+            fresh = new_job(unique_key="k2", unique_scope=UniqueScope.ACTIVE)
+            duplicate = new_job(unique_key="k1", unique_scope=UniqueScope.ACTIVE)
+            plain = new_job()
+
+            proxy.lose_next_reply()
+            with anyio.fail_after(HANG_GUARD_SECONDS):
+                answer = await store.add([fresh, duplicate, plain])
+
+            assert answer == [fresh.id, holder.id, plain.id]
+            assert await direct.get(duplicate.id) is None
+            counts = await direct.count_by_state(utcnow())
+            assert counts[JobState.ENQUEUED] == 3
+            # A later add of a stored id is still refused: only a send again is replayed.
+            with pytest.raises(DuplicateJobError):
+                await store.add([plain])
 
 
 async def test_an_outage_raises_store_unavailable_and_the_store_recovers_by_itself(
