@@ -976,9 +976,12 @@ class RedisJobStore:
         try:
             return await self._evalsha(client, script.sha, [len(keys), *keys, *args], resend)
         except NoScriptError:
-            # The server lost its script cache (a restart, SCRIPT FLUSH): the
-            # script object loads the script again.
-            return await script(keys=keys, args=args)
+            # The server lost its script cache (a restart, SCRIPT FLUSH): load
+            # it again and call it as before, on a connection of this store's
+            # own, where ``resend`` still holds (redis-py's own call would send
+            # an add again after a lost reply).
+            await client.script_load(script.script)
+            return await self._evalsha(client, script.sha, [len(keys), *keys, *args], resend)
 
     async def _evalsha(
         self, client: redis.asyncio.Redis, sha: str, args: builtins.list[Any], resend: bool

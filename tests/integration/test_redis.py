@@ -754,3 +754,5 @@ async def test_flushed_scripts_are_loaded_again(prefix: str) -> None:
         await client.script_flush()
         await store.add([new_job()])
         assert (await store.count_by_state(utcnow()))[JobState.ENQUEUED] == 1
+        # Each script is loaded again when first called: the claim's too.
+        assert len(await store.claim("worker", 10, LEASE)) == 1

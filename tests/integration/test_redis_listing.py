@@ -85,9 +85,9 @@ class Spy:
         self.calls: list[str] = []
         original = RedisJobStore._run
 
-        async def run(store: RedisJobStore, script: str, args: list[Any]) -> Any:
+        async def run(store: RedisJobStore, script: str, args: list[Any], **how: Any) -> Any:
             self.calls.append(script)
-            return await original(store, script, args)
+            return await original(store, script, args, **how)
 
         monkeypatch.setattr(RedisJobStore, "_run", run)
 
