@@ -17,7 +17,6 @@ from contextlib import aclosing
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol, runtime_checkable
-from uuid import uuid4
 
 import anyio
 from pydantic import BaseModel
@@ -53,6 +52,7 @@ from .records import (
     ScheduleRecord,
     UniqueScope,
     WorkerInfo,
+    new_job_id,
     utcnow,
 )
 from .registry import JobRegistry
@@ -577,7 +577,7 @@ class DefaultJobManager:
                 "pass a shorter delay"
             ) from None
         record = JobRecord(
-            id=uuid4().hex,
+            id=new_job_id(),
             name=name,
             payload=payload,
             state=JobState.SCHEDULED if seconds > 0 else JobState.ENQUEUED,

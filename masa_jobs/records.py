@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -32,6 +33,7 @@ __all__ = [
     "encode_handlers",
     "encode_headers",
     "encode_history",
+    "new_job_id",
     "put_back",
     "to_us",
     "utcnow",
@@ -53,6 +55,18 @@ DEFAULT_PRIORITY = MIN_PRIORITY
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC: every timestamp in masa-jobs is."""
     return datetime.now(UTC)
+
+
+# A job id is a random UUID (version 4, RFC 4122 variant) as 32 hex digits:
+# these bits say so, the other 122 are random.
+_UUID4_CLEARED = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_job_id() -> str:
+    """A new job's id: ``uuid4().hex``, without building a ``UUID`` object
+    (less than half its time, once per job of every bulk enqueue)."""
+    return "%032x" % (int.from_bytes(os.urandom(16)) & _UUID4_CLEARED | _UUID4_SET)
 
 
 class JobState(StrEnum):

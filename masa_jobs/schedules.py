@@ -17,7 +17,6 @@ import re
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict
 
@@ -27,7 +26,14 @@ from .jobs import BackgroundScheduleJob, get_job_control, handler_name
 
 if TYPE_CHECKING:
     from .registry import JobRegistry
-from .records import DEFAULT_PRIORITY, DEFAULT_QUEUE, JobRecord, JobState, ScheduleRecord
+from .records import (
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    JobRecord,
+    JobState,
+    ScheduleRecord,
+    new_job_id,
+)
 
 __all__ = [
     "JOB_SCHEDULE_PREFIX",
@@ -211,7 +217,7 @@ def tick_job(
     queue, priority = placement
     if job_name is not None and schedule.payload is not None:
         return JobRecord(
-            id=uuid4().hex,
+            id=new_job_id(),
             name=job_name,
             payload=schedule.payload,
             state=JobState.ENQUEUED,
@@ -222,7 +228,7 @@ def tick_job(
         )
     tick = ScheduleTick(schedule_id=schedule.id, job_class=schedule.job_class, fire_at=fire_at)
     return JobRecord(
-        id=uuid4().hex,
+        id=new_job_id(),
         name=f"{SCHEDULE_JOB_PREFIX}{schedule.id}",
         payload=tick.model_dump_json(),
         state=JobState.ENQUEUED,
