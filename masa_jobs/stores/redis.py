@@ -129,6 +129,7 @@ from ..exceptions import StoreError, StoreRejectedError, StoreUnavailableError
 from ..queries import JobQuery, Page, page_of
 from ..records import (
     FINISHED_STATES,
+    PENDING_STATES,
     JobOutcome,
     JobRecord,
     JobState,
@@ -560,13 +561,31 @@ class RedisJobStore:
         if not expected:
             return None
         args = [job_id, state.value, us(now), *(s.value for s in expected)]
-        fields = await self._run("transition", args)
+        try:
+            fields = await self._run("transition", args, resend=False)
+        except RedisConnectionError:
+            # The move may have been made and its reply lost: sent again, it
+            # would be refused (the job is no longer in an expected state),
+            # and the operator told the job cannot be moved. A job found in
+            # the state asked for is answered as moved.
+            found = await self.get(job_id)
+            if found is not None and _in_state(found, state):
+                return found
+            fields = await self._run("transition", args)
         return None if fields is None else read_record(job_id, fields)
 
     @reports_unavailable
     @translates_driver_errors
     async def delete(self, job_id: str) -> bool:
-        return bool(await self._run("delete", [job_id]))
+        try:
+            return bool(await self._run("delete", [job_id], resend=False))
+        except RedisConnectionError:
+            # Deleted, its reply lost: sent again, the delete would answer
+            # that there is no such job. A job that is gone is answered as
+            # deleted (so is an unknown id whose reply was lost).
+            if not await self._require().exists(self._job_prefix + job_id):
+                return True
+            return bool(await self._run("delete", [job_id]))
 
     @reports_unavailable
     @translates_driver_errors
@@ -1017,6 +1036,13 @@ class RedisJobStore:
             else:
                 with anyio.CancelScope(shield=True):
                     await connection.disconnect()
+
+
+def _in_state(record: JobRecord, state: JobState) -> bool:
+    """Whether ``record`` is in ``state``, a pending one standing for both."""
+    if state in PENDING_STATES:
+        return record.state in PENDING_STATES
+    return record.state is state
 
 
 def _is_unavailable(exc: Exception) -> bool:

@@ -690,6 +690,42 @@ async def test_an_add_whose_reply_was_lost_answers_as_the_first_send_would_have(
                 await store.add([plain])
 
 
+async def test_an_operator_move_whose_reply_was_lost_answers_as_made(prefix: str) -> None:
+    # Sent again, a cancel or a delete that was made would be refused: the job
+    # is no longer cancellable, or no longer there.
+    address = urlsplit(REDIS_URL)
+    assert address.hostname is not None
+    assert address.port is not None
+    with FaultProxy(address.hostname, address.port) as proxy:
+        async with opened(prefix, through(REDIS_URL, proxy)) as store, opened(prefix) as direct:
+            cancelled, deleted = new_job(), new_job()
+            await store.add([cancelled, deleted])
+
+            proxy.lose_next_reply()
+            with anyio.fail_after(HANG_GUARD_SECONDS):
+                moved = await store.transition(
+                    cancelled.id, (JobState.ENQUEUED,), JobState.CANCELLED, utcnow()
+                )
+            proxy.lose_next_reply()
+            with anyio.fail_after(HANG_GUARD_SECONDS):
+                assert await store.delete(deleted.id)
+
+            assert moved is not None
+            assert moved.state is JobState.CANCELLED
+            stored = await direct.get(cancelled.id)
+            assert stored is not None
+            assert stored.state is JobState.CANCELLED
+            assert await direct.get(deleted.id) is None
+            # A move that was not made is still refused, and still answered.
+            assert (
+                await store.transition(
+                    cancelled.id, (JobState.ENQUEUED,), JobState.CANCELLED, utcnow()
+                )
+                is None
+            )
+            assert not await store.delete(deleted.id)
+
+
 async def test_an_outage_raises_store_unavailable_and_the_store_recovers_by_itself(
     prefix: str,
 ) -> None:
