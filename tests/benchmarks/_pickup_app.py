@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from masa_jobs import BackgroundJob, job_name
 from masa_jobs.executor import JobExecutor
 
-__all__ = ["REPORT_PORT_VARIABLE", "container"]
+__all__ = ["REPORT_PORT_VARIABLE", "container", "stamped"]
 
 # The UDP port on 127.0.0.1 where the benchmark listens for the reports.
 REPORT_PORT_VARIABLE = "PICKUP_REPORT_PORT"
@@ -29,18 +29,21 @@ _MOMENTS: dict[str, float] = {}
 _SOCKET = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
 
-def _stamped(key: str, call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """``call``, noting when its latest call began and ended: of the claims,
-    the last before the handler is the one that took the job."""
+def stamped(
+    key: str, call: Callable[..., Awaitable[Any]], moments: dict[str, float] = _MOMENTS
+) -> Callable[..., Awaitable[Any]]:
+    """``call``, noting in ``moments`` when its latest call began (``key``) and
+    ended (``key_end``): of the claims, the last before the handler is the
+    one that took the job. The enqueuing process notes its own in its dict."""
 
     @functools.wraps(call)
-    async def stamped(*args: Any, **kwargs: Any) -> Any:
-        _MOMENTS[key] = time.time()
+    async def noted(*args: Any, **kwargs: Any) -> Any:
+        moments[key] = time.time()
         result = await call(*args, **kwargs)
-        _MOMENTS[f"{key}_end"] = time.time()
+        moments[f"{key}_end"] = time.time()
         return result
 
-    return stamped
+    return noted
 
 
 def _stamp_the_store(backend: str) -> None:
@@ -50,8 +53,8 @@ def _stamp_the_store(backend: str) -> None:
     if backend == "redis":
         from masa_jobs.stores import redis
 
-        redis.blpop_then_claim = _stamped("woken", redis.blpop_then_claim)  # type: ignore[attr-defined,assignment]
-        redis.RedisJobStore.claim = _stamped("claim", redis.RedisJobStore.claim)  # type: ignore[method-assign,assignment]
+        redis.blpop_then_claim = stamped("woken", redis.blpop_then_claim)  # type: ignore[attr-defined,assignment]
+        redis.RedisJobStore.claim = stamped("claim", redis.RedisJobStore.claim)  # type: ignore[method-assign,assignment]
     elif backend == "postgres":
         from masa_jobs.stores._postgres_wakeup import WakeUps
         from masa_jobs.stores.postgres import PostgresJobStore
@@ -63,11 +66,11 @@ def _stamp_the_store(backend: str) -> None:
             notified(self, *args)
 
         WakeUps._notified = heard  # type: ignore[method-assign,assignment]
-        PostgresJobStore.claim = _stamped("claim", PostgresJobStore.claim)  # type: ignore[method-assign,assignment]
+        PostgresJobStore.claim = stamped("claim", PostgresJobStore.claim)  # type: ignore[method-assign,assignment]
 
 
 _stamp_the_store(os.environ.get("MASA_JOBS_STORE__BACKEND", ""))
-JobExecutor.run = _stamped("run", JobExecutor.run)  # type: ignore[method-assign,assignment]
+JobExecutor.run = stamped("run", JobExecutor.run)  # type: ignore[method-assign,assignment]
 
 
 @job_name("bench.pickup")

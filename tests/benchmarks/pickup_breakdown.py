@@ -29,11 +29,8 @@ A short gap shows the path hot; 10 ms, what a process woken from idle pays
 from __future__ import annotations
 
 import argparse
-import functools
 import os
-import statistics
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -43,9 +40,10 @@ from masa_jobs.cli._bench_build import built_app
 from masa_jobs.cli._bench_fleet import worker_fleet
 from masa_jobs.cli._bench_machine import describe_machine, machine_report
 from masa_jobs.cli._bench_settings import StoreChoice
+from masa_jobs.cli._bench_stats import percentile
 from masa_jobs.cli._bench_stores import bench_store
 
-from ._pickup_app import REPORT_PORT_VARIABLE, Pickup
+from ._pickup_app import REPORT_PORT_VARIABLE, Pickup, stamped
 
 APP = "tests.benchmarks._pickup_app:container"
 # Enqueued and picked up before the figures: connections open, code warm.
@@ -81,7 +79,8 @@ async def measure(store: str, samples: int, gap: float) -> list[dict[str, float]
                     built_app(section, {"disable_background_job": True}) as container,
                     MasaApp.lifespan(),
                 ):
-                    _stamp_add(type(container.job_store()), moments)
+                    store_class: Any = type(container.job_store())
+                    store_class.add = stamped("add", store_class.add, moments)
                     results = [
                         await _sample(moments, reports, gap)
                         for _ in range(WARM_UP_SAMPLES + samples)
@@ -89,19 +88,6 @@ async def measure(store: str, samples: int, gap: float) -> list[dict[str, float]
             finally:
                 await fleet.stop()
     return results[WARM_UP_SAMPLES:]
-
-
-def _stamp_add(store_class: Any, moments: dict[str, float]) -> None:
-    add: Callable[..., Awaitable[Any]] = store_class.add
-
-    @functools.wraps(add)
-    async def stamped(*args: Any, **kwargs: Any) -> Any:
-        moments["add"] = time.time()
-        result = await add(*args, **kwargs)
-        moments["add_end"] = time.time()
-        return result
-
-    store_class.add = stamped
 
 
 async def _sample(
@@ -120,17 +106,17 @@ async def _sample(
 
 
 def summary(results: list[dict[str, float]]) -> list[tuple[str, float, float]]:
-    """Each step's median and 90th percentile, in microseconds."""
+    """Each step's median and 90th percentile, in microseconds (nearest rank,
+    as ``masa-jobs bench`` reports its pickups)."""
     rows = []
     for step, (start, end) in STEPS.items():
-        spans = sorted(
+        spans = [
             (sample[end] - sample[start]) * 1e6
             for sample in results
             if start in sample and end in sample
-        )
+        ]
         if spans:
-            p90 = spans[min(len(spans) - 1, int(len(spans) * 0.9))]
-            rows.append((step, statistics.median(spans), p90))
+            rows.append((step, percentile(spans, 50), percentile(spans, 90)))
     return rows
 
 
