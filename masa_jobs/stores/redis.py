@@ -129,7 +129,6 @@ from ..exceptions import StoreError, StoreRejectedError, StoreUnavailableError
 from ..queries import JobQuery, Page, page_of
 from ..records import (
     FINISHED_STATES,
-    PENDING_STATES,
     JobOutcome,
     JobRecord,
     JobState,
@@ -569,7 +568,7 @@ class RedisJobStore:
             # and the operator told the job cannot be moved. A job found in
             # the state asked for is answered as moved.
             found = await self.get(job_id)
-            if found is not None and _in_state(found, state):
+            if found is not None and found.state is state:
                 return found
             fields = await self._run("transition", args)
         return None if fields is None else read_record(job_id, fields)
@@ -992,15 +991,16 @@ class RedisJobStore:
         resend: bool = True,
     ) -> Any:
         client = self._require()
+        call = [len(keys), *keys, *args]
         try:
-            return await self._evalsha(client, script.sha, [len(keys), *keys, *args], resend)
+            return await self._evalsha(client, script.sha, call, resend)
         except NoScriptError:
             # The server lost its script cache (a restart, SCRIPT FLUSH): load
             # it again and call it as before, on a connection of this store's
             # own, where ``resend`` still holds (redis-py's own call would send
             # an add again after a lost reply).
             await client.script_load(script.script)
-            return await self._evalsha(client, script.sha, [len(keys), *keys, *args], resend)
+            return await self._evalsha(client, script.sha, call, resend)
 
     async def _evalsha(
         self, client: redis.asyncio.Redis, sha: str, args: builtins.list[Any], resend: bool
@@ -1036,13 +1036,6 @@ class RedisJobStore:
             else:
                 with anyio.CancelScope(shield=True):
                     await connection.disconnect()
-
-
-def _in_state(record: JobRecord, state: JobState) -> bool:
-    """Whether ``record`` is in ``state``, a pending one standing for both."""
-    if state in PENDING_STATES:
-        return record.state in PENDING_STATES
-    return record.state is state
 
 
 def _is_unavailable(exc: Exception) -> bool:
