@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["FaultProxy", "through"]
+__all__ = ["FaultProxy", "in_front_of", "through"]
 
 _CHUNK = 65536
 T = TypeVar("T")
@@ -159,6 +159,14 @@ async def _new_set_event() -> asyncio.Event:
     event = asyncio.Event()
     event.set()
     return event
+
+
+def in_front_of(url: str) -> FaultProxy:
+    """A proxy to the host:port of ``url`` (enter it to serve; ``through`` gives its URL)."""
+    address = urlsplit(url)
+    assert address.hostname is not None, f"{url!r} names no host"
+    assert address.port is not None, f"{url!r} names no port"
+    return FaultProxy(address.hostname, address.port)
 
 
 def through(url: str, proxy: FaultProxy) -> str:

@@ -21,7 +21,7 @@ from masa_jobs.containers import BackgroundJobContainer
 from masa_jobs import JobManager, MasaApp
 from masa_jobs.stores.base import Store
 from tests.services import POSTGRES_DSN, REDIS_URL, unique_name
-from tests.tcp_proxy import FaultProxy, through
+from tests.tcp_proxy import FaultProxy, in_front_of, through
 
 __all__ = ["FaultStore", "Observer", "new_namespace", "observer"]
 
@@ -80,10 +80,7 @@ class FaultStore:
 
     def proxy(self) -> FaultProxy:
         """A proxy in front of this store's server (network stores only)."""
-        address = urlsplit(self._server_url)
-        assert address.hostname is not None
-        assert address.port is not None
-        return FaultProxy(address.hostname, address.port)
+        return in_front_of(self._server_url)
 
     async def kill_connections(self) -> int:
         """Kill every server connection of this test's workers; how many there were."""

@@ -37,7 +37,7 @@ from masa_jobs.stores import redis as redis_store_module
 from masa_jobs.stores.redis import RedisJobStore
 from tests.listing import all_jobs
 from tests.services import REDIS_URL, delete_redis_prefix, unique_name
-from tests.tcp_proxy import FaultProxy, through
+from tests.tcp_proxy import in_front_of, through
 
 from .app import Work
 from .harness import wait_until
@@ -619,12 +619,8 @@ async def test_the_store_recovers_by_itself_after_a_connection_cut(
     prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(redis_store_module, "MAX_SIGNAL_WAIT_SECONDS", NO_FALLBACK_POLL_SECONDS)
-    address = urlsplit(REDIS_URL)
-    assert address.hostname is not None
-    assert address.port is not None
-    with FaultProxy(address.hostname, address.port) as proxy:
-        proxied = REDIS_URL.replace(f"{address.hostname}:{address.port}", f"127.0.0.1:{proxy.port}")
-        async with opened(prefix, proxied) as store, opened(prefix) as direct:
+    with in_front_of(REDIS_URL) as proxy:
+        async with opened(prefix, through(REDIS_URL, proxy)) as store, opened(prefix) as direct:
             await store.add([new_job()])
             await store.wait_for_work(1)  # the blocking pool has a connection now
             proxy.refuse()
@@ -666,10 +662,7 @@ async def test_an_add_whose_reply_was_lost_answers_as_the_first_send_would_have(
     # The server stored the jobs, then the connection died before its reply
     # arrived: the store sends the add once more on a new connection, and that
     # second send must neither refuse the jobs the first stored nor store more.
-    address = urlsplit(REDIS_URL)
-    assert address.hostname is not None
-    assert address.port is not None
-    with FaultProxy(address.hostname, address.port) as proxy:
+    with in_front_of(REDIS_URL) as proxy:
         async with opened(prefix, through(REDIS_URL, proxy)) as store, opened(prefix) as direct:
             holder = new_job(unique_key="k1", unique_scope=UniqueScope.ACTIVE)
             await store.add([holder])
@@ -691,20 +684,25 @@ async def test_an_add_whose_reply_was_lost_answers_as_the_first_send_would_have(
 
 
 async def test_an_operator_move_whose_reply_was_lost_answers_as_made(prefix: str) -> None:
-    # Sent again, a cancel or a delete that was made would be refused: the job
-    # is no longer cancellable, or no longer there.
-    address = urlsplit(REDIS_URL)
-    assert address.hostname is not None
-    assert address.port is not None
-    with FaultProxy(address.hostname, address.port) as proxy:
+    # Sent again, a cancel, a retry or a delete that was made would be refused:
+    # the job is no longer cancellable or dead, or no longer there.
+    with in_front_of(REDIS_URL) as proxy:
         async with opened(prefix, through(REDIS_URL, proxy)) as store, opened(prefix) as direct:
             cancelled, deleted = new_job(), new_job()
-            await store.add([cancelled, deleted])
+            retried = new_job()
+            await store.add([cancelled, deleted, retried])
+            # A job out of the pending states, for a move back into them.
+            await direct.transition(retried.id, (JobState.ENQUEUED,), JobState.CANCELLED, utcnow())
 
             proxy.lose_next_reply()
             with anyio.fail_after(HANG_GUARD_SECONDS):
                 moved = await store.transition(
                     cancelled.id, (JobState.ENQUEUED,), JobState.CANCELLED, utcnow()
+                )
+            proxy.lose_next_reply()
+            with anyio.fail_after(HANG_GUARD_SECONDS):
+                requeued = await store.transition(
+                    retried.id, (JobState.CANCELLED,), JobState.ENQUEUED, utcnow()
                 )
             proxy.lose_next_reply()
             with anyio.fail_after(HANG_GUARD_SECONDS):
@@ -715,6 +713,11 @@ async def test_an_operator_move_whose_reply_was_lost_answers_as_made(prefix: str
             stored = await direct.get(cancelled.id)
             assert stored is not None
             assert stored.state is JobState.CANCELLED
+            assert requeued is not None
+            assert requeued.state is JobState.ENQUEUED
+            again = await direct.get(retried.id)
+            assert again is not None
+            assert again.state is JobState.ENQUEUED
             assert await direct.get(deleted.id) is None
             # A move that was not made is still refused, and still answered.
             assert (
@@ -730,10 +733,8 @@ async def test_an_outage_raises_store_unavailable_and_the_store_recovers_by_itse
     prefix: str,
 ) -> None:
     address = urlsplit(REDIS_URL)
-    assert address.hostname is not None
-    assert address.port is not None
     async with redis_user() as (user, password):
-        with FaultProxy(address.hostname, address.port) as proxy:
+        with in_front_of(REDIS_URL) as proxy:
             url = f"redis://{user}:{password}@127.0.0.1:{proxy.port}{address.path}"
             async with opened(prefix, url, **OUTAGE_TIMEOUTS) as store:
                 kept = new_job()
