@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -136,7 +137,7 @@ def connect(settings: SqliteSettings, sql: Statements) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise StoreUnavailableError(f"cannot open the {where}: {exc}") from exc
     try:
-        _configure(connection, path, settings.synchronous)
+        _configure(connection, path, settings)
         _check_json(connection, path)
         _migrate(connection, path, sql)
     except sqlite3.DatabaseError as exc:
@@ -216,8 +217,8 @@ def checkpoint(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
 
-def _configure(connection: sqlite3.Connection, path: Path, synchronous: str) -> None:
-    (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+def _configure(connection: sqlite3.Connection, path: Path, settings: SqliteSettings) -> None:
+    mode = _enter_wal(connection, settings.busy_timeout)
     if str(mode).lower() != "wal":
         logger.warning(
             "SQLite store at %s runs in %s journal mode, not WAL (is it on a network "
@@ -225,10 +226,39 @@ def _configure(connection: sqlite3.Connection, path: Path, synchronous: str) -> 
             path,
             mode,
         )
-    connection.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    connection.execute(f"PRAGMA synchronous = {settings.synchronous.upper()}")
     # A checkpoint that resets the log truncates the -wal file to this size, so
     # a busy hour does not leave a log many times the database's size on disk.
     connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+
+
+# The first and the longest pause between two tries to switch a new file to
+# WAL: short, since the process in the way holds its lock for a few writes.
+_WAL_RETRY_FIRST_PAUSE_SECONDS = 0.001
+_WAL_RETRY_LONGEST_PAUSE_SECONDS = 0.05
+
+
+def _enter_wal(connection: sqlite3.Connection, busy_timeout: float) -> str:
+    """Switch the file to WAL and return the journal mode it is in.
+
+    Switching a file that is still in rollback mode reads its header, then
+    writes it; SQLite answers "database is locked" at once, without waiting
+    out the busy timeout, when another process holds the write lock in
+    between (several processes opening a new file together). So the switch
+    is tried again until the busy timeout has passed, as SQLite would wait.
+    """
+    deadline = time.monotonic() + busy_timeout
+    pause = _WAL_RETRY_FIRST_PAUSE_SECONDS
+    while True:
+        try:
+            (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+            return str(mode)
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, _WAL_RETRY_LONGEST_PAUSE_SECONDS)
 
 
 # What the store needs of SQLite's JSON functions (job histories): json_insert

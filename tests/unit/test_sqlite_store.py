@@ -1088,6 +1088,47 @@ def test_processes_opening_a_new_file_at_once_create_one_schema(tmp_path: Path) 
         ]
 
 
+def test_a_new_file_whose_write_lock_is_held_is_switched_to_wal_once_it_is_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite refuses the switch of a rollback-mode file at once, busy timeout
+    # or not, while another process writes it: the opener must try again.
+    path = tmp_path / "fresh.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    pauses: list[float] = []
+
+    def pause_then_free_the_lock(seconds: float) -> None:
+        pauses.append(seconds)
+        if other.in_transaction:
+            other.execute("COMMIT")
+
+    monkeypatch.setattr(sqlite_connection.time, "sleep", pause_then_free_the_lock)
+    settings = sqlite_connection.SqliteSettings.of(path, busy_timeout=30)
+    try:
+        fresh = sqlite_connection.connect(settings, Statements.for_prefix("masa_"))
+        with closing(fresh) as connection:
+            assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        other.close()
+
+    assert len(pauses) == 1
+
+
+def test_a_new_file_locked_past_the_busy_timeout_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    settings = sqlite_connection.SqliteSettings.of(path, busy_timeout=0.05)
+    try:
+        with pytest.raises(StoreUnavailableError, match="locked") as caught:
+            sqlite_connection.connect(settings, Statements.for_prefix("masa_"))
+    finally:
+        other.close()
+
+    assert str(path) in str(caught.value)
+
+
 # -- schedules -----------------------------------------------------------------------
 
 
