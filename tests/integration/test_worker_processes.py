@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import pytest
 
 from masa_jobs import JobManager, JobState
-from tests.tcp_proxy import FaultProxy
+from tests.tcp_proxy import in_front_of, through
 
 from .app import Work
 from .conftest import StoreUnderTest
@@ -117,16 +116,11 @@ async def _all_succeeded(manager: JobManager, job_ids: list[str]) -> bool:
 @pytest.mark.parametrize("durable_store", ["postgres", "redis"], indirect=True)
 async def test_a_cut_connection_loses_no_job(durable_store: StoreUnderTest, tmp_path: Path) -> None:
     setting = "dsn" if "dsn" in durable_store.settings else "url"
-    address = urlsplit(durable_store.settings[setting])
-    assert address.hostname is not None
-    assert address.port is not None
+    url = durable_store.settings[setting]
     jobs = 1_000
     record_file = tmp_path / "records.txt"
-    with FaultProxy(address.hostname, address.port) as proxy:
-        netloc = address.netloc.replace(
-            f"{address.hostname}:{address.port}", f"127.0.0.1:{proxy.port}"
-        )
-        proxied = urlunsplit(address._replace(netloc=netloc))
+    with in_front_of(url) as proxy:
+        proxied = through(url, proxy)
         fleet = WorkerFleet(durable_store.with_settings(**{setting: proxied}).env(), record_file)
         async with observer(durable_store) as manager:
             await manager.enqueue_many(
