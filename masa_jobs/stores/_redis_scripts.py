@@ -101,6 +101,7 @@ local K_UNIQUE = TAG .. 'unique'
 local K_CANCEL = TAG .. 'cancel'
 local K_WORKERS = TAG .. 'workers'
 local K_SEEN = TAG .. 'workers:seen'
+local K_CLAIMS = TAG .. 'claims'
 local K_SCHEDULES = TAG .. 'schedules'
 local K_CREATED = {pending = TAG .. 'created:pending', processing = TAG .. 'created:processing',
                    succeeded = TAG .. 'created:succeeded', dead = TAG .. 'created:dead',
@@ -818,6 +819,47 @@ for _, c in ipairs(heads) do
   take(c)
 end
 flush(ix)
+if taken > 0 then
+  -- The claimer's last claim, for the claim_again script: a claimer whose
+  -- reply was lost on the wire asks for it by its token.
+  local ids = {}
+  for i = 1, #out, 10 do ids[#ids + 1] = out[i] end
+  redis.call('HSET', K_CLAIMS, worker, token .. ' ' .. now_text .. ' ' .. lease .. ' ' ..
+             table.concat(ids, ' '))
+end
+return {now_text, lease, out}
+"""
+
+# ARGV: key tag, worker id, lease token.
+# The reply of the worker's last claim if it had that token, as the claim
+# script gave it, of the jobs that claim still holds; false when it had
+# another (the claim took nothing, or never ran). For a claimer whose reply
+# was lost on the wire: its jobs run now, not once their leases expire.
+_CLAIM_AGAIN = """
+local worker, token = ARGV[2], ARGV[3]
+local last = redis.call('HGET', K_CLAIMS, worker)
+if not last then return false end
+local last_token, now_text, lease, ids = string.match(last, '^(%S+) (%S+) (%S+) (.*)$')
+if last_token ~= token then return false end
+local out = {}
+for id in string.gmatch(ids, '%S+') do
+  local f = redis.call('HMGET', JOB .. id, 'attempts', 'name', 'payload', 'created', 'next',
+                       'error', 'done', 'headers', 'priority', 'ukey', 'uscope', 'uuntil',
+                       'queue', 'state', 'token', 'owner')
+  if f[14] == 'processing' and f[15] == token and f[16] == worker then
+    -- The control part as the claim gave it: it had released a pending
+    -- scope's key, whose scope stays.
+    local q, priority, ukey, scope = f[13] or DEFAULT_QUEUE, f[9], f[10], f[11]
+    local control = false
+    if ukey or scope or priority or q ~= DEFAULT_QUEUE then
+      control = {q, priority, ukey or false, scope or false, f[12] or false}
+    end
+    local n = #out
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, num(f[1], 0), f[2], f[3]
+    out[n + 5], out[n + 6], out[n + 7], out[n + 8] = f[4], f[5], f[6], f[7]
+    out[n + 9], out[n + 10] = f[8], control
+  end
+end
 return {now_text, lease, out}
 """
 
@@ -1295,6 +1337,7 @@ redis.call('ZADD', K_SEEN, ARGV[4], ARGV[2])
 local stale = redis.call('ZRANGEBYSCORE', K_SEEN, '-inf', '(' .. ARGV[5])
 if #stale > 0 then
   redis.call('HDEL', K_WORKERS, unpack(stale))
+  redis.call('HDEL', K_CLAIMS, unpack(stale))
   redis.call('ZREM', K_SEEN, unpack(stale))
 end
 return 0
@@ -1310,6 +1353,7 @@ return redis.call('HMGET', K_WORKERS, unpack(ids))
 # ARGV: key tag, worker id.
 _FORGET = """
 redis.call('HDEL', K_WORKERS, ARGV[2])
+redis.call('HDEL', K_CLAIMS, ARGV[2])
 redis.call('ZREM', K_SEEN, ARGV[2])
 return 0
 """
@@ -1445,6 +1489,7 @@ SCRIPTS: dict[str, str] = {
     for name, body in {
         "add": _ADD,
         "claim": _CLAIM,
+        "claim_again": _CLAIM_AGAIN,
         "finish": _FINISH,
         "extend": _EXTEND,
         "transition": _TRANSITION,

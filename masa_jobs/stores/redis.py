@@ -36,6 +36,8 @@ store's keys in one slot, where one script may touch them all::
     {p}:purge-lock         the random token of the purger at work (SET NX PX)
     {p}:wake               list of wake-up tokens that idle workers pop (BLPOP)
     {p}:workers            hash worker id -> heartbeat JSON; {p}:workers:seen by last seen
+    {p}:claims             hash worker id -> its last claim that took jobs: token, now,
+                           lease expiry and ids, for a claimer whose reply was lost
     {p}:schedule:<id>      hash of a recurring job: job_class cron timezone next created
                            updated [last] [payload] [paused]; {p}:schedules is the set
                            of their ids
@@ -401,7 +403,11 @@ class RedisJobStore:
         if claimed is None:
             token = new_lease_token()
             args = [limit, lease_us, worker_id, token, *served, *set(exclude)]
-            claimed = await self._claimed(await self._run("claim", args), worker_id, token)
+            try:
+                reply = await self._run("claim", args, resend=False)
+            except RedisConnectionError:
+                reply = await self._claim_after_a_lost_reply(args, worker_id, token)
+            claimed = await self._claimed(reply, worker_id, token)
         # A claim that comes back short is followed by a wait, behind which
         # the next claim rides (_redis_ahead).
         self._plan = None
@@ -409,6 +415,17 @@ class RedisJobStore:
             taken = frozenset(exclude).union(record.id for record in claimed)
             self._plan = ClaimPlan(worker_id, limit - len(claimed), lease_us, served, taken)
         return claimed
+
+    async def _claim_after_a_lost_reply(
+        self, args: builtins.list[Any], worker_id: str, token: str
+    ) -> Any:
+        """Claim after the connection broke with the claim sent: the server may
+        have leased jobs under ``token`` and its reply been lost. Sent again, the
+        claim would take other jobs, and the first ones would wait out their
+        leases; the claim_again script answers with them instead, and a claim
+        that took nothing (or never ran) is sent again."""
+        again = await self._run("claim_again", [worker_id, token])
+        return again if again else await self._run("claim", args)
 
     async def _claimed(self, reply: Any, worker_id: str, token: str) -> list[JobRecord]:
         """The jobs of a claim script's reply; one whose record cannot be read is dead."""
@@ -671,6 +688,11 @@ class RedisJobStore:
                 connection, ("BLPOP", self._wake_key, block), claim, after_cancel
             )
             usable = True
+        except RedisConnectionError:
+            # The claim behind the pop may have leased jobs, its reply lost.
+            reply = await self._run("claim_again", [plan.worker_id, token])
+            if not reply:
+                raise
         finally:
             if usable:
                 pooled.append(connection)

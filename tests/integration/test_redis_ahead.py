@@ -19,6 +19,7 @@ import anyio
 import pytest
 import redis.asyncio
 from masa_jobs.containers import BackgroundJobContainer
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from masa_jobs import JobManager, JobState, MasaApp
 from masa_jobs.exceptions import StoreUnavailableError
@@ -173,6 +174,24 @@ async def test_a_job_enqueued_during_a_wait_goes_to_the_next_claim_with_a_valid_
         assert await store.finish(WORKER, [succeeded(claimed, claimed.lease_token)]) == {job.id}
         done = await stored(other, job.id)
         assert (done.state, done.attempts) == (JobState.SUCCEEDED, 1)
+
+
+async def test_the_jobs_of_a_claim_behind_a_wait_whose_reply_was_lost_go_to_the_next_claim(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent_and_run = redis_store_module.blpop_then_claim
+
+    async def reply_lost(*args: Any, **kwargs: Any) -> Any:
+        await sent_and_run(*args, **kwargs)
+        raise RedisConnectionError("connection lost with the claim's reply unread")
+
+    monkeypatch.setattr(redis_store_module, "blpop_then_claim", reply_lost)
+    async with opened(prefix, named(prefix)) as store, opened(prefix) as other:
+        job = new_job()
+        await held_ahead(store, other, [job], prefix)
+        [claimed] = await store.claim(WORKER, ROOM, LEASE)
+        assert claimed.id == job.id
+        await holds_valid_lease(store, claimed, WORKER)
 
 
 async def test_a_claim_for_fewer_jobs_takes_some_and_hands_back_the_rest(prefix: str) -> None:
