@@ -351,6 +351,7 @@ class Statements:
     add_unique: str
     claim_every_queue: str
     claim_queues: str
+    claimed_under: str
     extend_leases: str
     finish: str
     finish_strict: str
@@ -399,6 +400,14 @@ class Statements:
             add_unique=_add_unique(s),
             claim_every_queue=_claim(s, mode, None),
             claim_queues=_claim(s, mode, "$6::text[]"),
+            # The jobs a claim leased under its token ($1) and still holds, in
+            # claim order: for a claimer whose reply was lost. Read through the
+            # processing jobs alone (jobs_by_state): a few per worker.
+            claimed_under=(
+                f"SELECT {JOB_COLUMNS} FROM {s}.jobs WHERE state = 'processing' "
+                "AND lease_token = $1 AND lease_owner = $2 "
+                "ORDER BY priority, next_try_at, attempts, seq"
+            ),
             extend_leases=_extend_leases(s, mode),
             finish=_finish(s, mode),
             # On the application's connection (finish_in): its commit is its

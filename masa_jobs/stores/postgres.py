@@ -570,13 +570,22 @@ class PostgresJobStore:
     ) -> list[JobRecord]:
         if limit <= 0 or (queues is not None and not queues):
             return []
-        arguments = [worker_id, limit, lease.total_seconds(), list(exclude), new_lease_token()]
+        token = new_lease_token()
+        arguments = [worker_id, limit, lease.total_seconds(), list(exclude), token]
         if queues is None:
-            rows = await self._require_pool().fetch(self._sql.claim_every_queue, *arguments)
+            statement = self._sql.claim_every_queue
         else:
-            rows = await self._require_pool().fetch(
-                self._sql.claim_queues, *arguments, list(queues)
-            )
+            statement, arguments = self._sql.claim_queues, [*arguments, list(queues)]
+        pool = self._require_pool()
+        try:
+            rows = await pool.fetch(statement, *arguments)
+        except LOST_CONNECTION_ERRORS:
+            # The claim may have leased jobs and its reply been lost: they
+            # would wait out their leases under a worker that does not know
+            # them. Those found under its token are its answer.
+            rows = await pool.fetch(self._sql.claimed_under, token, worker_id)
+            if not rows:
+                raise
         return [_record(row) for row in rows]
 
     @reports_unavailable

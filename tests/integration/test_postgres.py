@@ -625,6 +625,42 @@ async def test_an_outage_raises_store_unavailable_and_the_store_recovers_by_itse
             await store.aclose()
 
 
+async def test_a_claim_whose_reply_was_lost_gets_the_jobs_it_took(schema: str) -> None:
+    # Asked again, the claim would take other jobs, and the ones it leased would
+    # wait out their leases under a worker that does not know them.
+    target = urlsplit(POSTGRES_DSN)
+    with FaultProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        dsn, _ = through_proxy(proxy.port)
+        # One pool connection: the claim's statement is prepared on it first,
+        # so the reply lost is the one of the claim that ran.
+        settings = {"dsn": dsn, "schema": schema, "pool_min_size": 1, "pool_max_size": 1}
+        store = PostgresJobStore.from_settings(settings)
+        await store.open()
+        try:
+            assert await store.claim("worker-1", 2, LEASE) == []
+            jobs = [job() for _ in range(3)]
+            await store.add(jobs)
+
+            proxy.lose_next_reply()
+            with anyio.fail_after(PROMPTLY):
+                claimed = await store.claim("worker-1", 2, LEASE)
+
+            assert [record.id for record in claimed] == [record.id for record in jobs[:2]]
+            async with opened(schema) as direct:
+                for record in claimed:
+                    held = await direct.get(record.id)
+                    assert held is not None
+                    assert (held.state, held.attempts) == (JobState.PROCESSING, 1)
+                    assert (held.lease_owner, held.lease_token) == ("worker-1", record.lease_token)
+                left = await direct.get(jobs[2].id)
+                assert left is not None
+                assert left.state is JobState.ENQUEUED
+            finished = await store.finish("worker-1", [succeeded(record) for record in claimed])
+            assert finished == {record.id for record in jobs[:2]}
+        finally:
+            await store.aclose()
+
+
 async def test_a_cancelled_call_ends_cancelled_not_unavailable(schema: str) -> None:
     async with opened(schema) as store, raw_connection() as admin:
         held = job()
