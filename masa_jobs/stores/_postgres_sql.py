@@ -352,6 +352,7 @@ class Statements:
     claim_every_queue: str
     claim_queues: str
     claimed_under: str
+    stored_ids: str
     extend_leases: str
     finish: str
     finish_strict: str
@@ -408,6 +409,7 @@ class Statements:
                 "AND lease_token = $1 AND lease_owner = $2 "
                 "ORDER BY priority, next_try_at, attempts, seq"
             ),
+            stored_ids=f"SELECT id FROM {s}.jobs WHERE id = ANY($1::text[])",
             extend_leases=_extend_leases(s, mode),
             finish=_finish(s, mode),
             # On the application's connection (finish_in): its commit is its

@@ -64,6 +64,7 @@ import asyncpg
 
 from .._redact import redact
 from ..exceptions import (
+    DuplicateJobError,
     MasaJobsError,
     SchemaVersionError,
     StoreError,
@@ -177,6 +178,9 @@ _APP_CONNECTION_LOST = (
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
 )
+# What a statement raises when its connection is lost with it: the server
+# may have run it, and committed, and its reply been lost.
+_REPLY_LOST = (*_APP_CONNECTION_LOST, asyncpg.ConnectionDoesNotExistError)
 # The detail of a duplicate key: ``Key (id)=(<id>) already exists.``
 _DUPLICATE_KEY = ("Key (id)=(", ") already exists.")
 _STATES = {state.value: state for state in JobState}
@@ -384,6 +388,14 @@ class PostgresJobStore:
             return []
         refuse_repeated_ids(self._name, records)
         try:
+            return await self._add_once(records)
+        except _REPLY_LOST:
+            return await self._add_after_a_lost_reply(records)
+
+    async def _add_once(self, records: Sequence[JobRecord]) -> builtins.list[str]:
+        """Store ``records`` (one statement, or one transaction with unique
+        keys) and answer each record's job."""
+        try:
             if _has_keys(records):
                 pool = self._require_pool()
                 async with pool.acquire() as connection, connection.transaction():
@@ -392,6 +404,34 @@ class PostgresJobStore:
         except asyncpg.UniqueViolationError as exc:
             raise duplicate_job(self._name, _duplicate_id(exc, records)) from exc
         return [record.id for record in records]
+
+    async def _add_after_a_lost_reply(self, records: Sequence[JobRecord]) -> builtins.list[str]:
+        """Add ``records`` after the connection was lost with the add sent: the
+        server may have committed them and its reply been lost. Told that
+        nothing was stored, the caller would enqueue them again, and sent
+        again they would be refused as duplicates of themselves. An add
+        commits whole or not at all, so the jobs found stored are its own;
+        the others (none, or those answered with another job's id) are added
+        again and get their answer now."""
+        stored = await self._stored_ids(records)
+        answers = {job_id: job_id for job_id in stored}
+        rest = [record for record in records if record.id not in stored]
+        if rest:
+            try:
+                added = await self._add_once(rest)
+            except DuplicateJobError:
+                # The first add was still running when its connection was
+                # lost, and has committed since: its jobs are the answer.
+                if await self._stored_ids(rest) != {record.id for record in rest}:
+                    raise
+                added = [record.id for record in rest]
+            answers.update(zip((record.id for record in rest), added, strict=True))
+        return [answers[record.id] for record in records]
+
+    async def _stored_ids(self, records: Sequence[JobRecord]) -> set[str]:
+        """The ids of ``records`` that the store holds a job of."""
+        ids = [record.id for record in records]
+        return {row[0] for row in await self._require_pool().fetch(self._sql.stored_ids, ids)}
 
     def _plain_insert(self, records: Sequence[JobRecord]) -> tuple[Any, ...]:
         """The one statement, then its arguments, that inserts records without
@@ -579,7 +619,7 @@ class PostgresJobStore:
         pool = self._require_pool()
         try:
             rows = await pool.fetch(statement, *arguments)
-        except LOST_CONNECTION_ERRORS:
+        except _REPLY_LOST:
             # The claim may have leased jobs and its reply been lost: they
             # would wait out their leases under a worker that does not know
             # them. Those found under its token are its answer.

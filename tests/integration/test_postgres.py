@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from masa_jobs.containers import BackgroundJobContainer
 
-from masa_jobs import JobQuery, JobState, MasaApp
+from masa_jobs import JobQuery, JobState, MasaApp, UniqueScope
 from masa_jobs.exceptions import (
     ConfigurationError,
     DuplicateJobError,
@@ -625,40 +625,81 @@ async def test_an_outage_raises_store_unavailable_and_the_store_recovers_by_itse
             await store.aclose()
 
 
-async def test_a_claim_whose_reply_was_lost_gets_the_jobs_it_took(schema: str) -> None:
-    # Asked again, the claim would take other jobs, and the ones it leased would
-    # wait out their leases under a worker that does not know them.
+@asynccontextmanager
+async def on_one_proxied_connection(
+    schema: str,
+) -> AsyncIterator[tuple[PostgresJobStore, FaultProxy]]:
+    """A store whose one pool connection goes through a proxy. A statement
+    prepared on it once is sent alone after: the reply a test loses is then
+    the one of the statement that ran."""
     target = urlsplit(POSTGRES_DSN)
     with FaultProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
         dsn, _ = through_proxy(proxy.port)
-        # One pool connection: the claim's statement is prepared on it first,
-        # so the reply lost is the one of the claim that ran.
         settings = {"dsn": dsn, "schema": schema, "pool_min_size": 1, "pool_max_size": 1}
         store = PostgresJobStore.from_settings(settings)
         await store.open()
         try:
-            assert await store.claim("worker-1", 2, LEASE) == []
-            jobs = [job() for _ in range(3)]
-            await store.add(jobs)
-
-            proxy.lose_next_reply()
-            with anyio.fail_after(PROMPTLY):
-                claimed = await store.claim("worker-1", 2, LEASE)
-
-            assert [record.id for record in claimed] == [record.id for record in jobs[:2]]
-            async with opened(schema) as direct:
-                for record in claimed:
-                    held = await direct.get(record.id)
-                    assert held is not None
-                    assert (held.state, held.attempts) == (JobState.PROCESSING, 1)
-                    assert (held.lease_owner, held.lease_token) == ("worker-1", record.lease_token)
-                left = await direct.get(jobs[2].id)
-                assert left is not None
-                assert left.state is JobState.ENQUEUED
-            finished = await store.finish("worker-1", [succeeded(record) for record in claimed])
-            assert finished == {record.id for record in jobs[:2]}
+            yield store, proxy
         finally:
             await store.aclose()
+
+
+async def test_a_claim_whose_reply_was_lost_gets_the_jobs_it_took(schema: str) -> None:
+    # Asked again, the claim would take other jobs, and the ones it leased would
+    # wait out their leases under a worker that does not know them.
+    async with on_one_proxied_connection(schema) as (store, proxy), opened(schema) as direct:
+        assert await store.claim("worker-1", 2, LEASE) == []
+        jobs = [job() for _ in range(3)]
+        await store.add(jobs)
+
+        proxy.lose_next_reply()
+        with anyio.fail_after(PROMPTLY):
+            claimed = await store.claim("worker-1", 2, LEASE)
+
+        assert [record.id for record in claimed] == [record.id for record in jobs[:2]]
+        for record in claimed:
+            held = await direct.get(record.id)
+            assert held is not None
+            assert (held.state, held.attempts) == (JobState.PROCESSING, 1)
+            assert (held.lease_owner, held.lease_token) == ("worker-1", record.lease_token)
+        left = await direct.get(jobs[2].id)
+        assert left is not None
+        assert left.state is JobState.ENQUEUED
+        finished = await store.finish("worker-1", [succeeded(record) for record in claimed])
+        assert finished == {record.id for record in jobs[:2]}
+
+
+async def test_an_add_whose_reply_was_lost_answers_as_stored_and_stores_once(
+    schema: str,
+) -> None:
+    # Told that nothing was stored, the caller would enqueue the job again;
+    # sent again as it was, the add would refuse it as a duplicate of itself.
+    async with on_one_proxied_connection(schema) as (store, proxy), opened(schema) as direct:
+        await store.add([job()])
+        await store.add([job(), job()])
+        single, pair = job(), [job(), job()]
+
+        proxy.lose_next_reply()
+        with anyio.fail_after(PROMPTLY):
+            assert await store.add([single]) == [single.id]
+        proxy.lose_next_reply()
+        with anyio.fail_after(PROMPTLY):
+            assert await store.add(pair) == [record.id for record in pair]
+
+        assert (await direct.count_by_state(utcnow()))[JobState.ENQUEUED] == 6
+        # With unique keys the add is a transaction: the reply lost is its
+        # first statement's, and nothing was stored before it is sent again.
+        holder = replace(job(), unique_key="k1", unique_scope=UniqueScope.ACTIVE)
+        await store.add([holder])
+        keyed, plain = replace(job(), unique_key="k1", unique_scope=UniqueScope.ACTIVE), job()
+        proxy.lose_next_reply()
+        with anyio.fail_after(PROMPTLY):
+            assert await store.add([keyed, plain]) == [holder.id, plain.id]
+        assert await direct.get(keyed.id) is None
+        assert (await direct.count_by_state(utcnow()))[JobState.ENQUEUED] == 8
+        # A later add of a stored id is still refused: only a lost reply is answered.
+        with pytest.raises(DuplicateJobError):
+            await store.add([single])
 
 
 async def test_a_cancelled_call_ends_cancelled_not_unavailable(schema: str) -> None:
