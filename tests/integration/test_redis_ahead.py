@@ -1,9 +1,9 @@
 """The claim that rides behind an idle worker's wake-up wait on the Redis store,
 against a real server: the jobs it takes go to the worker's next claim with a
-lease that holds, or back to the queue unrun (the attempt not counted) when
-that claim does not fit them, when the wait is cancelled or when the store
-closes; a Redis user that may not unblock a client gets plain waits; and the
-connections the store keeps itself recover from a cut."""
+lease that holds (its reply lost on the wire too), or back to the queue unrun
+(the attempt not counted) when that claim does not fit them, when the wait is
+cancelled or when the store closes; a Redis user that may not unblock a client
+gets plain waits; and the connections the store keeps itself recover from a cut."""
 
 from __future__ import annotations
 
@@ -162,9 +162,25 @@ async def holds_valid_lease(store: RedisJobStore, claimed: JobRecord, worker: st
 # -- the next claim takes what the claim behind the wait took -------------------------
 
 
+def lose_the_claims_reply(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The claim behind a wait runs, and the connection is lost with its reply."""
+    sent_and_run = redis_store_module.blpop_then_claim
+
+    async def reply_lost(*args: Any, **kwargs: Any) -> Any:
+        await sent_and_run(*args, **kwargs)
+        raise RedisConnectionError("connection lost with the claim's reply unread")
+
+    monkeypatch.setattr(redis_store_module, "blpop_then_claim", reply_lost)
+
+
+# A claim whose reply was lost is asked for again by its token: its jobs too
+# go to the next claim, not to the end of their leases.
+@pytest.mark.parametrize("reply", ["read", "lost"])
 async def test_a_job_enqueued_during_a_wait_goes_to_the_next_claim_with_a_valid_lease(
-    prefix: str,
+    prefix: str, reply: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if reply == "lost":
+        lose_the_claims_reply(monkeypatch)
     async with opened(prefix, named(prefix)) as store, opened(prefix) as other:
         job = new_job()
         await held_ahead(store, other, [job], prefix)
@@ -174,24 +190,6 @@ async def test_a_job_enqueued_during_a_wait_goes_to_the_next_claim_with_a_valid_
         assert await store.finish(WORKER, [succeeded(claimed, claimed.lease_token)]) == {job.id}
         done = await stored(other, job.id)
         assert (done.state, done.attempts) == (JobState.SUCCEEDED, 1)
-
-
-async def test_the_jobs_of_a_claim_behind_a_wait_whose_reply_was_lost_go_to_the_next_claim(
-    prefix: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sent_and_run = redis_store_module.blpop_then_claim
-
-    async def reply_lost(*args: Any, **kwargs: Any) -> Any:
-        await sent_and_run(*args, **kwargs)
-        raise RedisConnectionError("connection lost with the claim's reply unread")
-
-    monkeypatch.setattr(redis_store_module, "blpop_then_claim", reply_lost)
-    async with opened(prefix, named(prefix)) as store, opened(prefix) as other:
-        job = new_job()
-        await held_ahead(store, other, [job], prefix)
-        [claimed] = await store.claim(WORKER, ROOM, LEASE)
-        assert claimed.id == job.id
-        await holds_valid_lease(store, claimed, WORKER)
 
 
 async def test_a_claim_for_fewer_jobs_takes_some_and_hands_back_the_rest(prefix: str) -> None:
