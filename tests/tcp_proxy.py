@@ -46,6 +46,8 @@ class FaultProxy:
         self._flowing: asyncio.Event | None = None
         self._losing_a_reply = False
         self.port = 0
+        # How many replies ``lose_next_reply`` threw away so far.
+        self.replies_lost = 0
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()
@@ -145,6 +147,7 @@ class FaultProxy:
                 await self._flowing.wait()
                 if replies and self._losing_a_reply:
                     self._losing_a_reply = False
+                    self.replies_lost += 1
                     writer.transport.abort()  # the client's side: it never hears back
                     break
                 writer.write(data)

@@ -831,6 +831,10 @@ SELECT (SELECT array_agg(id) FROM extended), (SELECT mode FROM commit_mode)
 def _finish(s: str, mode: str) -> str:
     # $8 says which outcomes are final: the server stamps finished_at. The
     # event's start is the claim's last_try_at: SET reads the row as it was.
+    # The row keeps the token of the claim whose outcome it took (only a
+    # processing row's is a lease): an outcome sent again after its reply was
+    # lost finds its state and token there, and is answered in the fourth
+    # column as applied before, not refused as if its lease had been lost.
     event = _event(
         "o.state", "o.attempts", error="o.last_error", worker="$1::text", started="j.last_try_at"
     )
@@ -845,7 +849,7 @@ WITH {mode}, {_locked(s, batch)}, applied AS (
     SET state = o.state, attempts = o.attempts, next_try_at = o.next_try_at,
         last_error = o.last_error, done_handlers = o.done_handlers::jsonb,
         finished_at = CASE WHEN o.final THEN now() END,
-        lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL,
+        lease_owner = NULL, lease_expires_at = NULL,
         unique_key = {_released("o.state")},
         history = {_appended("j.history", event)}
     FROM locked AS o
@@ -855,7 +859,9 @@ WITH {mode}, {_locked(s, batch)}, applied AS (
     SELECT pg_notify($10, '') FROM applied WHERE state IN {PENDING} LIMIT 1
 )
 SELECT (SELECT array_agg(id) FROM applied), (SELECT count(*) FROM woken),
-       (SELECT mode FROM commit_mode)
+       (SELECT mode FROM commit_mode),
+       (SELECT array_agg(id) FROM locked
+        WHERE stored_state = locked.state AND stored_token = locked.lease_token)
 """
 
 

@@ -296,7 +296,9 @@ def _decode(job_id: str, fields: list[Any]) -> JobRecord:
         lease_owner=owner,
         lease_expires_at=_opt_dt(lease),
         finished_at=_opt_dt(finished),
-        lease_token=token,
+        # A job out of processing keeps the token of its last claim (the
+        # finish script's answer to an outcome sent again), not a lease.
+        lease_token=token if state == JobState.PROCESSING.value else None,
         headers=headers,
         history=decode_history(history),
         queue=queue or DEFAULT_QUEUE,

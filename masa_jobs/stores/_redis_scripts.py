@@ -866,7 +866,10 @@ return {now_text, lease, out}
 # ARGV: key tag, worker id, then one argument per outcome (see `outcome_of`).
 # Returns the ids applied. A final outcome is finished at the server's now and
 # ends a pending or active unique key. Each applied outcome appends an event to
-# the job's history.
+# the job's history. The job keeps the token of the claim whose outcome it took
+# (only a processing job's counts as a lease): an outcome sent again after its
+# reply was lost finds it there, out of processing, and is answered as applied,
+# not refused as if its lease had been lost.
 _FINISH = """
 -- An outcome: '<state>,<attempts>,<next>,<bytes of the id>,<bytes of the lease
 -- token>,<bytes of the error, or nothing for none>,' then the id, the token, the
@@ -916,7 +919,7 @@ for _, o in ipairs(outcomes) do
                                     event(now, state, tonumber(attempts), o.err, worker_json, f[6]))
     local sets = {'state', state, 'attempts', attempts, 'next', nxt,
                   'history', history, 'events', count}
-    local dels = {'owner', 'lease', 'token'}
+    local dels = {'owner', 'lease'}
     local queue = queue_of(f[9])
     if o.err then
       sets[#sets + 1], sets[#sets + 2] = 'error', o.err
@@ -946,6 +949,8 @@ for _, o in ipairs(outcomes) do
     redis.call('HSET', key, unpack(sets))
     redis.call('HDEL', key, unpack(dels))
     applied[#applied + 1] = id
+  elseif f[2] == token and f[1] == o.state then
+    applied[#applied + 1] = id  -- applied by an earlier send of this outcome
   end
 end
 flush(ix)

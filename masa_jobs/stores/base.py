@@ -155,7 +155,10 @@ class JobStore(Protocol):
 
     async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> set[str]:
         """Record outcomes of jobs still held under each outcome's ``lease_token``;
-        returns the ids applied. All or nothing: a refused value
+        returns the ids applied. A store whose reply can be lost on the wire
+        (PostgreSQL, Redis) counts as applied, too, an outcome that an earlier
+        send of it applied (the job in its state, under its token), so that
+        the send again is not taken for a lost lease. All or nothing: a refused value
         (``StoreRejectedError``) writes none of the batch. Each applied
         outcome appends a ``JobEvent`` to the job's history (the store's
         now, the outcome's state, attempts and error, ``worker_id``, and the

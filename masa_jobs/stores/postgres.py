@@ -184,6 +184,7 @@ _REPLY_LOST = (*_APP_CONNECTION_LOST, asyncpg.ConnectionDoesNotExistError)
 # The detail of a duplicate key: ``Key (id)=(<id>) already exists.``
 _DUPLICATE_KEY = ("Key (id)=(", ") already exists.")
 _STATES = {state.value: state for state in JobState}
+_PROCESSING = JobState.PROCESSING.value
 _SCOPES = {scope.value: scope for scope in UniqueScope}
 _NO_EVENTS = "[]"
 
@@ -650,11 +651,16 @@ class PostgresJobStore:
     async def finish(self, worker_id: str, outcomes: Sequence[JobOutcome]) -> set[str]:
         if not outcomes:
             return set()
-        row = await self._require_pool().fetchrow(
-            self._sql.finish, *_outcome_arguments(worker_id, outcomes), self._sql.channel
-        )
+        pool, arguments = self._require_pool(), _outcome_arguments(worker_id, outcomes)
+        try:
+            row = await pool.fetchrow(self._sql.finish, *arguments, self._sql.channel)
+        except _REPLY_LOST:
+            # Sent again on another connection: what the first send applied
+            # before its reply was lost is answered as applied.
+            row = await pool.fetchrow(self._sql.finish, *arguments, self._sql.channel)
         assert row is not None  # scalar subqueries always return their row
-        return _ids(row[0])
+        # Applied now, and applied by an earlier send whose reply was lost.
+        return _ids(row[0]) | _ids(row[3])
 
     @reports_unavailable
     @translates_driver_errors
@@ -1047,7 +1053,9 @@ def _record(row: asyncpg.Record) -> JobRecord:
         lease_owner=row["lease_owner"],
         lease_expires_at=row["lease_expires_at"],
         finished_at=row["finished_at"],
-        lease_token=row["lease_token"],
+        # A row out of processing keeps the token of its last claim (the
+        # finish statement's answer to an outcome sent again), not a lease.
+        lease_token=row["lease_token"] if row["state"] == _PROCESSING else None,
         headers=row["headers"],
         history=() if history == _NO_EVENTS else decode_history(history),
         queue=row["queue"],

@@ -54,7 +54,9 @@ records a whole batch where each token still holds its job; add stores a batch
 and answers, for a record whose unique key another job holds, that job's id).
 The scripts read the server's ``TIME`` for every due time and lease, so that
 the workers' clocks decide nothing. A job hash keeps the ``token`` of the
-claim that holds it; a job leased before tokens existed has none, so only a
+claim that holds it, and after that claim's outcome too (so that an outcome
+sent again finds it applied; only a processing job's token is a lease, and
+reads show no other); a job leased before tokens existed has none, so only a
 new claim (after its lease expires) can finish it. A claim answers with a
 job's headers but not its history, which no worker reads and a job retried
 often would carry on every claim; ``get`` and ``list_jobs`` have it.

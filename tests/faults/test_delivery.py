@@ -262,6 +262,61 @@ async def test_store_connections_killed_mid_run(
         )
 
 
+# -- store replies lost ----------------------------------------------------------------------
+
+
+async def test_store_replies_lost(
+    network_store: FaultStore, fleet: FleetFactory, scale: float
+) -> None:
+    """The store's reply to one call is thrown away, and its connection cut, five
+    times a second for five seconds, between three workers and the store:
+    claims, outcomes, renewals, waits and heartbeats the server carried out
+    and whose answer never came. Nothing is lost, nothing runs twice, and no
+    worker takes an unanswered outcome for a lost lease.
+    """
+    jobs = _scaled(1500, scale, least=100)
+    workers = fleet(network_store, OPTIONS)
+    with network_store.proxy() as proxy:
+        try:
+            async with observer(network_store) as obs:
+                env = network_store.worker_env(proxy)
+                started = [workers.start(f"w{i}", env=env) for i in range(3)]
+                await workers.wait_started(started)
+                ids = await enqueue(
+                    obs.manager, (Short(key=f"job-{i}", sleep=0.05) for i in range(jobs))
+                )
+                await settle_or_fail(
+                    succeeded_at_least(obs.manager, jobs // 10), 30, workers, "no progress"
+                )
+                workers.faults.faulted.update(w.pid for w in started)
+                for _ in range(25):
+                    proxy.lose_next_reply()
+                    await anyio.sleep(0.2)  # the fault's timing
+                workers.faults.note(f"replies lost: {proxy.replies_lost}")
+                workers.faults.end()
+                await settle(all_finished(obs.manager, jobs), SETTLE_SECONDS)
+
+                def replies_were_lost(report: Report) -> None:
+                    if proxy.replies_lost == 0:
+                        report.extra.append("no reply was lost: the fault did not happen")
+                    if report.duplicates:
+                        report.extra.append(
+                            f"{len(report.duplicates)} job(s) ran twice: a lost reply is "
+                            "answered, never a reason to run a job again"
+                        )
+                    if report.lease_lost_lines:
+                        report.extra.append(
+                            f"lease-lost lines {dict(report.lease_lost_lines)}: an outcome "
+                            "whose reply was lost is answered as applied, no lease was lost"
+                        )
+
+                await finish_scenario(
+                    obs.manager, workers, _all(ids), "replies lost", replies_were_lost
+                )
+        finally:
+            workers.close()  # before the proxy goes: a stopping worker still needs the store
+
+
 # -- skewed worker clocks ----------------------------------------------------------------------
 
 

@@ -702,6 +702,37 @@ async def test_an_add_whose_reply_was_lost_answers_as_stored_and_stores_once(
             await store.add([single])
 
 
+async def test_an_outcome_whose_reply_was_lost_is_answered_as_applied_once(
+    schema: str,
+) -> None:
+    # Sent again, the outcome would find the job no longer held and be refused:
+    # the worker would log a lost lease for a job that finished by its hand.
+    async with on_one_proxied_connection(schema) as (store, proxy), opened(schema) as direct:
+        await store.add([job()])
+        [claimed] = await store.claim("worker-1", 1, LEASE)
+        outcome = succeeded(claimed)
+        # Prepared on the one connection: the reply lost is the outcome's.
+        assert await store.finish("worker-1", [replace(outcome, lease_token="stale")]) == set()
+
+        proxy.lose_next_reply()
+        with anyio.fail_after(PROMPTLY):
+            assert await store.finish("worker-1", [outcome]) == {claimed.id}
+        # So is the worker's own retry, later.
+        assert await store.finish("worker-1", [outcome]) == {claimed.id}
+
+        done = await direct.get(claimed.id)
+        assert done is not None
+        assert (done.state, done.lease_token, done.lease_owner) == (
+            JobState.SUCCEEDED,
+            None,
+            None,
+        )
+        assert [event.state for event in done.history] == [JobState.SUCCEEDED]
+        # Another outcome under that token is still refused.
+        other = replace(outcome, state=JobState.DEAD, last_error="late")
+        assert await store.finish("worker-1", [other]) == set()
+
+
 async def test_a_cancelled_call_ends_cancelled_not_unavailable(schema: str) -> None:
     async with opened(schema) as store, raw_connection() as admin:
         held = job()
@@ -1022,10 +1053,16 @@ async def test_a_full_purge_removes_everything_in_chunks_and_waits_its_turn(
 async def test_renewals_and_outcomes_in_opposite_orders_never_deadlock(schema: str) -> None:
     # Two workers' statements on the same 50 rows, one batch in ascending id
     # order and one descending, round after round: rows locked in the order of
-    # each batch would deadlock within a few rounds. Fencing decides which
-    # outcome of each job applies: exactly one of the two.
+    # each batch would deadlock within a few rounds. Fencing decides that each
+    # outcome applies once: the later send finds it applied (as a send again
+    # after a lost reply does) and answers so, with no second history event.
     rounds = 200
-    async with opened(schema) as coordinator, opened(schema) as one, opened(schema) as other:
+    async with (
+        opened(schema) as coordinator,
+        opened(schema) as one,
+        opened(schema) as other,
+        raw_connection() as reader,
+    ):
         await hold_jobs_elsewhere(schema, 5000)
         await coordinator.add([job() for _ in range(50)])
         for _ in range(rounds):
@@ -1037,9 +1074,14 @@ async def test_renewals_and_outcomes_in_opposite_orders_never_deadlock(schema: s
                     tg.start_soon(_renew_and_finish, one, claimed, applied)
                     tg.start_soon(_renew_and_finish, other, claimed[::-1], applied)
 
-            first, second = applied
-            assert first | second == {record.id for record in claimed}
-            assert not first & second
+            ids = [record.id for record in claimed]
+            assert applied == [set(ids), set(ids)]
+            applied_twice = await reader.fetchval(
+                f'SELECT count(*) FROM "{schema}".jobs WHERE id = ANY($1::text[]) '
+                "AND history->-1->>'attempt' = history->-2->>'attempt'",
+                ids,
+            )
+            assert applied_twice == 0
 
 
 async def hold_jobs_elsewhere(schema: str, count: int) -> None:

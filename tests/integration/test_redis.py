@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -716,6 +717,34 @@ async def test_a_claim_whose_reply_was_lost_gets_the_jobs_it_took(prefix: str) -
             # claim takes the job left.
             [last] = await store.claim("worker-1", 2, LEASE)
             assert last.id == jobs[2].id
+
+
+async def test_an_outcome_whose_reply_was_lost_is_answered_as_applied_once(prefix: str) -> None:
+    # Sent again, the outcome would find the job no longer held and be refused:
+    # the worker would log a lost lease for a job that finished by its hand.
+    with in_front_of(REDIS_URL) as proxy:
+        async with opened(prefix, through(REDIS_URL, proxy)) as store, opened(prefix) as direct:
+            await store.add([new_job()])
+            [claimed] = await store.claim("worker-1", 1, LEASE)
+            outcome = succeeded(claimed, claimed.lease_token)
+
+            proxy.lose_next_reply()
+            with anyio.fail_after(HANG_GUARD_SECONDS):
+                assert await store.finish("worker-1", [outcome]) == {claimed.id}
+            # So is the worker's own retry, later.
+            assert await store.finish("worker-1", [outcome]) == {claimed.id}
+
+            done = await direct.get(claimed.id)
+            assert done is not None
+            assert (done.state, done.lease_token, done.lease_owner) == (
+                JobState.SUCCEEDED,
+                None,
+                None,
+            )
+            assert [event.state for event in done.history] == [JobState.SUCCEEDED]
+            # Another outcome under that token is still refused.
+            other = replace(outcome, state=JobState.DEAD, last_error="late")
+            assert await store.finish("worker-1", [other]) == set()
 
 
 async def test_an_operator_move_whose_reply_was_lost_answers_as_made(prefix: str) -> None:
