@@ -720,25 +720,37 @@ class PostgresJobStore:
         pool = self._require_pool()
         wanted = [s.value for s in expected]
         if state.is_pending:
-            row = await pool.fetchrow(
-                self._sql.to_pending, job_id, wanted, state.value, now, self._sql.channel
-            )
+            statement = self._sql.to_pending
+            arguments = [job_id, wanted, state.value, now, self._sql.channel]
         else:
             finished_at = now if state.is_finished else None
-            row = await pool.fetchrow(
-                self._sql.to_other,
-                job_id,
-                wanted,
-                state.value,
-                finished_at,
-                self._sql.cancel_channel,
-            )
+            statement = self._sql.to_other
+            arguments = [job_id, wanted, state.value, finished_at, self._sql.cancel_channel]
+        try:
+            row = await pool.fetchrow(statement, *arguments)
+        except _REPLY_LOST:
+            # The move may have been made and its reply lost: made again, it
+            # would be refused (the job is no longer in an expected state),
+            # and the operator told the job cannot be moved. A job found in
+            # the state asked for is answered as moved.
+            row = await pool.fetchrow(self._sql.get, job_id)
+            if row is None or row["state"] != state.value:
+                row = await pool.fetchrow(statement, *arguments)
         return None if row is None else _record(row)
 
     @reports_unavailable
     @translates_driver_errors
     async def delete(self, job_id: str) -> bool:
-        status = await self._require_pool().execute(self._sql.delete, job_id)
+        pool = self._require_pool()
+        try:
+            status = await pool.execute(self._sql.delete, job_id)
+        except _REPLY_LOST:
+            # Deleted, its reply lost: deleted again, the job would be
+            # answered as unknown. A job that is gone is answered as deleted
+            # (so is an unknown id whose reply was lost).
+            if await pool.fetchrow(self._sql.get, job_id) is None:
+                return True
+            status = await pool.execute(self._sql.delete, job_id)
         return _row_count(status) > 0
 
     @reports_unavailable

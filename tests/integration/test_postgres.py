@@ -733,6 +733,58 @@ async def test_an_outcome_whose_reply_was_lost_is_answered_as_applied_once(
         assert await store.finish("worker-1", [other]) == set()
 
 
+async def test_an_operator_move_whose_reply_was_lost_answers_as_made(schema: str) -> None:
+    # Made again, a cancel, a retry or a delete that was made would be refused:
+    # the job is no longer cancellable or cancelled, or no longer there.
+    async with on_one_proxied_connection(schema) as (store, proxy), opened(schema) as direct:
+        cancelled, retried, deleted = job(), job(), job()
+        await store.add([cancelled, retried, deleted])
+        await direct.transition(retried.id, [JobState.ENQUEUED], JobState.CANCELLED, utcnow())
+        # Each statement prepared on the one connection: the replies lost are the moves'.
+        unknown = uuid4().hex
+        assert (
+            await store.transition(unknown, [JobState.ENQUEUED], JobState.CANCELLED, utcnow())
+            is None
+        )
+        assert (
+            await store.transition(unknown, [JobState.CANCELLED], JobState.ENQUEUED, utcnow())
+            is None
+        )
+        assert not await store.delete(unknown)
+
+        proxy.lose_next_reply()
+        with anyio.fail_after(PROMPTLY):
+            moved = await store.transition(
+                cancelled.id, [JobState.ENQUEUED], JobState.CANCELLED, utcnow()
+            )
+        proxy.lose_next_reply()
+        with anyio.fail_after(PROMPTLY):
+            requeued = await store.transition(
+                retried.id, [JobState.CANCELLED], JobState.ENQUEUED, utcnow()
+            )
+        proxy.lose_next_reply()
+        with anyio.fail_after(PROMPTLY):
+            assert await store.delete(deleted.id)
+
+        assert moved is not None
+        assert moved.state is JobState.CANCELLED
+        assert requeued is not None
+        assert requeued.state is JobState.ENQUEUED
+        for record, state in ((cancelled, JobState.CANCELLED), (retried, JobState.ENQUEUED)):
+            stored = await direct.get(record.id)
+            assert stored is not None
+            assert stored.state is state
+            # Made once: one event of the move in the history.
+            assert [event.state for event in stored.history].count(state) == 1
+        assert await direct.get(deleted.id) is None
+        # A move that was not made is still refused.
+        assert (
+            await store.transition(cancelled.id, [JobState.ENQUEUED], JobState.CANCELLED, utcnow())
+            is None
+        )
+        assert not await store.delete(deleted.id)
+
+
 async def test_a_cancelled_call_ends_cancelled_not_unavailable(schema: str) -> None:
     async with opened(schema) as store, raw_connection() as admin:
         held = job()
