@@ -178,9 +178,17 @@ _APP_CONNECTION_LOST = (
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
 )
-# What a statement raises when its connection is lost with it: the server
-# may have run it, and committed, and its reply been lost.
-_REPLY_LOST = (*_APP_CONNECTION_LOST, asyncpg.ConnectionDoesNotExistError)
+# What a statement raises when the connection it was sent on is lost under
+# it: the server may have run it, and committed, and its reply been lost. Not
+# a connection that could not be made (refused, timed out): nothing was sent,
+# and asking the server again would only double the wait of an outage.
+_REPLY_LOST = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    ConnectionResetError,
+    BrokenPipeError,
+)
 # The detail of a duplicate key: ``Key (id)=(<id>) already exists.``
 _DUPLICATE_KEY = ("Key (id)=(", ") already exists.")
 _STATES = {state.value: state for state in JobState}
