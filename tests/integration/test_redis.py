@@ -35,6 +35,7 @@ from masa_jobs.records import (
     utcnow,
 )
 from masa_jobs.stores import redis as redis_store_module
+from masa_jobs.stores.base import STALE_WORKER_SECONDS
 from masa_jobs.stores.redis import RedisJobStore
 from tests.listing import all_jobs
 from tests.services import REDIS_URL, delete_redis_prefix, unique_name
@@ -717,6 +718,25 @@ async def test_a_claim_whose_reply_was_lost_gets_the_jobs_it_took(prefix: str) -
             # claim takes the job left.
             [last] = await store.claim("worker-1", 2, LEASE)
             assert last.id == jobs[2].id
+
+
+async def test_a_workers_last_claim_is_forgotten_with_the_worker(prefix: str) -> None:
+    # Kept for a claim_again after a lost reply: one entry per worker, which
+    # goes when the worker stops or its heartbeats go stale.
+    async with opened(prefix) as store, raw_redis() as client:
+        claims = "{" + prefix + "}:claims"
+        now = utcnow()
+        stale = now - timedelta(seconds=2 * STALE_WORKER_SECONDS)
+        await store.heartbeat(WorkerInfo("stale", "host", 1, started_at=stale, last_seen_at=stale))
+        await store.add([new_job(), new_job()])
+        for worker in ("stale", "stopped"):
+            assert len(await store.claim(worker, 1, LEASE)) == 1
+        assert sorted(await client.hkeys(claims)) == ["stale", "stopped"]
+
+        await store.remove_worker("stopped")
+        await store.heartbeat(WorkerInfo("live", "host", 2, started_at=now, last_seen_at=now))
+
+        assert await client.hkeys(claims) == []
 
 
 async def test_an_outcome_whose_reply_was_lost_is_answered_as_applied_once(prefix: str) -> None:
