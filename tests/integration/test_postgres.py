@@ -37,6 +37,7 @@ from tests.tcp_proxy import FaultProxy
 
 from .app import Work
 from .harness import wait_until
+from .lost_replies import outcome_answered_once_after_a_lost_reply
 
 pytestmark = pytest.mark.anyio
 
@@ -705,8 +706,6 @@ async def test_an_add_whose_reply_was_lost_answers_as_stored_and_stores_once(
 async def test_an_outcome_whose_reply_was_lost_is_answered_as_applied_once(
     schema: str,
 ) -> None:
-    # Sent again, the outcome would find the job no longer held and be refused:
-    # the worker would log a lost lease for a job that finished by its hand.
     async with on_one_proxied_connection(schema) as (store, proxy), opened(schema) as direct:
         await store.add([job()])
         [claimed] = await store.claim("worker-1", 1, LEASE)
@@ -714,23 +713,9 @@ async def test_an_outcome_whose_reply_was_lost_is_answered_as_applied_once(
         # Prepared on the one connection: the reply lost is the outcome's.
         assert await store.finish("worker-1", [replace(outcome, lease_token="stale")]) == set()
 
-        proxy.lose_next_reply()
-        with anyio.fail_after(PROMPTLY):
-            assert await store.finish("worker-1", [outcome]) == {claimed.id}
-        # So is the worker's own retry, later.
-        assert await store.finish("worker-1", [outcome]) == {claimed.id}
-
-        done = await direct.get(claimed.id)
-        assert done is not None
-        assert (done.state, done.lease_token, done.lease_owner) == (
-            JobState.SUCCEEDED,
-            None,
-            None,
+        await outcome_answered_once_after_a_lost_reply(
+            store, direct, proxy, "worker-1", outcome, PROMPTLY
         )
-        assert [event.state for event in done.history] == [JobState.SUCCEEDED]
-        # Another outcome under that token is still refused.
-        other = replace(outcome, state=JobState.DEAD, last_error="late")
-        assert await store.finish("worker-1", [other]) == set()
 
 
 async def test_an_operator_move_whose_reply_was_lost_answers_as_made(schema: str) -> None:

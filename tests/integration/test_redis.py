@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -43,6 +42,7 @@ from tests.tcp_proxy import in_front_of, through
 
 from .app import Work
 from .harness import wait_until
+from .lost_replies import outcome_answered_once_after_a_lost_reply
 
 pytestmark = pytest.mark.anyio
 
@@ -740,31 +740,18 @@ async def test_a_workers_last_claim_is_forgotten_with_the_worker(prefix: str) ->
 
 
 async def test_an_outcome_whose_reply_was_lost_is_answered_as_applied_once(prefix: str) -> None:
-    # Sent again, the outcome would find the job no longer held and be refused:
-    # the worker would log a lost lease for a job that finished by its hand.
     with in_front_of(REDIS_URL) as proxy:
         async with opened(prefix, through(REDIS_URL, proxy)) as store, opened(prefix) as direct:
             await store.add([new_job()])
             [claimed] = await store.claim("worker-1", 1, LEASE)
-            outcome = succeeded(claimed, claimed.lease_token)
-
-            proxy.lose_next_reply()
-            with anyio.fail_after(HANG_GUARD_SECONDS):
-                assert await store.finish("worker-1", [outcome]) == {claimed.id}
-            # So is the worker's own retry, later.
-            assert await store.finish("worker-1", [outcome]) == {claimed.id}
-
-            done = await direct.get(claimed.id)
-            assert done is not None
-            assert (done.state, done.lease_token, done.lease_owner) == (
-                JobState.SUCCEEDED,
-                None,
-                None,
+            await outcome_answered_once_after_a_lost_reply(
+                store,
+                direct,
+                proxy,
+                "worker-1",
+                succeeded(claimed, claimed.lease_token),
+                HANG_GUARD_SECONDS,
             )
-            assert [event.state for event in done.history] == [JobState.SUCCEEDED]
-            # Another outcome under that token is still refused.
-            other = replace(outcome, state=JobState.DEAD, last_error="late")
-            assert await store.finish("worker-1", [other]) == set()
 
 
 async def test_an_operator_move_whose_reply_was_lost_answers_as_made(prefix: str) -> None:
