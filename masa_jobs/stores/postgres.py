@@ -422,24 +422,24 @@ class PostgresJobStore:
         commits whole or not at all, so the jobs found stored are its own;
         the others (none, or those answered with another job's id) are added
         again and get their answer now."""
-        stored = await self._stored_ids(records)
+        stored = await self._stored_ids([record.id for record in records])
         answers = {job_id: job_id for job_id in stored}
         rest = [record for record in records if record.id not in stored]
         if rest:
+            rest_ids = [record.id for record in rest]
             try:
                 added = await self._add_once(rest)
             except DuplicateJobError:
                 # The first add was still running when its connection was
                 # lost, and has committed since: its jobs are the answer.
-                if await self._stored_ids(rest) != {record.id for record in rest}:
+                if await self._stored_ids(rest_ids) != set(rest_ids):
                     raise
-                added = [record.id for record in rest]
-            answers.update(zip((record.id for record in rest), added, strict=True))
+                added = rest_ids
+            answers.update(zip(rest_ids, added, strict=True))
         return [answers[record.id] for record in records]
 
-    async def _stored_ids(self, records: Sequence[JobRecord]) -> set[str]:
-        """The ids of ``records`` that the store holds a job of."""
-        ids = [record.id for record in records]
+    async def _stored_ids(self, ids: builtins.list[str]) -> set[str]:
+        """Those of ``ids`` that the store holds a job of."""
         return {row[0] for row in await self._require_pool().fetch(self._sql.stored_ids, ids)}
 
     def _plain_insert(self, records: Sequence[JobRecord]) -> tuple[Any, ...]:
@@ -756,7 +756,7 @@ class PostgresJobStore:
             # Deleted, its reply lost: deleted again, the job would be
             # answered as unknown. A job that is gone is answered as deleted
             # (so is an unknown id whose reply was lost).
-            if await pool.fetchrow(self._sql.get, job_id) is None:
+            if not await self._stored_ids([job_id]):
                 return True
             status = await pool.execute(self._sql.delete, job_id)
         return _row_count(status) > 0
