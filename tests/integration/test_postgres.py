@@ -37,7 +37,10 @@ from tests.tcp_proxy import FaultProxy
 
 from .app import Work
 from .harness import wait_until
-from .lost_replies import outcome_answered_once_after_a_lost_reply
+from .lost_replies import (
+    claim_answered_after_a_lost_reply,
+    outcome_answered_once_after_a_lost_reply,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -646,28 +649,13 @@ async def on_one_proxied_connection(
 
 
 async def test_a_claim_whose_reply_was_lost_gets_the_jobs_it_took(schema: str) -> None:
-    # Asked again, the claim would take other jobs, and the ones it leased would
-    # wait out their leases under a worker that does not know them.
     async with on_one_proxied_connection(schema) as (store, proxy), opened(schema) as direct:
+        # Prepared on the one connection: the reply lost is the claim's.
         assert await store.claim("worker-1", 2, LEASE) == []
         jobs = [job() for _ in range(3)]
         await store.add(jobs)
 
-        proxy.lose_next_reply()
-        with anyio.fail_after(PROMPTLY):
-            claimed = await store.claim("worker-1", 2, LEASE)
-
-        assert [record.id for record in claimed] == [record.id for record in jobs[:2]]
-        for record in claimed:
-            held = await direct.get(record.id)
-            assert held is not None
-            assert (held.state, held.attempts) == (JobState.PROCESSING, 1)
-            assert (held.lease_owner, held.lease_token) == ("worker-1", record.lease_token)
-        left = await direct.get(jobs[2].id)
-        assert left is not None
-        assert left.state is JobState.ENQUEUED
-        finished = await store.finish("worker-1", [succeeded(record) for record in claimed])
-        assert finished == {record.id for record in jobs[:2]}
+        await claim_answered_after_a_lost_reply(store, direct, proxy, jobs, PROMPTLY)
 
 
 async def test_an_add_whose_reply_was_lost_answers_as_stored_and_stores_once(

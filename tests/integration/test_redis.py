@@ -42,7 +42,10 @@ from tests.tcp_proxy import in_front_of, through
 
 from .app import Work
 from .harness import wait_until
-from .lost_replies import outcome_answered_once_after_a_lost_reply
+from .lost_replies import (
+    claim_answered_after_a_lost_reply,
+    outcome_answered_once_after_a_lost_reply,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -686,29 +689,12 @@ async def test_an_add_whose_reply_was_lost_answers_as_the_first_send_would_have(
 
 
 async def test_a_claim_whose_reply_was_lost_gets_the_jobs_it_took(prefix: str) -> None:
-    # Sent again, the claim would take other jobs, and the ones the first send
-    # leased would wait out their leases under a worker that does not know them.
     with in_front_of(REDIS_URL) as proxy:
         async with opened(prefix, through(REDIS_URL, proxy)) as store, opened(prefix) as direct:
             jobs = [new_job() for _ in range(3)]
             await store.add(jobs)
 
-            proxy.lose_next_reply()
-            with anyio.fail_after(HANG_GUARD_SECONDS):
-                claimed = await store.claim("worker-1", 2, LEASE)
-
-            assert [record.id for record in claimed] == [job.id for job in jobs[:2]]
-            for record in claimed:
-                held = await direct.get(record.id)
-                assert held is not None
-                assert (held.state, held.attempts) == (JobState.PROCESSING, 1)
-                assert (held.lease_owner, held.lease_token) == ("worker-1", record.lease_token)
-                assert record.attempts == 1
-            left = await direct.get(jobs[2].id)
-            assert left is not None
-            assert left.state is JobState.ENQUEUED
-            outcomes = [succeeded(record, record.lease_token) for record in claimed]
-            assert await store.finish("worker-1", outcomes) == {job.id for job in jobs[:2]}
+            await claim_answered_after_a_lost_reply(store, direct, proxy, jobs, HANG_GUARD_SECONDS)
 
             # A claim that took nothing, its reply lost, is sent again.
             proxy.lose_next_reply()
